@@ -1,0 +1,124 @@
+//! API v1: routes and the JSON types of the endpoints.
+//!
+//! Batch endpoints carry binary packs ([`crate::pack`]); everything else is JSON. Every error
+//! is an [`ErrorResponse`], so the client decodes exactly what the server sends.
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::KeyDigest;
+
+/// `POST`: body [`BatchGetRequest`] (JSON); answer a pack of the entries found
+/// (`Content-Encoding: zstd` when the request accepts it).
+pub const BATCH_GET: &str = "/api/v1/batch/get";
+/// `POST`: body a pack; answer [`BatchPutResponse`].
+pub const BATCH_PUT: &str = "/api/v1/batch/put";
+/// `GET | HEAD | PUT /api/v1/entries/{key}`: one entry, as its encoded bytes.
+pub const ENTRY: &str = "/api/v1/entries/{key}";
+/// `GET`: [`StatsResponse`].
+pub const STATS: &str = "/api/v1/stats";
+/// `GET`: [`ServerInfo`]: version, limits and the caller's scope.
+pub const INFO: &str = "/api/v1/info";
+/// `GET`: the OpenAPI document of the JSON endpoints.
+pub const OPENAPI: &str = "/api/v1/openapi.json";
+/// `GET`: liveness.
+pub const HEALTHZ: &str = "/healthz";
+/// `GET`: readiness (the database answers).
+pub const READYZ: &str = "/readyz";
+/// `GET`: Prometheus text metrics.
+pub const METRICS: &str = "/metrics";
+
+/// The path of one entry.
+pub fn entry_path(key: &KeyDigest) -> String {
+    format!("/api/v1/entries/{key}")
+}
+
+/// Every error the server answers, whatever the status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// A stable machine-readable code, e.g. `bad_request`, `unauthorized`, `payload_too_large`.
+    pub code: String,
+    /// What went wrong and what to do, for people.
+    pub message: String,
+}
+
+/// Ask for many entries at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchGetRequest {
+    /// Key digests wanted; the answer holds those the server has.
+    pub keys: Vec<KeyDigest>,
+}
+
+/// What happened to each entry of a batch put.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPutResponse {
+    /// Keys stored (or already present with the same content).
+    pub stored: Vec<KeyDigest>,
+    /// Entries refused, each with the reason.
+    pub refused: Vec<RefusedEntry>,
+}
+
+/// One refused entry of a batch put.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedEntry {
+    /// The entry's key digest.
+    pub key: KeyDigest,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// A caller's permission level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Read entries and statistics.
+    Read,
+    /// Read, and store entries.
+    Write,
+    /// Everything, including token management.
+    Admin,
+}
+
+/// Limits and identity the server advertises, so clients can size their batches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The server's version.
+    pub version: String,
+    /// Largest encoded entry accepted, in bytes.
+    pub max_entry_bytes: u64,
+    /// Largest request body accepted, in bytes.
+    pub max_request_bytes: u64,
+    /// Most keys in one batch get.
+    pub max_batch_keys: u64,
+    /// The scope of the caller's token; `None` without one (or when reads are public).
+    pub scope: Option<Scope>,
+    /// Whether anyone may read without a token.
+    pub public_read: bool,
+}
+
+/// Store statistics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsResponse {
+    /// Entries stored.
+    pub entries: u64,
+    /// Bytes of stored entries.
+    pub bytes: u64,
+    /// Entries served since the server started.
+    pub hits: u64,
+    /// Keys asked for and not found since the server started.
+    pub misses: u64,
+    /// Per interpreter (cache tag and magic).
+    pub interpreters: Vec<InterpreterStats>,
+}
+
+/// Statistics of one interpreter's entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterpreterStats {
+    /// `sys.implementation.cache_tag`.
+    pub cache_tag: String,
+    /// Magic bytes, hex.
+    pub magic: String,
+    /// Entries stored.
+    pub entries: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+}

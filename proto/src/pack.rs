@@ -1,0 +1,452 @@
+//! The binary pack that carries many entries in one request or response body.
+//!
+//! ```text
+//! pack    = "PYCPACK" 0x01, frame*, end
+//! frame   = u32 key_len (> 0), key (CacheKey::encode), u32 entry_len, entry (Entry::encode),
+//!           32-byte blake3 digest of the entry bytes
+//! end     = u32 0, u32 frame count
+//! ```
+//! All integers little-endian. The end marker with its frame count makes a truncated pack
+//! detectable: a pack that stops anywhere before the end marker is an error, never a shorter
+//! batch. [`PackDecoder`] accepts bytes in arbitrary chunks, so both sides can stream.
+
+use crate::entry::{Entry, EntryDigest, EntryError};
+use crate::key::{CacheKey, KeyDigest, KeyError};
+
+/// The first 8 bytes of every pack.
+pub const PACK_MAGIC: &[u8; 8] = b"PYCPACK\x01";
+
+/// Media type of a pack body.
+pub const PACK_CONTENT_TYPE: &str = "application/x-pycache-pack";
+
+/// Largest key encoding a frame may carry.
+const MAX_KEY_LEN: usize = 3 * crate::key::MAX_KEY_STRING + 64;
+
+/// One entry in a pack, with its key and the digest the sender computed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The entry's key.
+    pub key: CacheKey,
+    /// The entry exactly as encoded by the sender.
+    pub entry_bytes: Vec<u8>,
+    /// The sender's blake3 of `entry_bytes`.
+    pub digest: EntryDigest,
+}
+
+impl Frame {
+    /// A frame for `entry` under `key`, with its digest computed.
+    pub fn new(key: CacheKey, entry: &Entry) -> Self {
+        let entry_bytes = entry.encode();
+        let digest = EntryDigest::of(&entry_bytes);
+        Frame {
+            key,
+            entry_bytes,
+            digest,
+        }
+    }
+
+    /// The key's digest.
+    pub fn key_digest(&self) -> KeyDigest {
+        self.key.digest()
+    }
+
+    /// Checks the digest and decodes the entry; any mismatch is an error, never a silent use.
+    pub fn verify(&self) -> Result<Entry, FrameError> {
+        if EntryDigest::of(&self.entry_bytes) != self.digest {
+            return Err(FrameError::DigestMismatch);
+        }
+        Entry::decode(&self.entry_bytes).map_err(FrameError::Entry)
+    }
+}
+
+/// Why a frame's entry cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The bytes do not hash to the digest the sender sent.
+    #[error("the entry's blake3 digest does not match its bytes")]
+    DigestMismatch,
+    /// The bytes hash right but are not a valid entry.
+    #[error(transparent)]
+    Entry(EntryError),
+}
+
+/// Why a pack cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PackError {
+    /// The body does not start with [`PACK_MAGIC`].
+    #[error("not a pycache pack (bad magic bytes)")]
+    BadMagic,
+    /// The body ended before the end marker.
+    #[error(
+        "the pack is truncated: it ended after {frames} complete entries, before its end marker"
+    )]
+    Truncated {
+        /// Complete frames read before the body ended.
+        frames: u64,
+    },
+    /// A frame's key is not a valid key encoding.
+    #[error("entry {index} of the pack has a malformed key: {source}")]
+    BadKey {
+        /// Zero-based frame index.
+        index: u64,
+        /// What is wrong with the key.
+        source: KeyError,
+    },
+    /// A length field is beyond what this side accepts.
+    #[error("entry {index} of the pack is {len} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// Zero-based frame index.
+        index: u64,
+        /// The announced length.
+        len: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The end marker's count differs from the frames read.
+    #[error("the pack's end marker counts {expected} entries but {found} were sent")]
+    CountMismatch {
+        /// Count in the end marker.
+        expected: u64,
+        /// Frames actually read.
+        found: u64,
+    },
+    /// Bytes follow the end marker.
+    #[error("the pack has bytes after its end marker")]
+    TrailingBytes,
+}
+
+/// Writes a pack into a byte vector, frame by frame.
+#[derive(Debug)]
+pub struct PackWriter {
+    buf: Vec<u8>,
+    frames: u32,
+}
+
+impl Default for PackWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackWriter {
+    /// A writer holding just the pack header.
+    pub fn new() -> Self {
+        PackWriter {
+            buf: PACK_MAGIC.to_vec(),
+            frames: 0,
+        }
+    }
+
+    /// Appends one frame.
+    pub fn push(&mut self, frame: &Frame) {
+        let key = frame.key.encode();
+        self.buf
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&key);
+        self.buf
+            .extend_from_slice(&(frame.entry_bytes.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&frame.entry_bytes);
+        self.buf.extend_from_slice(&frame.digest.0);
+        self.frames += 1;
+    }
+
+    /// Bytes written so far (without the end marker).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no frame was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    /// Frames pushed so far.
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Appends the end marker and returns the whole pack.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        self.buf.extend_from_slice(&self.frames.to_le_bytes());
+        self.buf
+    }
+}
+
+/// Encodes frames into one pack.
+pub fn encode_pack<'a>(frames: impl IntoIterator<Item = &'a Frame>) -> Vec<u8> {
+    let mut w = PackWriter::new();
+    for f in frames {
+        w.push(f);
+    }
+    w.finish()
+}
+
+/// An incremental pack reader: feed it chunks, take frames as they complete.
+#[derive(Debug)]
+pub struct PackDecoder {
+    buf: Vec<u8>,
+    pos: usize,
+    header_seen: bool,
+    frames: u64,
+    finished: bool,
+    max_entry: usize,
+}
+
+impl PackDecoder {
+    /// A decoder refusing entries longer than `max_entry` bytes.
+    pub fn new(max_entry: usize) -> Self {
+        PackDecoder {
+            buf: Vec::new(),
+            pos: 0,
+            header_seen: false,
+            frames: 0,
+            finished: false,
+            max_entry,
+        }
+    }
+
+    /// Adds received bytes.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.pos > 0 && self.pos * 2 > self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// Frames read so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// The next complete frame, `None` when more bytes are needed or the pack has ended.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, PackError> {
+        if self.finished {
+            return if self.pos < self.buf.len() {
+                Err(PackError::TrailingBytes)
+            } else {
+                Ok(None)
+            };
+        }
+        let avail = &self.buf[self.pos..];
+        if !self.header_seen {
+            if avail.len() < PACK_MAGIC.len() {
+                if !PACK_MAGIC.starts_with(avail) {
+                    return Err(PackError::BadMagic);
+                }
+                return Ok(None);
+            }
+            if &avail[..8] != PACK_MAGIC {
+                return Err(PackError::BadMagic);
+            }
+            self.pos += 8;
+            self.header_seen = true;
+            return self.next_frame();
+        }
+        let mut r = Reader::new(avail);
+        let Ok(key_len) = r.u32() else {
+            return Ok(None);
+        };
+        let index = self.frames;
+        if key_len == 0 {
+            let Ok(count) = r.u32() else { return Ok(None) };
+            self.pos += 8;
+            self.finished = true;
+            if u64::from(count) != self.frames {
+                return Err(PackError::CountMismatch {
+                    expected: count.into(),
+                    found: self.frames,
+                });
+            }
+            return if self.pos < self.buf.len() {
+                Err(PackError::TrailingBytes)
+            } else {
+                Ok(None)
+            };
+        }
+        let key_len = key_len as usize;
+        if key_len > MAX_KEY_LEN {
+            return Err(PackError::TooLarge {
+                index,
+                len: key_len as u64,
+                limit: MAX_KEY_LEN as u64,
+            });
+        }
+        let Ok(key_bytes) = r.take(key_len) else {
+            return Ok(None);
+        };
+        let Ok(entry_len) = r.u32() else {
+            return Ok(None);
+        };
+        let entry_len = entry_len as usize;
+        if entry_len > self.max_entry {
+            return Err(PackError::TooLarge {
+                index,
+                len: entry_len as u64,
+                limit: self.max_entry as u64,
+            });
+        }
+        let Ok(entry_bytes) = r.take(entry_len) else {
+            return Ok(None);
+        };
+        let Ok(digest) = r.take(32) else {
+            return Ok(None);
+        };
+        let key =
+            CacheKey::decode(key_bytes).map_err(|source| PackError::BadKey { index, source })?;
+        let frame = Frame {
+            key,
+            entry_bytes: entry_bytes.to_vec(),
+            digest: EntryDigest(digest.try_into().expect("32 bytes")),
+        };
+        self.pos += r.consumed();
+        self.frames += 1;
+        Ok(Some(frame))
+    }
+
+    /// Call when the body has ended: an error unless the end marker was read.
+    pub fn finish(&self) -> Result<(), PackError> {
+        if !self.finished {
+            if !self.header_seen && self.buf.len() - self.pos < PACK_MAGIC.len() && self.frames == 0
+            {
+                return Err(PackError::Truncated { frames: 0 });
+            }
+            return Err(PackError::Truncated {
+                frames: self.frames,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a whole pack held in memory.
+pub fn decode_pack(bytes: &[u8], max_entry: usize) -> Result<Vec<Frame>, PackError> {
+    let mut d = PackDecoder::new(max_entry);
+    d.feed(bytes);
+    let mut frames = Vec::new();
+    while let Some(f) = d.next_frame()? {
+        frames.push(f);
+    }
+    d.finish()?;
+    Ok(frames)
+}
+
+/// A cursor over a byte slice for the little-endian encodings in this crate.
+#[derive(Debug)]
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+/// The slice ended before the wanted bytes.
+#[derive(Debug)]
+pub(crate) struct Short;
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, pos: 0 }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Short> {
+        let end = self.pos.checked_add(n).ok_or(Short)?;
+        let out = self.bytes.get(self.pos..end).ok_or(Short)?;
+        self.pos = end;
+        Ok(out)
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, Short> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+
+    pub(crate) fn consumed(&self) -> usize {
+        self.pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> CacheKey {
+        CacheKey {
+            source_hash: [n; 32],
+            magic: [0xcb, 0x0d, b'\r', b'\n'],
+            cache_tag: "cpython-312".into(),
+            optimization: 0,
+            settings: String::new(),
+            dfile: format!("m{n}.py"),
+        }
+    }
+
+    fn frames() -> Vec<Frame> {
+        (0..3)
+            .map(|n| Frame::new(key(n), &Entry::compiled(vec![0xe3, n, n], String::new())))
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_in_any_chunking() {
+        let fs = frames();
+        let pack = encode_pack(&fs);
+        assert_eq!(decode_pack(&pack, 1 << 20).unwrap(), fs);
+        for chunk in [1, 3, 7, 64] {
+            let mut d = PackDecoder::new(1 << 20);
+            let mut got = Vec::new();
+            for c in pack.chunks(chunk) {
+                d.feed(c);
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            d.finish().unwrap();
+            assert_eq!(got, fs, "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let pack = encode_pack(&frames());
+        for cut in 0..pack.len() {
+            assert!(decode_pack(&pack[..cut], 1 << 20).is_err(), "cut at {cut}");
+        }
+        assert_eq!(decode_pack(&encode_pack(&[]), 10).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn bad_magic_oversize_and_count_are_refused() {
+        assert_eq!(decode_pack(b"GARBAGE!", 10), Err(PackError::BadMagic));
+        let pack = encode_pack(&frames());
+        assert!(matches!(
+            decode_pack(&pack, 2),
+            Err(PackError::TooLarge { index: 0, .. })
+        ));
+        let mut wrong_count = pack.clone();
+        let n = wrong_count.len();
+        wrong_count[n - 4] = 9;
+        assert!(matches!(
+            decode_pack(&wrong_count, 1 << 20),
+            Err(PackError::CountMismatch { .. })
+        ));
+        let mut trailing = pack;
+        trailing.push(0);
+        assert_eq!(
+            decode_pack(&trailing, 1 << 20),
+            Err(PackError::TrailingBytes)
+        );
+    }
+
+    #[test]
+    fn verify_catches_corruption() {
+        let mut f = frames().remove(0);
+        assert!(f.verify().is_ok());
+        f.entry_bytes[10] ^= 0xff;
+        assert_eq!(f.verify(), Err(FrameError::DigestMismatch));
+    }
+}
