@@ -1,0 +1,174 @@
+//! Discovery of the target interpreters the parity suites run against.
+//!
+//! Every CPython 3.8+ under `$(pyenv root)/versions/*/bin/python3`, plus `/usr/bin/pypy3` when it
+//! exists. The default `python3` on `PATH` must be among them: discovery panics otherwise, and
+//! also when nothing is found, so a machine without interpreters fails the suite instead of
+//! passing it silently. `PYCACHE_PARITY_PYTHONS` (paths separated by `:`) replaces discovery,
+//! for a quick local run against one interpreter.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// One target interpreter, as it describes itself.
+#[derive(Debug, Clone)]
+pub struct Interp {
+    /// The executable the tests pass to `python -m compileall` and to the client.
+    pub path: PathBuf,
+    /// `sys.implementation.name`: `cpython` or `pypy`.
+    pub implementation: String,
+    /// `sys.version_info[:3]`.
+    pub version: (u32, u32, u32),
+    /// `sys.implementation.cache_tag`, e.g. `cpython-311`.
+    pub cache_tag: String,
+    /// The directory of its standard library (`sysconfig.get_paths()["stdlib"]`).
+    pub stdlib: PathBuf,
+    /// True for the interpreter the default `python3` resolves to.
+    pub is_default: bool,
+}
+
+impl Interp {
+    /// A short name for reports: `cpython-3.11`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}-{}.{}",
+            self.implementation, self.version.0, self.version.1
+        )
+    }
+
+    /// CPython whose serial compileall is byte-reproducible (3.11+, DESIGN.md §6).
+    pub fn bytes_must_match(&self) -> bool {
+        self.implementation == "cpython" && self.version >= (3, 11, 0)
+    }
+
+    /// True when the interpreter is CPython of at least `3.minor`.
+    pub fn cpython_at_least(&self, minor: u32) -> bool {
+        self.implementation == "cpython" && self.version >= (3, minor, 0)
+    }
+}
+
+const PROBE: &str = "import sys, os, sysconfig\n\
+print(sys.implementation.name)\n\
+print('%d.%d.%d' % sys.version_info[:3])\n\
+print(sys.implementation.cache_tag)\n\
+print(sysconfig.get_paths()['stdlib'])\n\
+print(os.path.realpath(sys.executable))\n";
+
+struct Probe {
+    interp: Interp,
+    real_executable: PathBuf,
+}
+
+fn probe(path: &Path) -> Option<Probe> {
+    let output = Command::new(path)
+        .args(["-I", "-c", PROBE])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(output.stdout).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let [implementation, version, cache_tag, stdlib, real] = lines[..] else {
+        return None;
+    };
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    let version = (parts.next()??, parts.next()??, parts.next()??);
+    Some(Probe {
+        interp: Interp {
+            path: path.to_path_buf(),
+            implementation: implementation.to_string(),
+            version,
+            cache_tag: cache_tag.to_string(),
+            stdlib: PathBuf::from(stdlib),
+            is_default: false,
+        },
+        real_executable: PathBuf::from(real),
+    })
+}
+
+fn pyenv_root() -> PathBuf {
+    if let Ok(output) = Command::new("pyenv").arg("root").output() {
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if output.status.success() && !text.is_empty() {
+            return PathBuf::from(text);
+        }
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    home.join(".pyenv")
+}
+
+fn candidates() -> Vec<PathBuf> {
+    if let Some(list) = std::env::var_os("PYCACHE_PARITY_PYTHONS") {
+        return std::env::split_paths(&list).collect();
+    }
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(pyenv_root().join("versions")) {
+        for entry in entries.flatten() {
+            let python = entry.path().join("bin/python3");
+            if python.exists() {
+                found.push(python);
+            }
+        }
+    }
+    let pypy = PathBuf::from("/usr/bin/pypy3");
+    if pypy.exists() {
+        found.push(pypy);
+    }
+    found
+}
+
+fn discover() -> Vec<Interp> {
+    let default_real = probe(Path::new("python3"))
+        .expect("the default `python3` must run: it is the one interpreter every suite covers")
+        .real_executable;
+    let mut interps: Vec<Interp> = Vec::new();
+    let mut default_seen = false;
+    for path in candidates() {
+        let Some(found) = probe(&path) else { continue };
+        if found.interp.version < (3, 8, 0) {
+            continue;
+        }
+        let mut interp = found.interp;
+        interp.is_default = found.real_executable == default_real;
+        default_seen |= interp.is_default;
+        interps.push(interp);
+    }
+    let restricted = std::env::var_os("PYCACHE_PARITY_PYTHONS").is_some();
+    assert!(
+        !interps.is_empty(),
+        "no Python 3.8+ interpreter found under $(pyenv root)/versions or /usr/bin/pypy3"
+    );
+    assert!(
+        default_seen || restricted,
+        "the default python3 ({}) is not among the interpreters found",
+        default_real.display()
+    );
+    interps.sort_by(|a, b| (&a.implementation, a.version).cmp(&(&b.implementation, b.version)));
+    interps
+}
+
+/// All interpreters under test, discovered once per test binary.
+pub fn interpreters() -> &'static [Interp] {
+    static INTERPS: OnceLock<Vec<Interp>> = OnceLock::new();
+    INTERPS.get_or_init(discover)
+}
+
+/// The interpreters that get the full option matrix: the default `python3`, the oldest and the
+/// newest CPython, and every PyPy. The others run the core subset (see `parity.rs`).
+/// `PYCACHE_PARITY_FULL=1` gives every interpreter the full matrix.
+pub fn full_matrix(interp: &Interp) -> bool {
+    if std::env::var_os("PYCACHE_PARITY_FULL").is_some() {
+        return true;
+    }
+    let cpython: Vec<&Interp> = interpreters()
+        .iter()
+        .filter(|i| i.implementation == "cpython")
+        .collect();
+    let oldest = cpython.first().map(|i| i.version);
+    let newest = cpython.last().map(|i| i.version);
+    interp.is_default
+        || interp.implementation != "cpython"
+        || Some(interp.version) == oldest
+        || Some(interp.version) == newest
+}
