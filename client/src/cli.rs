@@ -1,0 +1,93 @@
+//! The command line (clap derive). Global options come before the subcommand; `compileall`
+//! takes compileall's own arguments verbatim.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// A shared build cache for Python bytecode: a faster, drop-in `python -m compileall`.
+#[derive(Debug, Parser)]
+#[command(name = "pycache-client", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The target Python interpreter (else PYCACHE_PYTHON, the active virtualenv, python3).
+    #[arg(long, global = true, env = "PYCACHE_PYTHON", value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// The local cache directory (default: the user's cache dir, e.g. ~/.cache/pycache).
+    #[arg(long, global = true, env = "PYCACHE_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not read or write the local cache.
+    #[arg(long, global = true)]
+    pub no_local_cache: bool,
+    /// Number of Python worker processes for cache misses (default: one per core).
+    #[arg(long = "jobs", global = true, env = "PYCACHE_JOBS", value_name = "N")]
+    pub jobs: Option<usize>,
+    /// The pycache server URL.
+    #[arg(long, global = true, env = "PYCACHE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The bearer token for the server.
+    #[arg(
+        long,
+        global = true,
+        env = "PYCACHE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Fail the run when the server cannot be used (default: warn and compile locally).
+    #[arg(long, global = true)]
+    pub require_server: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drop-in for `python -m compileall [ARGS]`: same options, output, exit status and files.
+    #[command(disable_help_flag = true)]
+    Compileall {
+        /// compileall's arguments, passed as they are.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Bring the __pycache__ of a project up to date (default: the current directory).
+    Sync(SyncArgs),
+}
+
+/// `pycache-client sync` options.
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Files and directories to compile.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Recompile even when the .pyc files are up to date.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Optimization level to compile for (repeatable; default: the interpreter's).
+    #[arg(short = 'o', long = "optimize", value_name = "LEVEL", value_parser = clap::value_parser!(i64).range(-1..=2))]
+    pub optimize: Vec<i64>,
+    /// Skip files whose path matches this regular expression.
+    #[arg(short = 'x', long = "exclude", value_name = "REGEX")]
+    pub exclude: Option<String>,
+    /// How the .pyc records freshness: timestamp, checked-hash or unchecked-hash.
+    #[arg(long, value_name = "MODE")]
+    pub invalidation_mode: Option<String>,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Long options of pycache that may also follow `compileall` (none clashes with compileall's).
+pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 5] =
+    ["--python", "--cache-dir", "--jobs", "--server", "--token"];
+/// Flag options of pycache that may also follow `compileall`.
+pub const PYCACHE_FLAGS: [&str; 2] = ["--no-local-cache", "--require-server"];

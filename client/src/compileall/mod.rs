@@ -1,0 +1,4 @@
+//! compileall's command line and its walk, reproduced per interpreter version.
+
+pub mod args;
+pub mod plan;

@@ -1,0 +1,459 @@
+//! compileall's walk and per-file decisions, replayed without Python.
+//!
+//! [`Planner`] follows `compileall.main()`, `compile_dir()`, `_walk_dir()` and `compile_file()`
+//! of the target's version and produces, in compileall's order, the lines it prints before
+//! compiling and one [`FileTask`] for every file compileall would compile (files that are up to
+//! date, excluded or not `.py` produce nothing). The engine then resolves the tasks from the
+//! caches or the workers and prints their results in the same order.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use crate::pyc;
+use crate::pyrepr::repr;
+
+/// What the planner needs to know about the interpreter and the process.
+#[derive(Clone, Debug)]
+pub struct PlanContext {
+    /// `sys.version_info[:2]`.
+    pub version: (u32, u32),
+    /// The magic number.
+    pub magic: [u8; 4],
+    /// `sys.implementation.cache_tag`.
+    pub cache_tag: String,
+    /// `sys.flags.optimize`.
+    pub interp_optimize: u8,
+    /// `sys.pycache_prefix`.
+    pub pycache_prefix: Option<OsString>,
+    /// `sys.getrecursionlimit()`.
+    pub recursion_limit: i64,
+    /// The working directory.
+    pub cwd: PathBuf,
+}
+
+/// `compile_file`'s parameters that stay the same for a whole run.
+#[derive(Debug)]
+pub struct FileOptions {
+    /// `-f`.
+    pub force: bool,
+    /// Number of `-q`.
+    pub quiet: u32,
+    /// `-b`.
+    pub legacy: bool,
+    /// `-x`.
+    pub rx: Option<fancy_regex::Regex>,
+    /// Optimization levels as compileall passes them (`-1` = the interpreter's).
+    pub optimize: Vec<i64>,
+    /// `-s` (3.9+).
+    pub stripdir: Option<OsString>,
+    /// `-p` (3.9+).
+    pub prependdir: Option<OsString>,
+    /// `-e`.
+    pub limit_sl_dest: Option<OsString>,
+}
+
+/// One optimization level of a file to compile.
+#[derive(Clone, Debug)]
+pub struct Level {
+    /// The level compileall passes to py_compile (-1, 0, 1, 2).
+    pub opt_level: i64,
+    /// The level the code is really compiled with.
+    pub effective: u8,
+    /// Where the pyc goes.
+    pub cfile: OsString,
+}
+
+/// A file compileall would compile.
+#[derive(Debug)]
+pub struct FileTask {
+    /// The path as compileall built it.
+    pub fullname: OsString,
+    /// The path recorded in the code object, when it differs from `fullname`.
+    pub dfile: Option<OsString>,
+    /// Levels in the order compileall compiles them.
+    pub levels: Vec<Level>,
+}
+
+impl FileTask {
+    /// The string passed to `compile()` as the filename.
+    pub fn recorded_name(&self) -> &OsStr {
+        self.dfile.as_deref().unwrap_or(&self.fullname)
+    }
+}
+
+/// Things compileall does, in order.
+#[derive(Debug)]
+pub enum Event {
+    /// A line printed while walking (`Listing ...`, `Can't list ...`): with `-j` other than 1
+    /// these all come before the directory's file results.
+    WalkLine(String),
+    /// A line printed by `compile_file` before compiling (the 3.13 stripdir warning).
+    FileLine(String),
+    /// A file to compile (prints `Compiling ...` unless quiet).
+    File(FileTask),
+    /// A sys.path entry ends: compileall stops at the first one that failed.
+    StopIfFailed,
+}
+
+/// Walks the tree and decides, as compileall does.
+pub struct Planner<'a> {
+    ctx: &'a PlanContext,
+    opts: &'a FileOptions,
+    /// Events in order.
+    pub events: Vec<Event>,
+    /// Python files seen by the walk (compiled or up to date), for summaries.
+    pub python_files: u64,
+    /// Files compileall found up to date.
+    pub up_to_date: u64,
+}
+
+impl<'a> Planner<'a> {
+    /// A planner with no events yet.
+    pub fn new(ctx: &'a PlanContext, opts: &'a FileOptions) -> Self {
+        Planner {
+            ctx,
+            opts,
+            events: Vec::new(),
+            python_files: 0,
+            up_to_date: 0,
+        }
+    }
+
+    fn at_least(&self, minor: u32) -> bool {
+        self.ctx.version >= (3, minor)
+    }
+
+    /// `compile_dir(dir, maxlevels, ddir, ...)`; `parallel` is compileall's `workers != 1`.
+    pub fn compile_dir(
+        &mut self,
+        dir: &OsStr,
+        maxlevels: i64,
+        ddir: Option<&OsStr>,
+        parallel: bool,
+    ) {
+        let start = self.events.len();
+        let naming = if self.at_least(9) {
+            match ddir {
+                Some(d) => Naming::Strip {
+                    stripdir: Some(dir.to_os_string()),
+                    prependdir: Some(d.to_os_string()),
+                },
+                None => Naming::Strip {
+                    stripdir: self.opts.stripdir.clone(),
+                    prependdir: self.opts.prependdir.clone(),
+                },
+            }
+        } else {
+            Naming::Ddir(ddir.map(OsStr::to_os_string))
+        };
+        self.walk(dir, maxlevels, &naming);
+        if parallel {
+            // The process pool consumes the whole walk before any file result is printed.
+            let tail: Vec<Event> = self.events.drain(start..).collect();
+            let (walk, rest): (Vec<Event>, Vec<Event>) = tail
+                .into_iter()
+                .partition(|e| matches!(e, Event::WalkLine(_)));
+            self.events.extend(walk);
+            self.events.extend(rest);
+        }
+    }
+
+    /// `_walk_dir` with each yielded file compiled at once, as compile_dir's loop does.
+    fn walk(&mut self, dir: &OsStr, maxlevels: i64, naming: &Naming) {
+        if self.opts.quiet == 0 {
+            self.events
+                .push(Event::WalkLine(format!("Listing {}...", repr(dir))));
+        }
+        let mut names = match list_dir(dir) {
+            Some(n) => n,
+            None => {
+                if self.opts.quiet < 2 {
+                    self.events
+                        .push(Event::WalkLine(format!("Can't list {}", repr(dir))));
+                }
+                Vec::new()
+            }
+        };
+        names.sort_by_cached_key(|n| crate::pyrepr::code_points(n));
+        for name in names {
+            if name.as_bytes() == b"__pycache__" {
+                continue;
+            }
+            let fullname = os_path_join(dir, &name);
+            let is_dir = fs::metadata(&fullname).map(|m| m.is_dir()).unwrap_or(false);
+            if !is_dir {
+                match naming {
+                    Naming::Strip {
+                        stripdir,
+                        prependdir,
+                    } => self.compile_file(
+                        &fullname,
+                        None,
+                        stripdir.as_deref(),
+                        prependdir.as_deref(),
+                    ),
+                    Naming::Ddir(ddir) => self.compile_file(&fullname, ddir.as_deref(), None, None),
+                }
+            } else if maxlevels > 0
+                && name.as_bytes() != b"."
+                && name.as_bytes() != b".."
+                && !is_symlink(&fullname)
+            {
+                let sub = match naming {
+                    Naming::Ddir(Some(d)) => Naming::Ddir(Some(os_path_join(d, &name))),
+                    other => other.clone(),
+                };
+                self.walk(&fullname, maxlevels - 1, &sub);
+            }
+        }
+    }
+
+    /// `compile_file(fullname, ddir, ..., stripdir=, prependdir=)`.
+    pub fn compile_file(
+        &mut self,
+        fullname: &OsStr,
+        ddir: Option<&OsStr>,
+        stripdir: Option<&OsStr>,
+        prependdir: Option<&OsStr>,
+    ) {
+        let name = basename(fullname);
+        let mut dfile: Option<OsString> = ddir.map(|d| os_path_join(d, name));
+        if let Some(stripdir) = stripdir {
+            let full_parts: Vec<&[u8]> = fullname.as_bytes().split(|&b| b == b'/').collect();
+            let strip_parts: Vec<&[u8]> = stripdir.as_bytes().split(|&b| b == b'/').collect();
+            if self.at_least(13) {
+                if full_parts.len() < strip_parts.len()
+                    || strip_parts[..] != full_parts[..strip_parts.len()]
+                {
+                    if self.opts.quiet < 2 {
+                        self.events.push(Event::FileLine(format!(
+                            "The stripdir path {} is not a valid prefix for source path {}; ignoring",
+                            repr(stripdir),
+                            repr(fullname)
+                        )));
+                    }
+                } else {
+                    dfile = join_parts(&full_parts[strip_parts.len()..]);
+                }
+            } else {
+                let mut ddir_parts = full_parts.clone();
+                for (s, o) in strip_parts.iter().zip(full_parts.iter()) {
+                    if s == o {
+                        if let Some(pos) = ddir_parts.iter().position(|p| p == s) {
+                            ddir_parts.remove(pos);
+                        }
+                    }
+                }
+                dfile = join_parts(&ddir_parts);
+            }
+        }
+        if let Some(prependdir) = prependdir {
+            dfile = Some(match &dfile {
+                None => os_path_join(prependdir, fullname),
+                Some(d) => os_path_join(prependdir, d),
+            });
+        }
+        let mut optimize = self.opts.optimize.clone();
+        optimize.sort_unstable();
+        optimize.dedup();
+
+        if let Some(rx) = &self.opts.rx {
+            let text = String::from_utf8_lossy(fullname.as_bytes());
+            if rx.is_match(&text).unwrap_or(false) {
+                return;
+            }
+        }
+        if let Some(limit) = &self.opts.limit_sl_dest {
+            if is_symlink(fullname) {
+                let dest = resolve(Path::new(limit), &self.ctx.cwd);
+                let target = resolve(Path::new(fullname), &self.ctx.cwd);
+                if !target.ancestors().skip(1).any(|a| a == dest) {
+                    return;
+                }
+            }
+        }
+        let Ok(meta) = fs::metadata(fullname) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let nb = name.as_bytes();
+        if nb.len() < 3 || &nb[nb.len() - 3..] != b".py" {
+            return;
+        }
+        self.python_files += 1;
+        let levels: Vec<Level> = optimize
+            .iter()
+            .map(|&opt_level| {
+                let effective = if opt_level < 0 {
+                    self.ctx.interp_optimize
+                } else {
+                    opt_level as u8
+                };
+                let cfile = if self.opts.legacy {
+                    let mut c = fullname.to_os_string();
+                    c.push("c");
+                    c
+                } else {
+                    pyc::cache_from_source(
+                        fullname,
+                        &self.ctx.cache_tag,
+                        effective,
+                        self.ctx.pycache_prefix.as_deref(),
+                        &self.ctx.cwd,
+                    )
+                };
+                Level {
+                    opt_level,
+                    effective,
+                    cfile,
+                }
+            })
+            .collect();
+        if !self.opts.force {
+            let expect = pyc::expected_timestamp_prefix(self.ctx.magic, pyc::python_mtime(&meta));
+            // 3.8 checks its one pyc; 3.9+ every level's.
+            if levels
+                .iter()
+                .all(|l| pyc::starts_with(Path::new(&l.cfile), &expect))
+            {
+                self.up_to_date += 1;
+                return;
+            }
+        }
+        self.events.push(Event::File(FileTask {
+            fullname: fullname.to_os_string(),
+            dfile,
+            levels,
+        }));
+    }
+
+    /// `compile_path()`: compileall with no paths.
+    pub fn compile_path(&mut self, sys_path: &[OsString]) {
+        for dir in sys_path {
+            if dir.is_empty() || dir.as_bytes() == b"." {
+                if self.opts.quiet < 2 {
+                    self.events
+                        .push(Event::WalkLine("Skipping current directory".into()));
+                }
+            } else {
+                self.compile_dir(dir, 0, None, false);
+                self.events.push(Event::StopIfFailed);
+            }
+        }
+    }
+}
+
+/// How a directory's files get their `dfile`.
+#[derive(Clone, Debug)]
+enum Naming {
+    /// 3.8: `ddir` joined along the walk.
+    Ddir(Option<OsString>),
+    /// 3.9+: stripdir / prependdir.
+    Strip {
+        stripdir: Option<OsString>,
+        prependdir: Option<OsString>,
+    },
+}
+
+fn list_dir(dir: &OsStr) -> Option<Vec<OsString>> {
+    let rd = fs::read_dir(if dir.is_empty() { OsStr::new("") } else { dir }).ok()?;
+    let mut names = Vec::new();
+    for e in rd {
+        names.push(e.ok()?.file_name());
+    }
+    Some(names)
+}
+
+fn is_symlink(p: &OsStr) -> bool {
+    fs::symlink_metadata(p)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false)
+}
+
+/// `os.path.basename`.
+fn basename(p: &OsStr) -> &OsStr {
+    let b = p.as_bytes();
+    match b.iter().rposition(|&c| c == b'/') {
+        Some(i) => OsStr::from_bytes(&b[i + 1..]),
+        None => p,
+    }
+}
+
+/// `os.path.join(a, b)` on POSIX.
+pub fn os_path_join(a: &OsStr, b: &OsStr) -> OsString {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if b.starts_with(b"/") {
+        return OsString::from_vec(b.to_vec());
+    }
+    let mut out = a.to_vec();
+    if !out.is_empty() && !out.ends_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(b);
+    OsString::from_vec(out)
+}
+
+/// `os.path.join(*parts)`; `None` when there are no parts (Python raises there; compileall
+/// then has nothing sensible to record, so the source path is used).
+fn join_parts(parts: &[&[u8]]) -> Option<OsString> {
+    let (first, rest) = parts.split_first()?;
+    let mut acc = OsString::from_vec(first.to_vec());
+    for p in rest {
+        acc = os_path_join(&acc, OsStr::from_bytes(p));
+    }
+    Some(acc)
+}
+
+/// `pathlib.Path(p).resolve()` (non-strict): absolute, symlinks resolved as far as they exist.
+fn resolve(p: &Path, cwd: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    };
+    if let Ok(c) = fs::canonicalize(&abs) {
+        return c;
+    }
+    // Resolve the longest existing prefix, then append the rest lexically.
+    let mut existing = abs.clone();
+    let mut tail = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(OsStr::to_os_string),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut out = fs::canonicalize(&existing).unwrap_or(existing);
+    for name in tail.into_iter().rev() {
+        if name == ".." {
+            out.pop();
+        } else if name != "." {
+            out.push(name);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_follows_posixpath() {
+        assert_eq!(os_path_join(OsStr::new("a"), OsStr::new("b")), "a/b");
+        assert_eq!(os_path_join(OsStr::new("a/"), OsStr::new("b")), "a/b");
+        assert_eq!(os_path_join(OsStr::new(""), OsStr::new("b")), "b");
+        assert_eq!(os_path_join(OsStr::new("a"), OsStr::new("/b")), "/b");
+        assert_eq!(basename(OsStr::new("x/y.py")), "y.py");
+    }
+}

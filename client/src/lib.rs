@@ -1,0 +1,12 @@
+//! pycache's client: a drop-in, cache-backed `python -m compileall` and the `sync` command.
+
+pub mod cli;
+pub mod commands;
+pub mod compileall;
+pub mod engine;
+pub mod interpreter;
+pub mod local_cache;
+pub mod pyc;
+pub mod pyrepr;
+pub mod settings;
+pub mod workers;

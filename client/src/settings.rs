@@ -1,0 +1,208 @@
+//! Settings, resolved once: command line > environment > `[tool.pycache]` in pyproject.toml >
+//! defaults.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::cli::{Cli, PYCACHE_FLAGS, PYCACHE_OPTIONS_WITH_VALUE};
+
+/// A secret that never shows in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// `[tool.pycache]` of pyproject.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// Server URL.
+    pub server: Option<String>,
+    /// Target interpreter.
+    pub python: Option<PathBuf>,
+    /// Optimization levels for `sync`.
+    pub optimize: Option<Vec<i64>>,
+    /// Exclude regex for `sync`.
+    pub exclude: Option<String>,
+    /// Local cache directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Worker count.
+    pub jobs: Option<usize>,
+}
+
+/// Everything a command needs, resolved.
+#[derive(Debug)]
+pub struct Settings {
+    /// Explicit interpreter, if any.
+    pub python: Option<PathBuf>,
+    /// Local cache directory.
+    pub cache_dir: PathBuf,
+    /// Use the local cache.
+    pub local_cache: bool,
+    /// Worker count.
+    pub jobs: usize,
+    /// Server URL.
+    pub server: Option<String>,
+    /// Server token.
+    pub token: Option<Secret>,
+    /// Server failures are fatal.
+    pub require_server: bool,
+    /// `[tool.pycache]` optimize levels.
+    pub optimize: Option<Vec<i64>>,
+    /// `[tool.pycache]` exclude.
+    pub exclude: Option<String>,
+    /// Where the project config came from.
+    pub config_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Resolves the settings from the parsed command line and the project file found from `cwd`.
+    pub fn resolve(cli: &Cli, cwd: &Path) -> Result<Self> {
+        let (project, config_file) = load_project_config(cwd)?;
+        let cache_dir = cli
+            .cache_dir
+            .clone()
+            .or_else(|| project.cache_dir.clone())
+            .or_else(|| dirs::cache_dir().map(|d| d.join("pycache")))
+            .unwrap_or_else(|| PathBuf::from(".pycache-cache"));
+        let jobs = cli
+            .jobs
+            .or(project.jobs)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1);
+        Ok(Settings {
+            python: cli.python.clone().or(project.python.clone()),
+            cache_dir,
+            local_cache: !cli.no_local_cache,
+            jobs,
+            server: cli
+                .server
+                .clone()
+                .or(project.server.clone())
+                .filter(|s| !s.is_empty()),
+            token: cli.token.clone().filter(|t| !t.is_empty()).map(Secret),
+            require_server: cli.require_server,
+            optimize: project.optimize,
+            exclude: project.exclude,
+            config_file,
+        })
+    }
+}
+
+/// Finds the nearest pyproject.toml at or above `cwd` and reads `[tool.pycache]`.
+pub fn load_project_config(cwd: &Path) -> Result<(ProjectConfig, Option<PathBuf>)> {
+    for dir in cwd.ancestors() {
+        let file = dir.join("pyproject.toml");
+        if !file.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("could not read {}", file.display()))?;
+        let doc: toml::Value = toml::from_str(&text).with_context(|| {
+            format!("{} is not valid TOML; fix it or remove it", file.display())
+        })?;
+        let Some(section) = doc.get("tool").and_then(|t| t.get("pycache")) else {
+            return Ok((ProjectConfig::default(), Some(file)));
+        };
+        let config: ProjectConfig = section
+            .clone()
+            .try_into()
+            .with_context(|| format!("[tool.pycache] in {} is invalid", file.display()))?;
+        return Ok((config, Some(file)));
+    }
+    Ok((ProjectConfig::default(), None))
+}
+
+/// Moves pycache's own long options out of compileall's arguments and back in front of the
+/// subcommand, so `pycache-client compileall --python X -q dir` works too.
+pub fn split_compileall_args(args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let text = arg.to_str().unwrap_or("");
+        if text == "--" {
+            theirs.push(arg);
+            theirs.extend(it.by_ref());
+            break;
+        }
+        let name = text.split('=').next().unwrap_or("");
+        if PYCACHE_OPTIONS_WITH_VALUE.contains(&name) {
+            let has_inline = text.contains('=');
+            ours.push(arg);
+            if !has_inline {
+                if let Some(v) = it.next() {
+                    ours.push(v);
+                }
+            }
+        } else if PYCACHE_FLAGS.contains(&text) {
+            ours.push(arg);
+        } else {
+            theirs.push(arg);
+        }
+    }
+    (ours, theirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pycache_options_are_split_from_compileall_ones() {
+        let args: Vec<OsString> = [
+            "--python",
+            "/x/python",
+            "-q",
+            "--jobs=3",
+            "--workers",
+            "2",
+            "dir",
+            "--no-local-cache",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let (ours, theirs) = split_compileall_args(args);
+        assert_eq!(
+            ours,
+            ["--python", "/x/python", "--jobs=3", "--no-local-cache"].map(OsString::from)
+        );
+        assert_eq!(theirs, ["-q", "--workers", "2", "dir"].map(OsString::from));
+    }
+
+    #[test]
+    fn project_config_is_read_from_the_nearest_pyproject() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[tool.pycache]\noptimize = [0, 1]\nexclude = 'tests/'\n",
+        )
+        .unwrap();
+        let sub = dir.path().join("a/b");
+        std::fs::create_dir_all(&sub).unwrap();
+        let (cfg, file) = load_project_config(&sub).unwrap();
+        assert_eq!(cfg.optimize, Some(vec![0, 1]));
+        assert_eq!(cfg.exclude.as_deref(), Some("tests/"));
+        assert_eq!(file.unwrap(), dir.path().join("pyproject.toml"));
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[tool.pycache]\nbogus = 1\n",
+        )
+        .unwrap();
+        let err = load_project_config(&sub).unwrap_err();
+        assert!(format!("{err:#}").contains("[tool.pycache]"), "{err:#}");
+    }
+}
