@@ -27,6 +27,16 @@ pub const READYZ: &str = "/readyz";
 /// `GET`: Prometheus text metrics.
 pub const METRICS: &str = "/metrics";
 
+/// `GET`: list tokens (admin); `POST`: create one ([`TokenCreateRequest`] → [`TokenCreated`]).
+pub const TOKENS: &str = "/api/v1/tokens";
+/// `DELETE /api/v1/tokens/{name}`: revoke a token (admin).
+pub const TOKEN: &str = "/api/v1/tokens/{name}";
+
+/// Media type of one encoded entry ([`crate::Entry::encode`]), as `GET` [`ENTRY`] answers it.
+pub const ENTRY_CONTENT_TYPE: &str = "application/x-pycache-entry";
+/// Response header of `GET`/`HEAD` [`ENTRY`]: the blake3 digest of the entry bytes, hex.
+pub const ENTRY_DIGEST_HEADER: &str = "x-pycache-entry-digest";
+
 /// The path of one entry.
 pub fn entry_path(key: &KeyDigest) -> String {
     format!("/api/v1/entries/{key}")
@@ -34,6 +44,7 @@ pub fn entry_path(key: &KeyDigest) -> String {
 
 /// Every error the server answers, whatever the status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorResponse {
     /// A stable machine-readable code, e.g. `bad_request`, `unauthorized`, `payload_too_large`.
     pub code: String,
@@ -43,15 +54,19 @@ pub struct ErrorResponse {
 
 /// Ask for many entries at once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchGetRequest {
     /// Key digests wanted; the answer holds those the server has.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub keys: Vec<KeyDigest>,
 }
 
 /// What happened to each entry of a batch put.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchPutResponse {
     /// Keys stored (or already present with the same content).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub stored: Vec<KeyDigest>,
     /// Entries refused, each with the reason.
     pub refused: Vec<RefusedEntry>,
@@ -59,8 +74,10 @@ pub struct BatchPutResponse {
 
 /// One refused entry of a batch put.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefusedEntry {
     /// The entry's key digest.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key: KeyDigest,
     /// Why it was refused.
     pub reason: String,
@@ -68,6 +85,7 @@ pub struct RefusedEntry {
 
 /// A caller's permission level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Read entries and statistics.
@@ -80,6 +98,7 @@ pub enum Scope {
 
 /// Limits and identity the server advertises, so clients can size their batches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerInfo {
     /// The server's version.
     pub version: String,
@@ -97,6 +116,7 @@ pub struct ServerInfo {
 
 /// Store statistics.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsResponse {
     /// Entries stored.
     pub entries: u64,
@@ -112,6 +132,7 @@ pub struct StatsResponse {
 
 /// Statistics of one interpreter's entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InterpreterStats {
     /// `sys.implementation.cache_tag`.
     pub cache_tag: String,
@@ -121,4 +142,72 @@ pub struct InterpreterStats {
     pub entries: u64,
     /// Bytes stored.
     pub bytes: u64,
+}
+
+/// Ask the server for a new token (admin scope).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenCreateRequest {
+    /// A unique name, e.g. `ci-main`; used to list and revoke the token.
+    pub name: String,
+    /// What the token may do.
+    pub scope: Scope,
+}
+
+/// A token just created: the only time its text is shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenCreated {
+    /// The token's name.
+    pub name: String,
+    /// The token's scope.
+    pub scope: Scope,
+    /// The bearer token; the server keeps only its hash.
+    pub token: String,
+}
+
+/// A token as listed (never its text).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenSummary {
+    /// The token's name.
+    pub name: String,
+    /// The token's scope.
+    pub scope: Scope,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Revocation time, Unix milliseconds; `None` while the token is valid.
+    pub revoked_at: Option<i64>,
+}
+
+/// Every token the server knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenListResponse {
+    /// Tokens, oldest first.
+    pub tokens: Vec<TokenSummary>,
+}
+
+impl Scope {
+    /// The lower-case name used on the wire, on the command line and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Scope::Read),
+            "write" => Ok(Scope::Write),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!("unknown scope {other:?}: use read, write or admin")),
+        }
+    }
 }

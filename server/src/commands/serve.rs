@@ -1,0 +1,73 @@
+//! `pycache-server serve`: open the store, bind, print the address, serve until a signal.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use super::{database_url, open_store};
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::state::AppState;
+use crate::store::redact_url;
+
+/// Serves until SIGTERM or Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = config(&args)?;
+    let url = database_url(&args.database)?;
+    let store = open_store(&args.database).await?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}: is another server using the port? pick another --listen",
+            args.listen
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    tracing::info!(%addr, database = %redact_url(&url), ?config, "pycache-server ready");
+    // Scripts and tests read this line to learn the port when --listen ends in :0.
+    println!("listening on {addr}");
+    std::io::stdout().flush().ok();
+    crate::serve(listener, AppState::new(store, config), shutdown_signal())
+        .await
+        .context("the server stopped with an error")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn config(args: &ServeArgs) -> anyhow::Result<Config> {
+    anyhow::ensure!(
+        args.maintenance_interval.is_finite() && args.maintenance_interval > 0.0,
+        "--maintenance-interval must be a positive number of seconds"
+    );
+    Ok(Config {
+        public_read: args.public_read,
+        max_entry_bytes: args.max_entry_size,
+        max_request_bytes: args.max_request_size,
+        max_batch_keys: args.max_batch_keys,
+        max_store_bytes: (args.max_size > 0).then_some(args.max_size),
+        maintenance_interval: Duration::from_secs_f64(args.maintenance_interval),
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,127 @@
+//! [`AppError`]: every way a request can fail, and the one place that picks its status.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pycache_proto::ErrorResponse;
+
+use crate::store::StoreError;
+
+/// A failed request. Client variants carry a message for the caller; internal ones are logged
+/// once and answered with a generic message.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request is malformed.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// 401: no valid token (missing, unknown or revoked).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a valid token without the needed scope.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such entry, token or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the route exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 409: the request conflicts with what is stored (e.g. a token name in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: a body, entry or batch over a limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 422: well-formed but unacceptable content (bad digest, not a code object).
+    #[error("{message}")]
+    Unprocessable {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// 503: the database does not answer.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] StoreError),
+    /// 500: a store failure; details are logged, not sent.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AppError {
+    /// A 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 422 with a code.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::Unprocessable {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            AppError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            AppError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            AppError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return AppError::PayloadTooLarge(format!(
+                "the JSON body is over the server's request limit: {}",
+                rejection.body_text()
+            ));
+        }
+        AppError::bad_request(
+            "bad_json",
+            format!(
+                "{}; send a JSON body with Content-Type: application/json",
+                rejection.body_text()
+            ),
+        )
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            AppError::Store(err) => {
+                tracing::error!(error = %err, "request failed inside the store");
+                "internal server error; the server log has the details".to_owned()
+            }
+            AppError::Unavailable(err) => {
+                tracing::warn!(error = %err, "database unavailable");
+                "the database is unavailable; try again later".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorResponse {
+            code: code.to_owned(),
+            message,
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,142 @@
+//! `POST /api/v1/batch/get`: every key in one request, one streamed pack back.
+//!
+//! The answer is a pack (`application/x-pycache-pack`) of the entries found, in request order,
+//! each frame carrying the entry's blake3 digest; missing keys are simply absent. The first
+//! chunk of keys is looked up before answering, so an unreachable database is a clean error;
+//! later chunks stream, and a failure there cuts the pack short, which the client detects as a
+//! truncated pack (no end marker). zstd is applied by the router when the request accepts it.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use pycache_proto::api::{BatchGetRequest, Scope};
+use pycache_proto::pack::{Frame, PackWriter, PACK_CONTENT_TYPE, PACK_MAGIC};
+use pycache_proto::{ErrorResponse, KeyDigest};
+
+use super::Json;
+use crate::auth::Caller;
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::StoredEntry;
+
+/// Keys looked up per store query while streaming.
+const KEYS_PER_CHUNK: usize = 500;
+
+/// The entries found among the requested keys, as a pack.
+#[utoipa::path(
+    post,
+    path = "/api/v1/batch/get",
+    tag = "entries",
+    request_body = BatchGetRequest,
+    responses(
+        (status = 200, content_type = "application/x-pycache-pack", body = Vec<u8>,
+         description = "A pack of the entries found (zstd with Accept-Encoding: zstd)"),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+        (status = 403, body = ErrorResponse),
+        (status = 413, body = ErrorResponse, description = "More keys than max_batch_keys"),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn batch_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(request): Json<BatchGetRequest>,
+) -> Result<Response, AppError> {
+    caller.require(Scope::Read, state.config.public_read)?;
+    let limit = state.config.max_batch_keys;
+    if request.keys.len() as u64 > limit {
+        return Err(AppError::PayloadTooLarge(format!(
+            "{} keys asked for; the server answers at most {limit} per batch: split the request",
+            request.keys.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let keys: Vec<KeyDigest> = request
+        .keys
+        .into_iter()
+        .filter(|k| seen.insert(*k))
+        .collect();
+    let mut chunks = keys.chunks(KEYS_PER_CHUNK).map(<[KeyDigest]>::to_vec);
+    let first = match chunks.next() {
+        Some(chunk) => lookup(&state, &chunk).await?,
+        None => Vec::new(),
+    };
+    let rest: Vec<Vec<KeyDigest>> = chunks.collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut count: u32 = 0;
+        let mut head = PACK_MAGIC.to_vec();
+        count += first.len() as u32;
+        head.extend(frames_bytes(first));
+        if tx.send(Ok(head.into())).await.is_err() {
+            return;
+        }
+        for chunk in rest {
+            let frames = match lookup(&state, &chunk).await {
+                Ok(frames) => frames,
+                Err(err) => {
+                    tracing::warn!(error = %err, "batch get failed mid-stream; pack cut short");
+                    let _ = tx.send(Err(std::io::Error::other("store failed"))).await;
+                    return;
+                }
+            };
+            count += frames.len() as u32;
+            if tx.send(Ok(frames_bytes(frames).into())).await.is_err() {
+                return;
+            }
+        }
+        let mut end = 0u32.to_le_bytes().to_vec();
+        end.extend_from_slice(&count.to_le_bytes());
+        let _ = tx.send(Ok(end.into())).await;
+    });
+    let body = Body::from_stream(tokio_stream(rx));
+    Ok(([(CONTENT_TYPE, PACK_CONTENT_TYPE)], body).into_response())
+}
+
+/// Looks up one chunk of keys in request order and counts hits, misses and bytes.
+async fn lookup(state: &AppState, keys: &[KeyDigest]) -> Result<Vec<Frame>, AppError> {
+    let mut by_key: std::collections::HashMap<KeyDigest, StoredEntry> = state
+        .store
+        .get_many(keys)
+        .await?
+        .into_iter()
+        .map(|e| (e.key.digest(), e))
+        .collect();
+    let frames: Vec<Frame> = keys
+        .iter()
+        .filter_map(|k| by_key.remove(k))
+        .map(|e| Frame {
+            key: e.key,
+            entry_bytes: e.entry_bytes,
+            digest: e.digest,
+        })
+        .collect();
+    let hits: Vec<KeyDigest> = frames.iter().map(Frame::key_digest).collect();
+    state.usage.record(&hits);
+    let metrics = &state.metrics;
+    Metrics::add(&metrics.hits, frames.len() as u64);
+    Metrics::add(&metrics.misses, (keys.len() - frames.len()) as u64);
+    let bytes: usize = frames.iter().map(|f| f.entry_bytes.len()).sum();
+    Metrics::add(&metrics.bytes_out, bytes as u64);
+    Ok(frames)
+}
+
+/// The frames' bytes as they sit inside a pack: proto's writer output without its 8-byte magic
+/// and 8-byte end marker, so the frame layout is written by proto alone.
+fn frames_bytes(frames: Vec<Frame>) -> Vec<u8> {
+    let mut writer = PackWriter::new();
+    for frame in &frames {
+        writer.push(frame);
+    }
+    let pack = writer.finish();
+    pack[PACK_MAGIC.len()..pack.len() - 8].to_vec()
+}
+
+/// A receiver as a body stream.
+fn tokio_stream(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,79 @@
+//! `POST /api/v1/batch/put`: store a pack of entries in one transaction.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use pycache_proto::api::{BatchPutResponse, Scope};
+use pycache_proto::ErrorResponse;
+
+use super::upload::{read_upload, Upload};
+use super::Json;
+use crate::auth::Caller;
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::unix_millis;
+
+/// Stores a batch; answers which keys were stored and which refused, and why.
+#[utoipa::path(
+    post,
+    path = "/api/v1/batch/put",
+    tag = "entries",
+    request_body(content = Vec<u8>, content_type = "application/x-pycache-pack",
+        description = "A pack of frames (see pycache_proto::pack); may be zstd-compressed \
+                       with Content-Encoding: zstd"),
+    responses(
+        (status = 200, body = BatchPutResponse, description = "What was stored and refused"),
+        (status = 400, body = ErrorResponse, description = "Malformed or truncated pack; nothing stored"),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 413, body = ErrorResponse, description = "An entry or the body is over a limit"),
+        (status = 422, body = ErrorResponse, description = "A digest does not match; nothing stored"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn batch_put(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchPutResponse>, AppError> {
+    caller.require(Scope::Write, state.config.public_read)?;
+    let upload = read_upload(&headers, body, &state.config).await?;
+    let (response, _) = store_upload(&state, upload).await?;
+    Ok(Json(response))
+}
+
+/// Stores the accepted entries of an upload in one transaction and counts them; also returns
+/// how many were new.
+pub async fn store_upload(
+    state: &AppState,
+    upload: Upload,
+) -> Result<(BatchPutResponse, u64), AppError> {
+    let inserted = if upload.accepted.is_empty() {
+        0
+    } else {
+        state
+            .store
+            .put_many(&upload.accepted, unix_millis())
+            .await?
+    };
+    let metrics = &state.metrics;
+    Metrics::add(&metrics.stored, inserted);
+    Metrics::add(&metrics.bytes_in, upload.accepted_bytes);
+    Metrics::add(&metrics.refused, upload.refused.len() as u64);
+    tracing::debug!(
+        accepted = upload.accepted.len(),
+        inserted,
+        refused = upload.refused.len(),
+        "batch stored"
+    );
+    let response = BatchPutResponse {
+        stored: upload
+            .accepted
+            .iter()
+            .map(|e| e.stored.key.digest())
+            .collect(),
+        refused: upload.refused,
+    };
+    Ok((response, inserted))
+}

@@ -1,0 +1,140 @@
+//! `GET | HEAD | PUT /api/v1/entries/{key}`: one entry, for tools and curl.
+//!
+//! `GET` answers the encoded entry (`Entry::encode`, `application/x-pycache-entry`) with its
+//! blake3 digest in `x-pycache-entry-digest` and as the `ETag`. `PUT` takes a pack holding exactly
+//! one frame whose key digest is `{key}` (the key parts are needed for the store's columns).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pycache_proto::api::{BatchPutResponse, Scope, ENTRY_CONTENT_TYPE, ENTRY_DIGEST_HEADER};
+use pycache_proto::ErrorResponse;
+
+use super::batch_put::store_upload;
+use super::upload::read_upload;
+use super::{parse_key, Json};
+use crate::auth::Caller;
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::StoredEntry;
+
+/// Looks up one entry, counting the miss when it is absent.
+async fn find(state: &AppState, caller: Caller, raw_key: &str) -> Result<StoredEntry, AppError> {
+    caller.require(Scope::Read, state.config.public_read)?;
+    let key = parse_key(raw_key)?;
+    match state.store.get_many(&[key]).await?.pop() {
+        Some(found) => Ok(found),
+        None => {
+            Metrics::add(&state.metrics.misses, 1);
+            Err(AppError::NotFound(format!("no entry for key {key}")))
+        }
+    }
+}
+
+fn entry_headers(found: &StoredEntry) -> HeaderMap {
+    let digest = found.digest.to_hex();
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(ENTRY_CONTENT_TYPE));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(found.entry_bytes.len()));
+    if let Ok(value) = HeaderValue::from_str(&digest) {
+        headers.insert(ENTRY_DIGEST_HEADER, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+        headers.insert(ETAG, value);
+    }
+    headers
+}
+
+/// The encoded entry.
+#[utoipa::path(
+    get,
+    path = "/api/v1/entries/{key}",
+    tag = "entries",
+    params(("key" = String, Path, description = "Key digest, 64 hex digits")),
+    responses(
+        (status = 200, content_type = "application/x-pycache-entry", body = Vec<u8>,
+         description = "Entry::encode bytes; x-pycache-entry-digest holds their blake3"),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+        (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn get_entry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_key): Path<String>,
+) -> Result<Response, AppError> {
+    let found = find(&state, caller, &raw_key).await?;
+    state.usage.record([&found.key.digest()]);
+    Metrics::add(&state.metrics.hits, 1);
+    Metrics::add(&state.metrics.bytes_out, found.entry_bytes.len() as u64);
+    let headers = entry_headers(&found);
+    Ok((headers, found.entry_bytes).into_response())
+}
+
+/// Whether the entry exists (headers only; not counted as a use).
+pub async fn head_entry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_key): Path<String>,
+) -> Result<Response, AppError> {
+    let found = find(&state, caller, &raw_key).await?;
+    Ok((entry_headers(&found), Body::empty()).into_response())
+}
+
+/// Stores one entry sent as a one-frame pack.
+#[utoipa::path(
+    put,
+    path = "/api/v1/entries/{key}",
+    tag = "entries",
+    params(("key" = String, Path, description = "Key digest, 64 hex digits")),
+    request_body(content = Vec<u8>, content_type = "application/x-pycache-pack",
+        description = "A pack of exactly one frame whose key digest is {key}"),
+    responses(
+        (status = 201, body = BatchPutResponse, description = "Stored"),
+        (status = 200, body = BatchPutResponse, description = "Already present"),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+        (status = 403, body = ErrorResponse), (status = 413, body = ErrorResponse),
+        (status = 422, body = ErrorResponse, description = "Bad digest or not a code object"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_entry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<BatchPutResponse>), AppError> {
+    caller.require(Scope::Write, state.config.public_read)?;
+    let key = parse_key(&raw_key)?;
+    let upload = read_upload(&headers, body, &state.config).await?;
+    let keys: Vec<_> = upload
+        .accepted
+        .iter()
+        .map(|e| e.stored.key.digest())
+        .chain(upload.refused.iter().map(|r| r.key))
+        .collect();
+    if keys != [key] {
+        return Err(AppError::bad_request(
+            "key_mismatch",
+            format!("the body must be a pack of exactly one frame whose key digest is {key}"),
+        ));
+    }
+    if let Some(refused) = upload.refused.first() {
+        return Err(AppError::unprocessable(
+            "invalid_entry",
+            refused.reason.clone(),
+        ));
+    }
+    let (response, inserted) = store_upload(&state, upload).await?;
+    let status = if inserted > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(response)))
+}

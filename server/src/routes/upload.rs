@@ -1,0 +1,114 @@
+//! Reading and checking uploaded packs, shared by batch put and single-entry put.
+//!
+//! The whole body is decoded and checked before anything is stored: a malformed, truncated or
+//! oversized pack, or a frame whose bytes do not hash to its digest, refuses the request and
+//! stores nothing. Entries that arrive intact but are not acceptable (not a code object, bad
+//! encoding) are refused one by one.
+
+use axum::body::Body;
+use axum::http::{header::CONTENT_LENGTH, HeaderMap};
+use futures::StreamExt;
+use pycache_proto::api::RefusedEntry;
+use pycache_proto::pack::{Frame, FrameError, PackDecoder, PackError};
+
+use crate::config::Config;
+use crate::error::AppError;
+use crate::store::{NewEntry, StoredEntry};
+
+/// A decoded upload: the entries to store and those refused.
+#[derive(Debug, Default)]
+pub struct Upload {
+    /// Entries that passed every check.
+    pub accepted: Vec<NewEntry>,
+    /// Entries refused, with the reason.
+    pub refused: Vec<RefusedEntry>,
+    /// Bytes of accepted entries.
+    pub accepted_bytes: u64,
+}
+
+/// Streams `body` through the pack decoder, enforcing the request and entry limits.
+pub async fn read_upload(
+    headers: &HeaderMap,
+    body: Body,
+    config: &Config,
+) -> Result<Upload, AppError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|&len| len > config.max_request_bytes) {
+        return Err(request_too_large(len, config));
+    }
+    let mut decoder = PackDecoder::new(config.max_entry_bytes as usize);
+    let mut upload = Upload::default();
+    let mut received: u64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            AppError::bad_request(
+                "bad_body",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        received += chunk.len() as u64;
+        if received > config.max_request_bytes {
+            return Err(request_too_large(received, config));
+        }
+        decoder.feed(&chunk);
+        while let Some(frame) = decoder.next_frame().map_err(pack_error)? {
+            accept(frame, &mut upload)?;
+        }
+    }
+    decoder.finish().map_err(pack_error)?;
+    Ok(upload)
+}
+
+/// Checks one frame: a digest mismatch refuses the whole request, an unusable entry only itself.
+fn accept(frame: Frame, upload: &mut Upload) -> Result<(), AppError> {
+    let key = frame.key_digest();
+    match frame.verify() {
+        Ok(entry) => {
+            upload.accepted_bytes += frame.entry_bytes.len() as u64;
+            upload.accepted.push(NewEntry {
+                success: entry.is_success(),
+                stored: StoredEntry {
+                    key: frame.key,
+                    entry_bytes: frame.entry_bytes,
+                    digest: frame.digest,
+                },
+            });
+            Ok(())
+        }
+        Err(FrameError::DigestMismatch) => Err(AppError::unprocessable(
+            "digest_mismatch",
+            format!(
+                "entry {key}: its bytes do not hash to the blake3 digest sent with them; \
+                 the upload was damaged, nothing was stored"
+            ),
+        )),
+        Err(FrameError::Entry(err)) => {
+            upload.refused.push(RefusedEntry {
+                key,
+                reason: err.to_string(),
+            });
+            Ok(())
+        }
+    }
+}
+
+fn request_too_large(len: u64, config: &Config) -> AppError {
+    AppError::PayloadTooLarge(format!(
+        "the request body is over {} bytes (the server's limit is {}): send smaller batches",
+        len.min(config.max_request_bytes),
+        config.max_request_bytes
+    ))
+}
+
+fn pack_error(err: PackError) -> AppError {
+    match err {
+        PackError::TooLarge { .. } => {
+            AppError::PayloadTooLarge(format!("{err}; nothing was stored"))
+        }
+        other => AppError::bad_request("bad_pack", format!("{other}; nothing was stored")),
+    }
+}

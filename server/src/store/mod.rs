@@ -1,0 +1,223 @@
+//! Persistence: the [`Store`] trait and its SQLite and PostgreSQL implementations.
+//!
+//! All SQL lives in this module. Both implementations share their statements (SQLite accepts
+//! PostgreSQL's `$N` placeholders), written once in [`sql`]; only connecting and migrating differ.
+
+#[macro_use]
+mod sql;
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use pycache_proto::api::Scope;
+use pycache_proto::{CacheKey, EntryDigest, KeyDigest};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or could not be reached.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A token with this name exists already.
+    #[error("a token named {0:?} already exists")]
+    DuplicateTokenName(String),
+    /// A stored row does not decode (a damaged or foreign database).
+    #[error("corrupt row in the database: {0}")]
+    Corrupt(String),
+}
+
+/// An entry as stored: its key, its encoded bytes and their digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The full key (its parts are columns).
+    pub key: CacheKey,
+    /// `Entry::encode` output.
+    pub entry_bytes: Vec<u8>,
+    /// blake3 of `entry_bytes`.
+    pub digest: EntryDigest,
+}
+
+/// An entry to store; `success` mirrors the entry's outcome for statistics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEntry {
+    /// The key and its bytes.
+    pub stored: StoredEntry,
+    /// Whether the entry records a successful compile.
+    pub success: bool,
+}
+
+/// Entries and bytes of one interpreter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterpreterUsage {
+    /// `sys.implementation.cache_tag`.
+    pub cache_tag: String,
+    /// The 4 magic bytes.
+    pub magic: Vec<u8>,
+    /// Entries stored.
+    pub entries: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+}
+
+/// What eviction removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evicted {
+    /// Entries deleted.
+    pub entries: u64,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+/// How often a key was served since the last flush, and when last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// The entry served.
+    pub key: KeyDigest,
+    /// Times served.
+    pub hits: u64,
+    /// Last time served, Unix milliseconds.
+    pub last_used_at: i64,
+}
+
+/// A token as stored (its hash, never its text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Unique name.
+    pub name: String,
+    /// Permission level.
+    pub scope: Scope,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Revocation time, Unix milliseconds.
+    pub revoked_at: Option<i64>,
+}
+
+/// The server's persistence. Object safe: the server holds an `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The entries found among `keys`, in no particular order; unknown keys are skipped.
+    async fn get_many(&self, keys: &[KeyDigest]) -> Result<Vec<StoredEntry>, StoreError>;
+
+    /// Stores the entries in one transaction; a key already present keeps its first entry.
+    /// Returns how many rows were new.
+    async fn put_many(&self, entries: &[NewEntry], now: i64) -> Result<u64, StoreError>;
+
+    /// Records hits and last-use times gathered since the last flush, in one transaction.
+    async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;
+
+    /// Total entries and bytes stored.
+    async fn totals(&self) -> Result<(u64, u64), StoreError>;
+
+    /// Entries and bytes per interpreter.
+    async fn usage_by_interpreter(&self) -> Result<Vec<InterpreterUsage>, StoreError>;
+
+    /// Deletes least-recently-used entries until at least `bytes` are freed (or none are left).
+    async fn evict_lru(&self, bytes: u64) -> Result<Evicted, StoreError>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new token by its hash.
+    async fn create_token(
+        &self,
+        token_hash: &[u8; 32],
+        name: &str,
+        scope: Scope,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The scope of a valid (not revoked) token, by its hash.
+    async fn token_scope(&self, token_hash: &[u8; 32]) -> Result<Option<Scope>, StoreError>;
+
+    /// Every token, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes the token called `name`; false when there is no valid token of that name.
+    async fn revoke_token(&self, name: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Closes the connection pool, waiting for in-flight queries.
+    async fn close(&self);
+}
+
+/// Connects to `database_url` (`sqlite://…` or `postgres://…`) and applies the migrations.
+pub async fn connect(database_url: &str) -> Result<std::sync::Arc<dyn Store>, ConnectError> {
+    if database_url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(
+            SqliteStore::connect(database_url).await?,
+        ))
+    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::connect(database_url).await?))
+    } else {
+        Err(ConnectError::UnknownScheme(redact_url(database_url)))
+    }
+}
+
+/// Why the store could not be opened; messages say what, where and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Neither `sqlite:` nor `postgres:`.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnknownScheme(String),
+    /// The database could not be opened or reached.
+    #[error("cannot open the database at {url}: {cause}; check --database-url and that the database is running and accepts connections")]
+    Unreachable {
+        /// The URL without its password.
+        url: String,
+        /// The driver's error.
+        cause: sqlx::Error,
+    },
+    /// Migrations failed.
+    #[error("cannot migrate the database at {url}: {cause}")]
+    Migrate {
+        /// The URL without its password.
+        url: String,
+        /// The migrator's error.
+        cause: sqlx::migrate::MigrateError,
+    },
+}
+
+/// A database URL fit for messages and logs: any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let sep = if rest.contains('/') { "/" } else { "" };
+    if userinfo.contains(':') {
+        format!("{scheme}://{user}:***@{host}{sep}{path}")
+    } else {
+        format!("{scheme}://{userinfo}@{host}{sep}{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
+    }
+}
+
+/// The current time as stored: Unix milliseconds.
+pub fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,52 @@
+//! PostgreSQL, for several server processes sharing one store.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use super::{redact_url, ConnectError};
+
+/// How long start-up waits for the database before failing with a clear message.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A [`Store`](super::Store) in a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies the migrations (sqlx holds an advisory lock meanwhile, so
+    /// replicas starting together migrate once).
+    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
+        let unreachable = |cause| ConnectError::Unreachable {
+            url: redact_url(url),
+            cause,
+        };
+        let options = PgConnectOptions::from_str(url).map_err(unreachable)?;
+        // One plain connection first: a pool would hide "connection refused" behind a timeout.
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| unreachable(sqlx::Error::PoolTimedOut))?
+            .map_err(unreachable)?;
+        let _ = probe.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(unreachable)?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|cause| ConnectError::Migrate {
+                url: redact_url(url),
+                cause,
+            })?;
+        Ok(PgStore { pool })
+    }
+}
+
+impl_store_with_sql!(PgStore);

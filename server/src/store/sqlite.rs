@@ -1,0 +1,49 @@
+//! The embedded default: one SQLite file in WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use super::{redact_url, ConnectError};
+
+/// How long a writer waits for another's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A [`Store`](super::Store) in a SQLite database.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
+        let unreachable = |cause| ConnectError::Unreachable {
+            url: redact_url(url),
+            cause,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(unreachable)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(unreachable)?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|cause| ConnectError::Migrate {
+                url: redact_url(url),
+                cause,
+            })?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+impl_store_with_sql!(SqliteStore);
