@@ -1,0 +1,1 @@
+"""pycache benchmark harness: corpora, timed steps, servers, report."""

@@ -1,0 +1,151 @@
+"""The timed steps of one run: cold, warm and no-op, each tool on its own fresh tree."""
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from .proc import StepFailed, Timed, flush_disk, log, run, timed
+from .servers import PycacheServer
+from .trees import count_pycs, plain_copy
+
+FLOOR_SCRIPT = Path(__file__).with_name("floor.py")
+UV_COMPILED = re.compile(r"Bytecode compiled (\d+) files? in ([\d.]+)(ms|s)\b")
+PHASES = ("lookup_seconds", "fetch_seconds", "emit_seconds", "upload_wait_seconds")
+
+
+def clean_env():
+    """The environment minus PYCACHE_* (every option is passed explicitly)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYCACHE_")}
+
+
+def client_sync(env, slot, cache_dir, server=None, expect=None, what="pycache sync"):
+    """Times `pycache-client sync --json src` in `slot`; checks the summary against `expect`."""
+    cmd = [env.client, "--python", env.python, "--cache-dir", str(cache_dir)]
+    cmd += server.client_args() if server else []
+    cmd += ["sync", "--json", "src"]
+    t = timed(cmd, cwd=slot, env=clean_env(), what=what)
+    summary = json.loads(t.stdout)
+    t.extra = {k: summary[k] for k in summary if k not in ("python", "cache_tag")}
+    for key, want in (expect or {}).items():
+        if summary.get(key) != want:
+            raise StepFailed(f"{what}: expected {key}={want}, got {summary.get(key)} "
+                             f"(summary: {t.extra})")
+    if summary.get("errors"):
+        raise StepFailed(f"{what}: {summary['errors']} errors\n{t.stderr[-2000:]}")
+    return t
+
+
+def compileall(env, slot, force):
+    """Times compileall in `slot`: cold `-f -q -j0 src`; no-op (force=False) `-q src`."""
+    flags = ["-f", "-q", "-j0"] if force else ["-q"]
+    cmd = [env.python, "-m", "compileall", *flags, "src"]
+    return timed(cmd, cwd=slot, env=clean_env(), what="compileall")
+
+
+def uv_compile(env, venv, wheel, uv_cache, files):
+    """uv's bytecode compilation: `uv pip install --compile-bytecode` of the corpus wheel.
+
+    The number is uv's own 'Bytecode compiled N files in T' (its compile phase only,
+    workers included); the whole install's wall time is kept beside it.
+    """
+    cmd = [env.uv, "pip", "install", "--python", str(Path(venv) / "bin" / "python"),
+           "--no-index", "--no-deps", "--link-mode", "copy", "--compile-bytecode", str(wheel)]
+    t = timed(cmd, env=dict(clean_env(), UV_CACHE_DIR=str(uv_cache), NO_COLOR="1"), what="uv")
+    m = UV_COMPILED.search(t.stderr + t.stdout)
+    if not m:
+        raise StepFailed(f"uv printed no 'Bytecode compiled' line:\n{t.stderr[-2000:]}")
+    n, value, unit = int(m.group(1)), float(m.group(2)), m.group(3)
+    if n < files:
+        raise StepFailed(f"uv compiled {n} files, the corpus has {files}")
+    t.extra = {"install_seconds": t.seconds, "files": n}
+    t.seconds = value / 1000 if unit == "ms" else value
+    return t
+
+
+def prepare_uv_venv(env, venv, wheel, uv_cache):
+    """A fresh venv for uv (untimed); the first call also warms uv's cache with the wheel."""
+    run([env.uv, "venv", "-q", "--python", env.python, str(venv)],
+        env=dict(clean_env(), UV_CACHE_DIR=str(uv_cache)), what="uv venv")
+    warm = Path(uv_cache).parent / "uv-warm-venv"
+    if not warm.exists():
+        run([env.uv, "venv", "-q", "--python", env.python, str(warm)],
+            env=dict(clean_env(), UV_CACHE_DIR=str(uv_cache)), what="uv venv")
+        run([env.uv, "pip", "install", "-q", "--python", str(warm / "bin" / "python"),
+             "--no-index", "--no-deps", str(wheel)],
+            env=dict(clean_env(), UV_CACHE_DIR=str(uv_cache)), what="uv warm-up install")
+
+
+def floor(env, slot):
+    """Summed compile() CPU time over the tree / cores (see floor.py)."""
+    t = timed([env.python, str(FLOOR_SCRIPT), "src"], cwd=slot, env=clean_env(), what="floor")
+    data = json.loads(t.stdout)
+    return Timed(data["floor_seconds"], t.rss_mb, extra=data)
+
+
+def copy_floor(from_slot, to_slot, files):
+    """Times the plain copy of the .pyc files (in-process: no interpreter start billed)."""
+    start = time.perf_counter()
+    n = plain_copy(from_slot, to_slot)
+    seconds = time.perf_counter() - start
+    if n != files:
+        raise StepFailed(f"plain copy: copied {n} .pyc files, expected {files}")
+    return Timed(seconds, 0.0, extra={"files": n})
+
+
+class Run:
+    """One run: its trees, caches and server, and the steps in a fixed order."""
+
+    def __init__(self, env, index, slots, work, corpus_root, files):
+        self.env, self.i, self.slots, self.work = env, index, slots, work
+        self.wheel = next(corpus_root.glob("*.whl"))
+        self.files = files
+        self.caches = work / "caches" / f"r{index}"
+        self.results = {}
+
+    def record(self, name, t):
+        """Keeps one step's numbers and logs them."""
+        self.results[name] = {"seconds": t.seconds, "rss_mb": t.rss_mb, **t.extra}
+        log(f"  run {self.i}: {name:<22} {t.seconds:8.3f} s  rss {t.rss_mb:6.1f} MB")
+
+    def step(self, name, fn, *args, **kw):
+        """Flushes the disk, then times one step."""
+        flush_disk()
+        self.record(name, fn(*args, **kw))
+
+    def execute(self):
+        """cold → warm → no-op, every step on pre-made trees and empty caches."""
+        env, s, f, c = self.env, self.slots, self.files, self.caches
+        uv_cache = self.work / "uv-cache"
+        prepare_uv_venv(env, self.work / "uvenvs" / f"r{self.i}", self.wheel, uv_cache)
+        server = PycacheServer(env.server, self.work / "servers" / f"r{self.i}").start()
+        try:
+            self.step("cold_compileall", compileall, env, s["cc"], force=True)
+            self.step("cold_uv", uv_compile, env, self.work / "uvenvs" / f"r{self.i}",
+                      self.wheel, uv_cache, f)
+            self.step("cold_pycache_local", client_sync, env, s["cl"], c / "local",
+                      expect={"compiled": f}, what="cold pycache (local)")
+            self.step("cold_pycache_server", client_sync, env, s["cs"], c / "server-cold",
+                      server=server, expect={"compiled": f, "uploaded": f},
+                      what="cold pycache (server)")
+            self.step("floor", floor, env, s["cl"])
+            self.step("warm_pycache_local", client_sync, env, s["wl"], c / "local",
+                      expect={"local_hits": f, "compiled": 0}, what="warm pycache (local)")
+            self.step("warm_pycache_server", client_sync, env, s["ws"], c / "server-warm",
+                      server=server, expect={"remote_hits": f, "compiled": 0},
+                      what="warm pycache (server)")
+        finally:
+            self.results["server_rss_mb"] = server.stop()
+        self.step("warm_plain_copy", copy_floor, s["cc"], s["wc"], count_pycs(s["cc"]))
+        noop = [("noop_compileall", compileall, (env, s["cc"]), {"force": False}),
+                ("noop_pycache", client_sync, (env, s["cc"], c / "local"),
+                 {"expect": {"up_to_date": f}, "what": "no-op pycache"})]
+        for name, fn, args, kw in (noop if self.i % 2 == 0 else noop[::-1]):
+            self.step(name, fn, *args, **kw)
+        return self.results
+
+
+def run_names():
+    """Slot names one run needs (cold/warm per tool, plus the copy floor's target)."""
+    return ["cc", "cl", "cs", "wl", "ws", "wc"]

@@ -1,0 +1,75 @@
+"""Pre-made copies of the corpus, one per timed step, rotated instead of deleted.
+
+Every copy is laid out as `<slot>/src/...` and every tool is run with cwd = `<slot>`
+and the path `src`, so the path recorded in the bytecode (part of pycache's key) is
+the same in every copy: a copy is a fresh checkout of the same project.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+from .proc import flush_disk, log
+
+
+def copy_tree(master, slot, hardlink=False):
+    """Copies master/src to slot/src (real copies, or hard links of the sources)."""
+    dst = Path(slot) / "src"
+    if dst.exists():
+        return dst
+    Path(slot).mkdir(parents=True, exist_ok=True)
+    shutil.copytree(Path(master) / "src", dst, copy_function=os.link if hardlink else shutil.copy2)
+    return dst
+
+
+class TreeBank:
+    """Named slots under one directory, all made before timing starts."""
+
+    def __init__(self, base, master):
+        self.base, self.master = Path(base), Path(master)
+
+    def reset(self):
+        """Removes slots left from an earlier invocation (before anything is timed)."""
+        if self.base.exists():
+            log(f"removing old trees under {self.base}")
+            shutil.rmtree(self.base)
+        flush_disk()
+
+    def make(self, names, hardlink=False):
+        """Creates every named slot; returns {name: slot dir}."""
+        slots = {}
+        for name in names:
+            slots[name] = self.base / name
+            copy_tree(self.master, slots[name], hardlink)
+        flush_disk()
+        return slots
+
+    def remove(self):
+        """Deletes every slot (at the very end)."""
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def pyc_pairs(compiled_src):
+    """Walks a compiled tree: yields (dir, [pyc names]) of each __pycache__."""
+    for d, ds, fs in os.walk(compiled_src):
+        if os.path.basename(d) == "__pycache__":
+            yield d, fs
+
+
+def plain_copy(compiled_slot, fresh_slot):
+    """The I/O floor: copies every __pycache__/*.pyc of one tree into a fresh copy."""
+    src_root = os.path.join(compiled_slot, "src")
+    dst_root = os.path.join(fresh_slot, "src")
+    n = 0
+    for d, files in pyc_pairs(src_root):
+        target = os.path.join(dst_root, os.path.relpath(d, src_root))
+        os.makedirs(target, exist_ok=True)
+        for f in files:
+            shutil.copyfile(os.path.join(d, f), os.path.join(target, f))
+            n += 1
+    return n
+
+
+def count_pycs(slot):
+    """How many .pyc files a slot holds."""
+    return sum(len(fs) for _, fs in pyc_pairs(os.path.join(slot, "src")))
