@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--work", type=Path, default=HERE / "work", help="scratch folder")
     p.add_argument("--python", help="target interpreter (default: the one running this)")
     p.add_argument("--no-build", action="store_true", help="use the existing release binaries")
+    p.add_argument("--bin-dir", type=Path,
+                   help="take pycache-client and pycache-server from here (no build)")
     p.add_argument("--no-load", action="store_true", help="skip the server load test")
     p.add_argument("--no-postgres", action="store_true", help="load test on SQLite only")
     p.add_argument("--clients", default="1,4,16", help="load test client counts")
@@ -72,7 +74,7 @@ def describe(env, args, corpus):
         "commit": commit + (" (+ uncommitted client/server changes)" if dirty else ""),
         "uv_version": run([env.uv, "--version"]).split()[1],
         "corpus_text": f"{corpus['files']} files, {corpus['bytes'] / 1e6:.1f} MB ({', '.join(parts)})",
-        "corpus": corpus, "load_before": load_average(),
+        "corpus": corpus, "load_before": load_average(), "client": env.client,
     }
 
 
@@ -162,7 +164,8 @@ def main(argv=None):
         reexec_in_venv(args)
     started = time.time()
     try:
-        env = prepare_env(args.work, args.python, build=not args.no_build, need_chart=not args.quick)
+        env = prepare_env(args.work, args.python, build=not args.no_build,
+                          need_chart=not args.quick, bin_dir=args.bin_dir)
         corpus_root, corpus = prepare_corpus(env, args.work, args.quick)
         TreeBank(args.work / "trees", corpus_root).reset()
         TreeBank(args.work / "load", corpus_root).reset()

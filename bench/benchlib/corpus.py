@@ -38,6 +38,8 @@ def _copy_py(src, dst, only=None):
     """Copies the .py files of `src` (or of its entries named in `only`) into `dst`."""
     n = 0
     for entry in (only or sorted(os.listdir(src))):
+        if entry in SKIP_DIRS:
+            continue
         top = Path(src) / entry
         if top.is_file():
             if top.suffix == ".py":

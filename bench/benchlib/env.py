@@ -51,10 +51,12 @@ def _pip_install(py, packages, required):
     return True
 
 
-def _binaries(build):
-    """Builds (unless told not to) and locates the release binaries."""
+def _binaries(build, bin_dir=None):
+    """Builds (unless told not to, or given a folder of binaries) and locates them."""
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
-    if build:
+    if bin_dir:
+        target = Path(bin_dir)
+    elif build:
         log("cargo build --release -p pycache-client -p pycache-server")
         run(["cargo", "build", "--release", "-q", "-p", "pycache-client",
              "-p", "pycache-server"], cwd=REPO, what="cargo build")
@@ -65,7 +67,7 @@ def _binaries(build):
     return str(client), str(server)
 
 
-def prepare_env(work, python, build=True, need_chart=True):
+def prepare_env(work, python, build=True, need_chart=True, bin_dir=None):
     """The venv (uv + matplotlib from PyPI) and the binaries, before anything is timed."""
     py = _venv(work)
     _pip_install(py, ["uv"], required=True)
@@ -73,7 +75,7 @@ def prepare_env(work, python, build=True, need_chart=True):
     uv = py.parent / "uv"
     if not uv.exists():
         raise StepFailed(f"uv was installed but {uv} is missing")
-    client, server = _binaries(build)
+    client, server = _binaries(build, bin_dir)
     python = python or sys.executable
     python = shutil.which(python) or python
     real = run([python, "-c", "import sys; print(sys.executable)"]).strip()
