@@ -1,0 +1,44 @@
+# pycache interpreter probe: prints one marker line followed by a JSON object.
+# Kept valid Python 2 so that an old interpreter still answers with its version.
+import sys
+
+_out = {"version": list(sys.version_info[:3])}
+try:
+    import importlib.util
+    import json
+    import os
+    import warnings
+
+    _out["implementation"] = sys.implementation.name
+    _out["magic"] = importlib.util.MAGIC_NUMBER.hex()
+    _out["cache_tag"] = sys.implementation.cache_tag
+    _out["optimize"] = sys.flags.optimize
+    _out["pycache_prefix"] = getattr(sys, "pycache_prefix", None)
+    _out["stdout_encoding"] = sys.stdout.encoding or sys.getdefaultencoding()
+    _out["sys_path"] = sys.path
+    _out["safe_path"] = bool(getattr(sys.flags, "safe_path", False))
+    _out["source_hash"] = importlib.util.source_hash(b"pycache probe").hex()
+    _out["recursion_limit"] = sys.getrecursionlimit()
+    try:
+        _positions = list(compile("x\n", "<probe>", "exec").co_positions())
+        _out["debug_ranges"] = any(p[0] is not None for p in _positions)
+    except AttributeError:
+        _out["debug_ranges"] = None
+    _out["warnings_filters"] = repr(
+        [
+            (a, getattr(m, "pattern", m), c.__name__, getattr(mod, "pattern", mod), n)
+            for (a, m, c, mod, n) in warnings.filters
+        ]
+    )
+    _out["dev_mode"] = bool(getattr(sys.flags, "dev_mode", False))
+    _out["bytes_warning"] = sys.flags.bytes_warning
+    _get_digits = getattr(sys, "get_int_max_str_digits", None)
+    _out["int_max_str_digits"] = _get_digits() if _get_digits else None
+    _seed = os.environ.get("PYTHONHASHSEED")
+    _out["hash_seed"] = None if _seed in (None, "", "random") else _seed
+    _text = json.dumps(_out)
+except Exception as e:  # an old or unusual interpreter: report what we have
+    _out["error"] = "%s: %s" % (e.__class__.__name__, e)
+    _text = repr(_out).replace("'", '"').replace("None", "null")
+sys.stdout.write("\n@@PYCACHE-PROBE@@" + _text + "\n")
+sys.stdout.flush()
