@@ -51,9 +51,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "unknown size unit {unit:?} in {text:?}: use B, KiB, MiB, GiB, TiB or KB, MB, GB, TB"
-        )),
+        ))
+        }
     };
     let value: f64 = number
         .parse()

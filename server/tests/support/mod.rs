@@ -1,0 +1,167 @@
+//! Helpers shared by the server's integration tests: sample keys, entries and packs, and an
+//! app state over a temp SQLite file.
+#![allow(dead_code)]
+
+pub mod pg;
+
+use std::sync::Arc;
+
+use pycache_proto::pack::{encode_pack, Frame};
+use pycache_proto::{CacheKey, Entry};
+use pycache_server::store::{SqliteStore, Store};
+use pycache_server::{AppState, Config};
+
+/// A distinct key per `n`.
+pub fn key(n: u32) -> CacheKey {
+    CacheKey {
+        source_hash: *blake3::hash(&n.to_le_bytes()).as_bytes(),
+        magic: [0xa7, 0x0d, b'\r', b'\n'],
+        cache_tag: "cpython-311".into(),
+        optimization: 0,
+        settings: "w=default".into(),
+        dfile: format!("pkg/mod{n}.py"),
+    }
+}
+
+/// A successful compile for key `n` whose body is `size` bytes long.
+pub fn compiled_frame(n: u32, size: usize) -> Frame {
+    let mut body = vec![0xe3];
+    body.extend((0..size.saturating_sub(1)).map(|i| (i as u32 ^ n) as u8));
+    Frame::new(key(n), &Entry::compiled(body, String::new()))
+}
+
+/// A failed compile for key `n`.
+pub fn failed_frame(n: u32) -> Frame {
+    Frame::new(
+        key(n),
+        &Entry::failed("SyntaxError: invalid syntax\n".into(), "warn\n".into()),
+    )
+}
+
+/// A frame whose body is not a code object (digest correct).
+pub fn not_code_frame(n: u32) -> Frame {
+    Frame::new(key(n), &Entry::compiled(b"hello".to_vec(), String::new()))
+}
+
+/// A pack of frames `0..count`, each `size` bytes.
+pub fn pack_of(range: std::ops::Range<u32>, size: usize) -> Vec<u8> {
+    let frames: Vec<Frame> = range.map(|n| compiled_frame(n, size)).collect();
+    encode_pack(&frames)
+}
+
+/// A migrated SQLite store in `dir`.
+pub async fn sqlite_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    let url = format!("sqlite://{}", dir.join("pycache.db").display());
+    Arc::new(SqliteStore::connect(&url).await.expect("open sqlite store"))
+}
+
+/// State over a fresh SQLite store with `config`.
+pub async fn sqlite_state(dir: &std::path::Path, config: Config) -> AppState {
+    AppState::new(sqlite_store(dir).await, config)
+}
+
+/// Requests through the router in-process (`oneshot`), with JSON and pack helpers.
+pub mod router {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use pycache_proto::api::Scope;
+    use pycache_proto::ErrorResponse;
+    use pycache_server::auth::{new_token, token_hash};
+    use pycache_server::AppState;
+    use tower::ServiceExt;
+
+    /// A response's status, headers and whole body.
+    pub struct Answer {
+        /// Status.
+        pub status: StatusCode,
+        /// Headers.
+        pub headers: axum::http::HeaderMap,
+        /// Body bytes.
+        pub body: Vec<u8>,
+    }
+
+    impl Answer {
+        /// The body as JSON of type `T`.
+        pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|e| panic!("{e}: body {:?}", String::from_utf8_lossy(&self.body)))
+        }
+
+        /// Asserts the body is an ErrorResponse with `status` and `code`.
+        pub fn assert_error(&self, status: StatusCode, code: &str) -> ErrorResponse {
+            let err: ErrorResponse = self.json();
+            assert_eq!(
+                (self.status, err.code.as_str()),
+                (status, code),
+                "{}",
+                err.message
+            );
+            assert!(!err.message.is_empty());
+            err
+        }
+    }
+
+    /// Sends one request through a fresh router over `state`.
+    pub async fn send(state: &AppState, request: Request<Body>) -> Answer {
+        let response = pycache_server::app(state.clone())
+            .oneshot(request)
+            .await
+            .expect("router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A request builder with an optional bearer token.
+    pub fn request(method: &str, uri: &str, token: Option<&str>) -> axum::http::request::Builder {
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b
+    }
+
+    /// A JSON POST.
+    pub fn post_json(uri: &str, token: Option<&str>, json: &serde_json::Value) -> Request<Body> {
+        request("POST", uri, token)
+            .header("content-type", "application/json")
+            .body(Body::from(json.to_string()))
+            .unwrap()
+    }
+
+    /// A pack POST/PUT.
+    pub fn send_pack(method: &str, uri: &str, token: Option<&str>, pack: Vec<u8>) -> Request<Body> {
+        request(method, uri, token)
+            .header("content-type", pycache_proto::pack::PACK_CONTENT_TYPE)
+            .body(Body::from(pack))
+            .unwrap()
+    }
+
+    /// A GET without body.
+    pub fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+        request("GET", uri, token).body(Body::empty()).unwrap()
+    }
+
+    /// Creates a token with `scope` directly in the store.
+    pub async fn token(state: &AppState, name: &str, scope: Scope) -> String {
+        let token = new_token();
+        state
+            .store
+            .create_token(&token_hash(&token), name, scope, 0)
+            .await
+            .unwrap();
+        token
+    }
+}
