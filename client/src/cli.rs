@@ -58,6 +58,10 @@ pub enum Command {
     },
     /// Bring the __pycache__ of a project up to date (default: the current directory).
     Sync(SyncArgs),
+    /// Show the resolved settings, the interpreter, the local cache and the server's answer.
+    Status,
+    /// Show the server's statistics (JSON).
+    Stats,
 }
 
 /// `pycache-client sync` options.

@@ -13,6 +13,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
+use anyhow::Result;
+use pycache_proto::pack::Frame;
 use pycache_proto::{CacheKey, Entry, KeyDigest, Outcome};
 use serde::Serialize;
 
@@ -20,6 +22,7 @@ use crate::compileall::plan::{Event, FileTask};
 use crate::local_cache::{LocalCache, Lookup};
 use crate::pyc::{self, InvalidationMode};
 use crate::pyrepr::{backslashreplace, os_error_class, os_error_text, repr};
+use crate::remote::Remote;
 use crate::workers::{CompileJob, CompileOutcome, WorkerPool};
 
 /// How results are shown.
@@ -57,6 +60,8 @@ pub struct EngineConfig<'a> {
     pub stdout_encoding: &'a str,
     /// The local cache, unless disabled.
     pub local: Option<&'a LocalCache>,
+    /// The server, when one is configured.
+    pub remote: Option<&'a RemoteTier<'a>>,
 }
 
 /// Counts for the summary line and `--json`.
@@ -80,6 +85,22 @@ pub struct Summary {
     pub corrupt_entries: u64,
     /// Python worker processes started.
     pub workers_started: u64,
+    /// Entries the server accepted from this run.
+    pub uploaded: u64,
+    /// Entries the server refused.
+    pub upload_refused: u64,
+    /// Bytes received from the server.
+    pub bytes_down: u64,
+    /// Bytes sent to the server.
+    pub bytes_up: u64,
+    /// Time spent hashing sources and reading the local cache.
+    pub lookup_seconds: f64,
+    /// Time spent waiting for the server's batch get.
+    pub fetch_seconds: f64,
+    /// Time spent compiling misses and writing .pyc files.
+    pub emit_seconds: f64,
+    /// Time spent waiting for uploads to finish after the last file.
+    pub upload_wait_seconds: f64,
     /// Wall time.
     pub seconds: f64,
 }
@@ -87,6 +108,7 @@ pub struct Summary {
 /// One level's state before printing.
 enum Pending {
     Ready(Entry),
+    Miss(KeyDigest),
     Job(u64),
     SourceError(io::Error),
 }
@@ -106,13 +128,31 @@ enum Resolved {
     },
 }
 
+/// A miss waiting for the server or the workers.
+struct Miss {
+    key: CacheKey,
+    job: CompileJob,
+}
+
+/// The server tier as the engine uses it.
+pub struct RemoteTier<'a> {
+    /// The server.
+    pub remote: &'a Remote,
+    /// Whether the token may write (uploads are skipped otherwise).
+    pub can_write: bool,
+    /// Keys per batch get (the server's advertised limit).
+    pub max_batch_keys: usize,
+    /// Encoded bytes per batch put (below the server's request limit).
+    pub max_upload_bytes: usize,
+}
+
 /// Runs the plan; returns whether everything succeeded (compileall's `success`).
 pub fn run(
     events: Vec<Event>,
     cfg: &EngineConfig<'_>,
     pool: &WorkerPool,
     summary: &mut Summary,
-) -> io::Result<bool> {
+) -> Result<bool> {
     let started = Instant::now();
     let tasks: Vec<&FileTask> = events
         .iter()
@@ -122,12 +162,11 @@ pub fn run(
         })
         .collect();
 
-    // Resolve: hash sources, look up the cache, send misses to the workers.
-    let mut next_job = 0u64;
-    let mut jobs_by_key: HashMap<KeyDigest, u64> = HashMap::new();
-    let mut job_keys: HashMap<u64, KeyDigest> = HashMap::new();
+    // Hash sources and look up the local cache.
+    let mut misses: Vec<Miss> = Vec::new();
+    let mut miss_index: HashMap<KeyDigest, usize> = HashMap::new();
     let mut sources: Vec<Option<SourceInfo>> = Vec::with_capacity(tasks.len());
-    let mut pending: Vec<Vec<(Option<KeyDigest>, Pending)>> = Vec::with_capacity(tasks.len());
+    let mut pending: Vec<Vec<Pending>> = Vec::with_capacity(tasks.len());
     for task in &tasks {
         let source = fs::read(&task.fullname).and_then(|bytes| {
             Ok(SourceInfo {
@@ -135,123 +174,281 @@ pub fn run(
                 bytes,
             })
         });
-        let mut levels = Vec::with_capacity(task.levels.len());
-        match source {
+        let src = match source {
             Err(e) => {
-                levels.push((None, Pending::SourceError(e)));
+                pending.push(vec![Pending::SourceError(e)]);
                 sources.push(None);
+                continue;
             }
-            Ok(src) => {
-                let source_hash = *blake3::hash(&src.bytes).as_bytes();
-                for level in &task.levels {
-                    let key = CacheKey {
-                        source_hash,
-                        magic: cfg.magic,
-                        cache_tag: cfg.cache_tag.to_owned(),
-                        optimization: level.effective,
-                        settings: cfg.settings.to_owned(),
-                        dfile: lossless_text(task.recorded_name()),
-                    };
-                    let digest = key.digest();
-                    if let Some(&job) = jobs_by_key.get(&digest) {
-                        levels.push((Some(digest), Pending::Job(job)));
-                        continue;
-                    }
-                    let found = match cfg.local {
-                        Some(cache) => cache.get(&digest),
-                        None => Lookup::Miss,
-                    };
-                    match found {
-                        Lookup::Hit(entry) => {
-                            summary.local_hits += 1;
-                            levels.push((Some(digest), Pending::Ready(entry)));
-                        }
-                        other => {
-                            if let Lookup::Corrupt(why) = other {
-                                summary.corrupt_entries += 1;
-                                eprintln!("pycache: warning: a local cache entry was corrupt and is recompiled ({why})");
-                            }
-                            let id = next_job;
-                            next_job += 1;
-                            jobs_by_key.insert(digest, id);
-                            job_keys.insert(id, digest);
-                            pool.submit(CompileJob {
-                                id,
-                                source: lossless_text(&task.fullname),
-                                dfile: task.dfile.as_deref().map(lossless_text),
-                                optimize: level.opt_level as i32,
-                            });
-                            levels.push((Some(digest), Pending::Job(id)));
-                        }
-                    }
+            Ok(src) => src,
+        };
+        let source_hash = *blake3::hash(&src.bytes).as_bytes();
+        let mut levels = Vec::with_capacity(task.levels.len());
+        for level in &task.levels {
+            let key = CacheKey {
+                source_hash,
+                magic: cfg.magic,
+                cache_tag: cfg.cache_tag.to_owned(),
+                optimization: level.effective,
+                settings: cfg.settings.to_owned(),
+                dfile: lossless_text(task.recorded_name()),
+            };
+            let digest = key.digest();
+            if miss_index.contains_key(&digest) {
+                levels.push(Pending::Miss(digest));
+                continue;
+            }
+            let found = match cfg.local {
+                Some(cache) => cache.get(&digest),
+                None => Lookup::Miss,
+            };
+            match found {
+                Lookup::Hit(entry) => {
+                    summary.local_hits += 1;
+                    levels.push(Pending::Ready(entry));
                 }
-                sources.push(Some(src));
+                other => {
+                    if let Lookup::Corrupt(why) = other {
+                        summary.corrupt_entries += 1;
+                        eprintln!("pycache: warning: a local cache entry was corrupt and is recompiled ({why})");
+                    }
+                    miss_index.insert(digest, misses.len());
+                    let job = CompileJob {
+                        id: misses.len() as u64,
+                        source: lossless_text(&task.fullname),
+                        dfile: task.dfile.as_deref().map(lossless_text),
+                        optimize: level.opt_level as i32,
+                    };
+                    misses.push(Miss { key, job });
+                    levels.push(Pending::Miss(digest));
+                }
             }
         }
+        sources.push(Some(src));
         pending.push(levels);
     }
+    summary.lookup_seconds = started.elapsed().as_secs_f64();
 
-    // Print and write, in compileall's order.
-    let mut out = Output::new(cfg.style, tasks.len() as u64);
-    let mut resolved: HashMap<u64, Resolved> = HashMap::new();
-    let mut success = true;
-    let mut task_index = 0;
-    for event in &events {
-        match event {
-            Event::WalkLine(line) | Event::FileLine(line) => out.line(line)?,
-            Event::StopIfFailed => {
-                if !success {
-                    break;
-                }
+    // One batched lookup at the server for everything the local cache lacks.
+    let fetch_started = Instant::now();
+    let mut fetched: HashMap<KeyDigest, Entry> = HashMap::new();
+    if let Some(tier) = cfg
+        .remote
+        .filter(|t| t.remote.enabled() && !misses.is_empty())
+    {
+        let digests: Vec<KeyDigest> = misses.iter().map(|m| m.key.digest()).collect();
+        for chunk in digests.chunks(tier.max_batch_keys.max(1)) {
+            if !tier.remote.enabled() {
+                break;
             }
-            Event::File(task) => {
-                let i = task_index;
-                task_index += 1;
-                out.compiling(&task.fullname)?;
-                let ok = emit_file(
-                    task,
-                    &sources[i],
-                    &mut pending[i],
-                    cfg,
-                    pool,
-                    &mut resolved,
-                    &job_keys,
-                    &mut out,
-                    summary,
-                )?;
-                if !ok {
-                    success = false;
-                    summary.errors += 1;
+            match tier.remote.batch_get(chunk) {
+                Ok(answer) => {
+                    summary.bytes_down += answer.bytes;
+                    for key in &answer.corrupt {
+                        summary.corrupt_entries += 1;
+                        eprintln!(
+                            "pycache: warning: the server {} sent a corrupt entry for key {key} (digest mismatch); compiling it locally",
+                            tier.remote.url()
+                        );
+                    }
+                    for (key, entry) in answer.entries {
+                        if let Some(cache) = cfg.local {
+                            store_local(cache, &key, &entry);
+                        }
+                        fetched.insert(key, entry);
+                    }
                 }
-                out.tick();
+                Err(e) => tier
+                    .remote
+                    .absorb_failure("looking up entries at the server", e)?,
             }
         }
     }
-    out.finish()?;
+    summary.remote_hits = fetched.len() as u64;
+    summary.fetch_seconds = fetch_started.elapsed().as_secs_f64();
+
+    // Compile what is left; results stream back while earlier files are written.
+    let mut job_keys: HashMap<u64, CacheKey> = HashMap::new();
+    for miss in misses {
+        let digest = miss.key.digest();
+        if !fetched.contains_key(&digest) {
+            job_keys.insert(miss.job.id, miss.key);
+            pool.submit(miss.job);
+        }
+    }
+    for levels in &mut pending {
+        for slot in levels.iter_mut() {
+            if let Pending::Miss(digest) = slot {
+                *slot = match fetched.get(digest) {
+                    Some(entry) => Pending::Ready(entry.clone()),
+                    None => Pending::Job(miss_index[digest] as u64),
+                };
+            }
+        }
+    }
+
+    let upload_tier = cfg.remote.filter(|t| t.can_write);
+    let (upload_tx, upload_rx) = crossbeam_channel::unbounded::<Frame>();
+    let emit_started = Instant::now();
+    let result = std::thread::scope(|scope| -> Result<bool> {
+        let uploader = upload_tier.map(|tier| scope.spawn(move || upload_all(tier, upload_rx)));
+        let sink = upload_tier.map(|_| &upload_tx);
+        let mut out = Output::new(cfg.style, tasks.len() as u64);
+        let mut resolved: HashMap<u64, Resolved> = HashMap::new();
+        let mut success = true;
+        let mut task_index = 0;
+        let mut emit = || -> Result<()> {
+            for event in &events {
+                match event {
+                    Event::WalkLine(line) | Event::FileLine(line) => out.line(line)?,
+                    Event::StopIfFailed => {
+                        if !success {
+                            break;
+                        }
+                    }
+                    Event::File(task) => {
+                        let i = task_index;
+                        task_index += 1;
+                        out.compiling(&task.fullname)?;
+                        let ctx = EmitContext {
+                            cfg,
+                            pool,
+                            job_keys: &job_keys,
+                            uploads: sink,
+                        };
+                        let ok = emit_file(
+                            task,
+                            &sources[i],
+                            &mut pending[i],
+                            &ctx,
+                            &mut resolved,
+                            &mut out,
+                            summary,
+                        )?;
+                        if !ok {
+                            success = false;
+                            summary.errors += 1;
+                        }
+                        out.tick();
+                    }
+                }
+            }
+            out.finish()?;
+            Ok(())
+        };
+        let emitted = emit();
+        drop(upload_tx);
+        summary.emit_seconds = emit_started.elapsed().as_secs_f64();
+        if let Some(handle) = uploader {
+            let upload_started = Instant::now();
+            let report = handle.join().unwrap_or_default();
+            summary.uploaded = report.stored;
+            summary.upload_refused = report.refused;
+            summary.bytes_up = report.bytes;
+            summary.upload_wait_seconds = upload_started.elapsed().as_secs_f64();
+            if let Some(err) = report.error {
+                return Err(err);
+            }
+        }
+        emitted?;
+        Ok(success)
+    });
     summary.workers_started = pool.workers_started() as u64;
     summary.seconds += started.elapsed().as_secs_f64();
-    Ok(success)
+    result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the background uploader did.
+#[derive(Default)]
+struct UploadReport {
+    stored: u64,
+    refused: u64,
+    bytes: u64,
+    error: Option<anyhow::Error>,
+}
+
+/// Sends new entries to the server in batches as they arrive.
+fn upload_all(tier: &RemoteTier<'_>, frames: crossbeam_channel::Receiver<Frame>) -> UploadReport {
+    let mut report = UploadReport::default();
+    let mut batch: Vec<Frame> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let flush = |batch: &mut Vec<Frame>, report: &mut UploadReport| {
+        if batch.is_empty() || !tier.remote.enabled() || report.error.is_some() {
+            batch.clear();
+            return;
+        }
+        match tier.remote.batch_put(batch) {
+            Ok((answer, sent)) => {
+                report.stored += answer.stored.len() as u64;
+                report.refused += answer.refused.len() as u64;
+                report.bytes += sent;
+                if let Some(first) = answer.refused.first() {
+                    eprintln!(
+                        "pycache: warning: the server {} refused {} uploaded entries (first: {}: {})",
+                        tier.remote.url(),
+                        answer.refused.len(),
+                        first.key,
+                        first.reason
+                    );
+                }
+            }
+            Err(e) => {
+                if let Err(fatal) = tier
+                    .remote
+                    .absorb_failure("uploading entries to the server", e)
+                {
+                    report.error = Some(fatal);
+                }
+            }
+        }
+        batch.clear();
+    };
+    for frame in frames {
+        batch_bytes += frame.entry_bytes.len() + 512;
+        batch.push(frame);
+        if batch_bytes >= tier.max_upload_bytes {
+            flush(&mut batch, &mut report);
+            batch_bytes = 0;
+        }
+    }
+    flush(&mut batch, &mut report);
+    report
+}
+
+fn store_local(cache: &LocalCache, key: &KeyDigest, entry: &Entry) {
+    if let Err(e) = cache.put(key, entry) {
+        eprintln!(
+            "pycache: warning: could not store an entry in the local cache {}: {e}",
+            cache.root().display()
+        );
+    }
+}
+
+/// What emitting a file needs besides the file.
+struct EmitContext<'a, 'b> {
+    cfg: &'a EngineConfig<'b>,
+    pool: &'a WorkerPool,
+    job_keys: &'a HashMap<u64, CacheKey>,
+    uploads: Option<&'a crossbeam_channel::Sender<Frame>>,
+}
+
 fn emit_file(
     task: &FileTask,
     source: &Option<SourceInfo>,
-    levels: &mut [(Option<KeyDigest>, Pending)],
-    cfg: &EngineConfig<'_>,
-    pool: &WorkerPool,
+    levels: &mut [Pending],
+    ctx: &EmitContext<'_, '_>,
     resolved: &mut HashMap<u64, Resolved>,
-    job_keys: &HashMap<u64, KeyDigest>,
     out: &mut Output,
     summary: &mut Summary,
 ) -> io::Result<bool> {
+    let cfg = ctx.cfg;
     let mut written: Vec<&OsStr> = Vec::new();
     for (index, level) in task.levels.iter().enumerate() {
         if let Err(e) = pyc::check_target(&level.cfile) {
             out.error_raised(&task.fullname, e.class_name, &e.text)?;
             return Ok(false);
         }
-        let slot = &mut levels[index.min(levels.len() - 1)].1;
+        let slot = &mut levels[index.min(levels.len() - 1)];
         let entry = match slot {
             Pending::SourceError(e) => {
                 let (class, text) = (os_error_class(e), os_error_text(e, &task.fullname));
@@ -259,13 +456,14 @@ fn emit_file(
                 return Ok(false);
             }
             Pending::Ready(entry) => entry.clone(),
+            Pending::Miss(_) => unreachable!("misses become jobs or hits before printing"),
             Pending::Job(id) => {
                 let id = *id;
                 while !resolved.contains_key(&id) {
-                    let (done, outcome) = pool.results().recv().map_err(|_| {
+                    let (done, outcome) = ctx.pool.results().recv().map_err(|_| {
                         io::Error::other("the compile workers stopped unexpectedly")
                     })?;
-                    let r = absorb(done, outcome, cfg, job_keys, summary);
+                    let r = absorb(done, outcome, ctx, summary);
                     resolved.insert(done, r);
                 }
                 match &resolved[&id] {
@@ -325,8 +523,7 @@ fn emit_file(
 fn absorb(
     id: u64,
     outcome: CompileOutcome,
-    cfg: &EngineConfig<'_>,
-    job_keys: &HashMap<u64, KeyDigest>,
+    ctx: &EmitContext<'_, '_>,
     summary: &mut Summary,
 ) -> Resolved {
     let entry = match outcome {
@@ -352,12 +549,13 @@ fn absorb(
         }
     };
     summary.compiled += 1;
-    if let (Some(cache), Some(key)) = (cfg.local, job_keys.get(&id)) {
-        if let Err(e) = cache.put(key, &entry) {
-            eprintln!(
-                "pycache: warning: could not store an entry in the local cache {}: {e}",
-                cache.root().display()
-            );
+    if let Some(key) = ctx.job_keys.get(&id) {
+        let digest = key.digest();
+        if let Some(cache) = ctx.cfg.local {
+            store_local(cache, &digest, &entry);
+        }
+        if let Some(uploads) = ctx.uploads {
+            let _ = uploads.send(Frame::new(key.clone(), &entry));
         }
     }
     Resolved::Entry(entry)

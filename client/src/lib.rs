@@ -8,5 +8,6 @@ pub mod interpreter;
 pub mod local_cache;
 pub mod pyc;
 pub mod pyrepr;
+pub mod remote;
 pub mod settings;
 pub mod workers;

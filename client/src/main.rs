@@ -38,5 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Compileall { args } => commands::compileall::run(&settings, args),
         Command::Sync(args) => commands::sync::run(&settings, &args),
+        Command::Status => commands::status::status(&settings),
+        Command::Stats => commands::status::stats(&settings),
     }
 }

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use crate::compileall::args::{self, CompileallArgs, Dialect, Parsed};
 use crate::compileall::plan::{Event, FileOptions, PlanContext, Planner};
-use crate::engine::{self, EngineConfig, Style, Summary};
+use crate::engine::{self, EngineConfig, RemoteTier, Style, Summary};
 use crate::interpreter::Interpreter;
 use crate::local_cache::LocalCache;
 use crate::pyc::InvalidationMode;
@@ -118,6 +118,8 @@ fn execute(
     quiet: u32,
 ) -> Result<i32> {
     let local = open_local_cache(settings);
+    let connected = crate::remote::connect(settings)?;
+    let tier = connected.as_ref().map(remote_tier);
     let pool = WorkerPool::new(interp, settings.jobs);
     let cfg = EngineConfig {
         style: Style::Compileall { quiet },
@@ -131,6 +133,7 @@ fn execute(
         siphash13: interp.hash_based_siphash13,
         stdout_encoding: &interp.stdout_encoding,
         local: local.as_ref(),
+        remote: tier.as_ref(),
     };
     let mut summary = Summary::default();
     let ok = engine::run(events, &cfg, &pool, &mut summary)
@@ -154,6 +157,20 @@ pub fn open_local_cache(settings: &Settings) -> Option<LocalCache> {
             );
             None
         }
+    }
+}
+
+/// The engine's view of a connected server, sized by its advertised limits.
+pub fn remote_tier(c: &crate::remote::Connected) -> RemoteTier<'_> {
+    RemoteTier {
+        remote: &c.remote,
+        can_write: c.can_write(),
+        max_batch_keys: usize::try_from(c.info.max_batch_keys)
+            .unwrap_or(usize::MAX)
+            .max(1),
+        max_upload_bytes: usize::try_from(c.info.max_request_bytes / 2)
+            .unwrap_or(8 << 20)
+            .clamp(64 << 10, 32 << 20),
     }
 }
 

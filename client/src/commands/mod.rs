@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
 pub mod compileall;
+pub mod status;
 pub mod sync;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
-use crate::commands::compileall::{open_local_cache, plan_context};
+use crate::commands::compileall::{open_local_cache, plan_context, remote_tier};
 use crate::compileall::plan::{FileOptions, Planner};
 use crate::engine::{self, EngineConfig, Style, Summary};
 use crate::interpreter::Interpreter;
@@ -99,6 +99,8 @@ pub fn run(settings: &Settings, args: &SyncArgs) -> Result<i32> {
         ..Default::default()
     };
     let local = open_local_cache(settings);
+    let connected = crate::remote::connect(settings)?;
+    let tier = connected.as_ref().map(remote_tier);
     let pool = WorkerPool::new(&interp, settings.jobs);
     let progress = !args.json && !args.quiet && std::io::stderr().is_terminal();
     let cfg = EngineConfig {
@@ -111,6 +113,7 @@ pub fn run(settings: &Settings, args: &SyncArgs) -> Result<i32> {
         siphash13: interp.hash_based_siphash13,
         stdout_encoding: &interp.stdout_encoding,
         local: local.as_ref(),
+        remote: tier.as_ref(),
     };
     let ok = engine::run(planner.events, &cfg, &pool, &mut summary)?;
     pool.shutdown();
@@ -132,7 +135,27 @@ pub fn run(settings: &Settings, args: &SyncArgs) -> Result<i32> {
 /// The one-line summary.
 pub fn summary_line(s: &Summary) -> String {
     format!(
-        "pycache: {} files: {} up to date, {} local hits, {} remote hits, {} compiled, {} written, {} errors in {:.2}s ({} workers)",
-        s.files, s.up_to_date, s.local_hits, s.remote_hits, s.compiled, s.written, s.errors, s.seconds, s.workers_started
+        "pycache: {} files: {} up to date, {} local hits, {} remote hits, {} compiled, {} uploaded, {} errors; \
+         {} written, {} down, {} up, {:.2}s ({} workers)",
+        s.files,
+        s.up_to_date,
+        s.local_hits,
+        s.remote_hits,
+        s.compiled,
+        s.uploaded,
+        s.errors,
+        s.written,
+        human_bytes(s.bytes_down),
+        human_bytes(s.bytes_up),
+        s.seconds,
+        s.workers_started
     )
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
 }
