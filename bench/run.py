@@ -51,6 +51,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 5)
     args.levels = [int(x) for x in args.clients.split(",") if x]
+    args.out, args.work = args.out.resolve(), args.work.resolve()
     return args
 
 

@@ -55,7 +55,7 @@ def _binaries(build, bin_dir=None):
     """Builds (unless told not to, or given a folder of binaries) and locates them."""
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
     if bin_dir:
-        target = Path(bin_dir)
+        target = Path(bin_dir).resolve()
     elif build:
         log("cargo build --release -p pycache-client -p pycache-server")
         run(["cargo", "build", "--release", "-q", "-p", "pycache-client",

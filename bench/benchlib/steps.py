@@ -101,7 +101,8 @@ class Run:
         self.env, self.i, self.slots, self.work = env, index, slots, work
         self.wheel = next(corpus_root.glob("*.whl"))
         self.files = files
-        self.caches = work / "caches" / f"r{index}"
+        self.scratch = work / "trees"  # removed at start and end, with the trees
+        self.caches = self.scratch / "caches" / f"r{index}"
         self.results = {}
 
     def record(self, name, t):
@@ -118,11 +119,11 @@ class Run:
         """cold → warm → no-op, every step on pre-made trees and empty caches."""
         env, s, f, c = self.env, self.slots, self.files, self.caches
         uv_cache = self.work / "uv-cache"
-        prepare_uv_venv(env, self.work / "uvenvs" / f"r{self.i}", self.wheel, uv_cache)
-        server = PycacheServer(env.server, self.work / "servers" / f"r{self.i}").start()
+        prepare_uv_venv(env, self.scratch / "uvenvs" / f"r{self.i}", self.wheel, uv_cache)
+        server = PycacheServer(env.server, self.scratch / "servers" / f"r{self.i}").start()
         try:
             self.step("cold_compileall", compileall, env, s["cc"], force=True)
-            self.step("cold_uv", uv_compile, env, self.work / "uvenvs" / f"r{self.i}",
+            self.step("cold_uv", uv_compile, env, self.scratch / "uvenvs" / f"r{self.i}",
                       self.wheel, uv_cache, f)
             self.step("cold_pycache_local", client_sync, env, s["cl"], c / "local",
                       expect={"compiled": f}, what="cold pycache (local)")

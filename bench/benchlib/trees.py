@@ -26,7 +26,7 @@ class TreeBank:
     """Named slots under one directory, all made before timing starts."""
 
     def __init__(self, base, master):
-        self.base, self.master = Path(base), Path(master)
+        self.base, self.master = Path(base), master and Path(master)
 
     def reset(self):
         """Removes slots left from an earlier invocation (before anything is timed)."""
