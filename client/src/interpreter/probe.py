@@ -21,7 +21,8 @@ try:
     _out["recursion_limit"] = sys.getrecursionlimit()
     try:
         _positions = list(compile("x\n", "<probe>", "exec").co_positions())
-        _out["debug_ranges"] = any(p[0] is not None for p in _positions)
+        # no_debug_ranges keeps line numbers but drops columns.
+        _out["debug_ranges"] = any(p[2] is not None for p in _positions)
     except AttributeError:
         _out["debug_ranges"] = None
     _out["warnings_filters"] = repr(
@@ -37,8 +38,8 @@ try:
     _seed = os.environ.get("PYTHONHASHSEED")
     _out["hash_seed"] = None if _seed in (None, "", "random") else _seed
     _text = json.dumps(_out)
-except Exception as e:  # an old or unusual interpreter: report what we have
-    _out["error"] = "%s: %s" % (e.__class__.__name__, e)
-    _text = repr(_out).replace("'", '"').replace("None", "null")
+except Exception as e:  # an old or unusual interpreter: report its version and the error
+    _error = ("%s: %s" % (e.__class__.__name__, e)).replace("\\", "/").replace('"', "'").replace("\n", " ")
+    _text = '{"version": [%d, %d, %d], "error": "%s"}' % (tuple(sys.version_info[:3]) + (_error,))
 sys.stdout.write("\n@@PYCACHE-PROBE@@" + _text + "\n")
 sys.stdout.flush()
