@@ -47,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--no-load", action="store_true", help="skip the server load test")
     p.add_argument("--no-postgres", action="store_true", help="load test on SQLite only")
     p.add_argument("--clients", default="1,4,16", help="load test client counts")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-render latest.md and latest.png from --out/latest.json")
     p.add_argument("--keep", action="store_true", help="keep the tree copies afterwards")
     args = p.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 5)
@@ -145,6 +147,19 @@ def write_results(args, env, meta, runs, load, load_text):
     print(md)
 
 
+def rerender(args):
+    """Rewrites latest.md and latest.png from latest.json (no measuring)."""
+    data = json.loads((args.out / "latest.json").read_text())
+    load = data["load"] and {b: {int(n): c for n, c in cells.items()} for b, cells in data["load"].items()}
+    checked = report.bars(data["medians"], data["client_rss_mb"], load)
+    md = report.markdown(data["meta"], data["medians"], data["client_rss_mb"],
+                         data["server_rss_mb"], checked, load)
+    (args.out / "latest.md").write_text(md)
+    report.chart(args.out / "latest.png", data["medians"], checked, load)
+    print(md)
+    return 0
+
+
 def reexec_in_venv(args):
     """Prepares the bench venv and re-runs this script in it (for matplotlib)."""
     from benchlib.env import _venv, _pip_install
@@ -163,6 +178,8 @@ def main(argv=None):
     args = parse_args(argv)
     if Path(sys.prefix).resolve() != (args.work / "venv").resolve():
         reexec_in_venv(args)
+    if args.report_only:
+        return rerender(args)
     started = time.time()
     try:
         env = prepare_env(args.work, args.python, build=not args.no_build,
