@@ -16,7 +16,6 @@ pub fn status(settings: &Settings) -> Result<i32> {
         None => println!("config:       (no pyproject.toml found)"),
     }
     match resolve_interpreter(settings.python.as_deref())
-        .map_err(anyhow::Error::from)
         .and_then(|p| Interpreter::probe(&p, &settings.cache_dir).map_err(anyhow::Error::from))
     {
         Ok(i) => println!(

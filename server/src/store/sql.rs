@@ -1,6 +1,6 @@
 //! The SQL both stores share, and the [`Store`](super::Store) implementation built on it.
 //!
-//! SQLite accepts PostgreSQL's `$N` placeholders, `ON CONFLICT … DO NOTHING` and the casts used
+//! SQLite accepts PostgreSQL's `$N` placeholders, `ON CONFLICT … DO UPDATE … WHERE` and the casts used
 //! here, so one set of statements serves both databases. The trait implementation is a macro
 //! because sqlx's pools are typed by database; the macro body is the same code for each.
 
@@ -17,7 +17,9 @@ pub(super) const EVICTION_ROUND: i64 = 256;
 pub(super) const INSERT_ENTRY: &str = "INSERT INTO entries (key_digest, source_hash, magic, \
      cache_tag, optimization, settings, dfile, success, entry, entry_digest, size, created_at, \
      last_used_at, hits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, 0) \
-     ON CONFLICT (key_digest) DO NOTHING";
+     ON CONFLICT (key_digest) DO UPDATE SET entry = excluded.entry, \
+     entry_digest = excluded.entry_digest, size = excluded.size, success = excluded.success \
+     WHERE entries.entry <> excluded.entry";
 pub(super) const RECORD_USAGE: &str = "UPDATE entries SET hits = hits + $1, last_used_at = \
      CASE WHEN last_used_at < $2 THEN $2 ELSE last_used_at END WHERE key_digest = $3";
 pub(super) const TOTALS: &str =

@@ -1,0 +1,566 @@
+//! End to end with the real server binary and the real client binary: the server tier of
+//! `sync` and `compileall`, and the promise that the cache never breaks a build.
+//!
+//! Needs `target/<profile>/pycache-server`, which `cargo test --workspace` builds.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../../server/tests/support/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
+
+fn server_binary() -> PathBuf {
+    let path = Path::new(CLIENT).with_file_name("pycache-server");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the server is built too",
+        path.display()
+    );
+    path
+}
+
+/// A pycache-server process on 127.0.0.1:0, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+}
+
+impl Server {
+    fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
+        let mut cmd = Command::new(server_binary());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir);
+        if let Some(url) = database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pycache-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the server printed its address")
+                .expect("read stdout");
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                break addr.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            url: format!("http://{addr}"),
+            data_dir: data_dir.to_path_buf(),
+            database_url: database_url.map(str::to_owned),
+        }
+    }
+
+    fn token(&self, scope: &str, name: &str) -> String {
+        let mut cmd = Command::new(server_binary());
+        cmd.args(["token", "create", "--scope", scope, "--name", name]);
+        match &self.database_url {
+            Some(url) => cmd.args(["--database-url", url]),
+            None => cmd.arg("--data-dir").arg(&self.data_dir),
+        };
+        let out = cmd.output().expect("run token create");
+        assert!(
+            out.status.success(),
+            "token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .expect("a token line")
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small project: a package, a subpackage, a file with a SyntaxError and one with a warning.
+fn make_tree(root: &Path) {
+    let pkg = root.join("src/app");
+    std::fs::create_dir_all(pkg.join("sub")).unwrap();
+    std::fs::write(pkg.join("__init__.py"), "VERSION = '1.0'\n").unwrap();
+    std::fs::write(
+        pkg.join("core.py"),
+        "def add(a, b):\n    return a + b\n\nclass K:\n    x = [i * i for i in range(10)]\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("sub/__init__.py"), "").unwrap();
+    std::fs::write(
+        pkg.join("sub/util.py"),
+        "import os\n\ndef here():\n    return os.getcwd()\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("broken.py"), "def f(:\n    pass\n").unwrap();
+    std::fs::write(pkg.join("warns.py"), "ok = 1 is 1\n").unwrap();
+}
+
+/// Copies `from` to `to` preserving mtimes (they go into .pyc headers).
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+struct Run {
+    out: Output,
+    json: serde_json::Value,
+}
+
+fn sync(
+    cwd: &Path,
+    cache: &Path,
+    server: Option<&str>,
+    token: Option<&str>,
+    extra: &[&str],
+) -> Run {
+    let mut cmd = Command::new(CLIENT);
+    cmd.current_dir(cwd)
+        .env_remove("PYCACHE_SERVER")
+        .env_remove("PYCACHE_TOKEN")
+        .env("PYCACHE_CACHE_DIR", cache)
+        .env("PYCACHE_PYTHON", "python3")
+        .env("PYCACHE_TIMEOUT", "2");
+    if let Some(s) = server {
+        cmd.args(["--server", s]);
+    }
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    cmd.args(extra).args(["sync", "--json", "src"]);
+    let out = cmd.output().expect("run pycache-client");
+    // A run that fails before the summary (--require-server) has no JSON; `n` then says so.
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    Run { out, json }
+}
+
+fn n(run: &Run, field: &str) -> u64 {
+    run.json[field].as_u64().unwrap_or_else(|| {
+        panic!(
+            "{field} missing in {}; stderr: {}",
+            run.json,
+            String::from_utf8_lossy(&run.out.stderr)
+        )
+    })
+}
+
+fn stderr(run: &Run) -> String {
+    String::from_utf8_lossy(&run.out.stderr).into_owned()
+}
+
+/// Every .pyc under `root`, relative path → bytes.
+fn pycs(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "pyc") {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// compileall's own result for the same tree, as the reference.
+fn compileall_reference(base: &Path) -> PathBuf {
+    let dir = base.join("reference");
+    std::fs::create_dir_all(&dir).unwrap();
+    copy_tree(&base.join("pristine/src"), &dir.join("src"));
+    let out = Command::new("python3")
+        .current_dir(&dir)
+        .args(["-m", "compileall", "-q", "src"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the tree has one broken file, so compileall exits 1"
+    );
+    dir
+}
+
+fn fresh_copy(base: &Path, name: &str) -> PathBuf {
+    let dir = base.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    copy_tree(&base.join("pristine/src"), &dir.join("src"));
+    dir
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().to_path_buf();
+    make_tree(&base.join("pristine"));
+    (tmp, base)
+}
+
+/// Cold sync uploads everything; a fresh copy with an empty local cache is all remote hits
+/// with no Python started, byte-identical to compileall; a read-only token reads and uploads
+/// nothing.
+fn cold_then_warm(database_url: Option<&str>) {
+    let (_tmp, base) = setup();
+    let server = Server::start(&base.join("server-data"), database_url);
+    let write = server.token("write", "ci");
+    let read = server.token("read", "pull-requests");
+    let reference = compileall_reference(&base);
+
+    let cold = sync(
+        &fresh_copy(&base, "cold"),
+        &base.join("cache-cold"),
+        Some(&server.url),
+        Some(&write),
+        &[],
+    );
+    assert_eq!(
+        cold.out.status.code(),
+        Some(1),
+        "broken.py fails: {}",
+        stderr(&cold)
+    );
+    assert_eq!(n(&cold, "files"), 6);
+    assert_eq!(n(&cold, "compiled"), 6, "{}", cold.json);
+    assert_eq!(
+        n(&cold, "uploaded"),
+        6,
+        "every result, failures included, is uploaded: {}",
+        cold.json
+    );
+    assert!(stderr(&cold).contains("SyntaxError"), "{}", stderr(&cold));
+
+    let warm_dir = fresh_copy(&base, "warm");
+    let warm = sync(
+        &warm_dir,
+        &base.join("cache-warm"),
+        Some(&server.url),
+        Some(&read),
+        &[],
+    );
+    assert_eq!(
+        warm.out.status.code(),
+        Some(1),
+        "a cached failure still fails the run"
+    );
+    assert_eq!(n(&warm, "remote_hits"), 6, "{}", warm.json);
+    assert_eq!(n(&warm, "compiled"), 0);
+    assert_eq!(
+        n(&warm, "workers_started"),
+        0,
+        "a warm run starts no Python"
+    );
+    assert_eq!(n(&warm, "uploaded"), 0, "a read token uploads nothing");
+    assert!(
+        stderr(&warm).contains("SyntaxError"),
+        "the failure is replayed: {}",
+        stderr(&warm)
+    );
+    assert!(
+        stderr(&warm).contains("SyntaxWarning"),
+        "the warning is replayed: {}",
+        stderr(&warm)
+    );
+    assert!(
+        !stderr(&warm).contains("warning: "),
+        "no pycache warning on a healthy run: {}",
+        stderr(&warm)
+    );
+    assert_eq!(
+        pycs(&warm_dir),
+        pycs(&reference),
+        ".pyc files must equal compileall's"
+    );
+}
+
+#[test]
+fn cold_sync_uploads_and_fresh_copy_is_all_remote_hits_on_sqlite() {
+    cold_then_warm(None);
+}
+
+#[test]
+fn cold_sync_uploads_and_fresh_copy_is_all_remote_hits_on_postgres() {
+    let pg = pg::start();
+    cold_then_warm(Some(&pg.url()));
+}
+
+#[test]
+fn corrupt_server_entry_is_detected_recompiled_and_replaced() {
+    let (_tmp, base) = setup();
+    let server = Server::start(&base.join("server-data"), None);
+    let write = server.token("write", "ci");
+    let first = sync(
+        &fresh_copy(&base, "a"),
+        &base.join("cache-a"),
+        Some(&server.url),
+        Some(&write),
+        &[],
+    );
+    assert_eq!(n(&first, "uploaded"), 6);
+    // Flip bytes inside every stored entry behind the server's back.
+    let db = base.join("server-data/pycache.db");
+    let script = format!(
+        "import sqlite3\n\
+         c = sqlite3.connect({:?})\n\
+         k, e = c.execute(\"SELECT key_digest, entry FROM entries WHERE dfile LIKE '%core.py'\").fetchone()\n\
+         e = bytearray(e); e[-1] ^= 0xFF\n\
+         c.execute('UPDATE entries SET entry = ? WHERE key_digest = ?', (bytes(e), k)); c.commit()\n\
+         print(c.total_changes)",
+        db.display().to_string()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let reference = compileall_reference(&base);
+    let dir = fresh_copy(&base, "b");
+    let second = sync(
+        &dir,
+        &base.join("cache-b"),
+        Some(&server.url),
+        Some(&write),
+        &[],
+    );
+    assert_eq!(
+        n(&second, "corrupt_entries"),
+        1,
+        "{}\n{}",
+        second.json,
+        stderr(&second)
+    );
+    assert_eq!(n(&second, "remote_hits"), 5);
+    assert_eq!(n(&second, "compiled"), 1);
+    assert!(stderr(&second).contains("corrupt"), "{}", stderr(&second));
+    assert_eq!(pycs(&dir), pycs(&reference));
+
+    let third = sync(
+        &fresh_copy(&base, "c"),
+        &base.join("cache-c"),
+        Some(&server.url),
+        Some(&write),
+        &[],
+    );
+    assert_eq!(
+        n(&third, "corrupt_entries"),
+        0,
+        "the corrupt entry was replaced: {}",
+        stderr(&third)
+    );
+    assert_eq!(n(&third, "remote_hits"), 6);
+}
+
+#[test]
+fn server_down_costs_a_warning_not_the_build() {
+    let (_tmp, base) = setup();
+    // A port with nothing listening.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let reference = compileall_reference(&base);
+    let dir = fresh_copy(&base, "down");
+    let run = sync(&dir, &base.join("cache"), Some(&url), Some("whatever"), &[]);
+    assert_eq!(
+        run.out.status.code(),
+        Some(1),
+        "only broken.py fails the run"
+    );
+    assert_eq!(
+        stderr(&run).matches("pycache: warning").count(),
+        1,
+        "one warning: {}",
+        stderr(&run)
+    );
+    assert!(
+        stderr(&run).contains(&url),
+        "the warning names the server: {}",
+        stderr(&run)
+    );
+    assert_eq!(n(&run, "compiled"), 6);
+    assert_eq!(pycs(&dir), pycs(&reference));
+
+    let strict = sync(
+        &fresh_copy(&base, "strict"),
+        &base.join("cache2"),
+        Some(&url),
+        Some("x"),
+        &["--require-server"],
+    );
+    assert_eq!(strict.out.status.code(), Some(2), "{}", stderr(&strict));
+}
+
+#[test]
+fn server_that_never_answers_is_given_up_within_the_timeout() {
+    let (_tmp, base) = setup();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Accept connections and never answer.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let dir = fresh_copy(&base, "hang");
+    let started = Instant::now();
+    let run = sync(&dir, &base.join("cache"), Some(&url), Some("t"), &[]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_eq!(n(&run, "compiled"), 6);
+    assert!(
+        stderr(&run).contains("pycache: warning"),
+        "{}",
+        stderr(&run)
+    );
+    assert_eq!(pycs(&dir), pycs(&compileall_reference(&base)));
+}
+
+#[test]
+fn server_killed_during_the_run_still_gives_correct_pycs() {
+    let (_tmp, base) = setup();
+    let mut server = Server::start(&base.join("server-data"), None);
+    let write = server.token("write", "ci");
+    let dir = fresh_copy(&base, "killed");
+    let mut cmd = Command::new(CLIENT);
+    cmd.current_dir(&dir)
+        .env("PYCACHE_CACHE_DIR", base.join("cache"))
+        .env("PYCACHE_PYTHON", "python3")
+        .env("PYCACHE_TIMEOUT", "2")
+        .args([
+            "--server",
+            &server.url,
+            "--token",
+            &write,
+            "sync",
+            "--json",
+            "src",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    server.child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "only broken.py fails: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pycs(&dir), pycs(&compileall_reference(&base)));
+}
+
+#[test]
+fn wrong_token_is_said_loudly_and_the_build_goes_on() {
+    let (_tmp, base) = setup();
+    let server = Server::start(&base.join("server-data"), None);
+    let _ = server.token("write", "ci");
+    let dir = fresh_copy(&base, "badtoken");
+    let run = sync(
+        &dir,
+        &base.join("cache"),
+        Some(&server.url),
+        Some("not-a-real-token"),
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1), "only broken.py fails");
+    assert!(stderr(&run).contains("WARNING"), "{}", stderr(&run));
+    assert!(stderr(&run).contains("401"), "{}", stderr(&run));
+    assert_eq!(pycs(&dir), pycs(&compileall_reference(&base)));
+
+    let strict = sync(
+        &fresh_copy(&base, "strict"),
+        &base.join("cache2"),
+        Some(&server.url),
+        Some("nope"),
+        &["--require-server"],
+    );
+    assert_eq!(strict.out.status.code(), Some(2));
+    assert!(
+        stderr(&strict).contains("--require-server"),
+        "{}",
+        stderr(&strict)
+    );
+}
+
+#[test]
+fn compileall_mode_keeps_stdout_exactly_compileall_with_a_server() {
+    let (_tmp, base) = setup();
+    let server = Server::start(&base.join("server-data"), None);
+    let write = server.token("write", "ci");
+    let reference = base.join("ref");
+    std::fs::create_dir_all(&reference).unwrap();
+    copy_tree(&base.join("pristine/src"), &reference.join("src"));
+    let expected = Command::new("python3")
+        .current_dir(&reference)
+        .args(["-m", "compileall", "src"])
+        .output()
+        .unwrap();
+    for (name, cache) in [("first", "c1"), ("second", "c2")] {
+        let dir = fresh_copy(&base, name);
+        let got = Command::new(CLIENT)
+            .current_dir(&dir)
+            .env("PYCACHE_CACHE_DIR", base.join(cache))
+            .env("PYCACHE_PYTHON", "python3")
+            .args([
+                "--server",
+                &server.url,
+                "--token",
+                &write,
+                "compileall",
+                "src",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(got.status.code(), expected.status.code());
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            String::from_utf8_lossy(&expected.stdout),
+            "{name} run"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&got.stderr),
+            String::from_utf8_lossy(&expected.stderr),
+            "{name} run"
+        );
+        assert_eq!(pycs(&dir), pycs(&reference), "{name} run");
+    }
+}
