@@ -200,6 +200,13 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The current time as stored: Unix milliseconds.
+pub fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_url;
@@ -213,11 +220,4 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
     }
-}
-
-/// The current time as stored: Unix milliseconds.
-pub fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
