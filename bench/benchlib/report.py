@@ -18,6 +18,7 @@ def medians(runs):
     """{step: median seconds} over the runs, plus max client RSS and server RSS."""
     steps = [k for k, v in runs[0].items() if isinstance(v, dict)]
     med = {k: statistics.median(r[k]["seconds"] for r in runs) for k in steps}
+    med.update({f"rss:{k}": max(r[k]["rss_mb"] for r in runs) for k in steps})
     client_rss = max(r[k]["rss_mb"] for r in runs for k in steps if "pycache" in k)
     server_rss = max(r.get("server_rss_mb", 0) for r in runs)
     return med, client_rss, server_rss
@@ -55,22 +56,28 @@ def _fmt_s(x):
     return "—" if x is None else (f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s")
 
 
+def _rss(med, key):
+    rss = med.get(f"rss:{key}")
+    return f"{rss:.0f} MB" if rss else "—"
+
+
 def _section(title, rows, med, anchor):
-    lines = [f"| **{title}** | | |"]
+    lines = [f"| **{title}** | | | |"]
     for key, label in rows:
         if key in med:
             r = med[key] / med[anchor] if med.get(anchor) else float("nan")
-            lines.append(f"| {label} | {_fmt_s(med[key])} | {r:.2f}× |")
+            lines.append(f"| {label} | {_fmt_s(med[key])} | {r:.2f}× | {_rss(med, key)} |")
     return lines
 
 
 def timing_table(med):
     """Medians with ratios against each section's anchor."""
-    lines = ["| step | median | ratio to the section's first row |", "|---|---:|---:|"]
+    lines = ["| step | median | ratio to the section's first row | peak RSS (max) |",
+             "|---|---:|---:|---:|"]
     lines += _section("cold (no pyc, empty caches)", COLD, med, "floor")
     lines += _section("warm (fresh copy, full caches)", WARM, med, "warm_plain_copy")
     lines.append(f"| compileall cold (reference) | {_fmt_s(med['cold_compileall'])} | "
-                 f"{med['cold_compileall'] / med['warm_plain_copy']:.2f}× |")
+                 f"{med['cold_compileall'] / med['warm_plain_copy']:.2f}× | |")
     lines += _section("no-op (everything up to date)", NOOP, med, "noop_compileall")
     return lines
 
@@ -121,6 +128,7 @@ def chart(path, med, checked, load):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    med = {k: v for k, v in med.items() if not k.startswith("rss:")}
     panels = [("cold: no pyc, empty caches", COLD), ("warm: fresh copy, full caches", WARM),
               ("no-op: everything up to date", NOOP)]
     fig, axes = plt.subplots(2, 2, figsize=(14, 8))
