@@ -10,7 +10,7 @@ use pycache_server::auth::token_hash;
 use pycache_server::Config;
 use serde_json::json;
 use support::router::{get, post_json, request, send, send_pack, token};
-use support::{compiled_frame, sqlite_state};
+use support::{compiled_frame, public_read, sqlite_state};
 
 /// What a caller gets from a read, a write and an admin route.
 async fn outcomes(state: &pycache_server::AppState, token: Option<&str>) -> [StatusCode; 3] {
@@ -94,14 +94,7 @@ async fn scopes_read_write_admin_and_no_token() {
 #[tokio::test]
 async fn unknown_revoked_and_malformed_tokens_are_401_everywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let state = sqlite_state(
-        dir.path(),
-        Config {
-            public_read: true,
-            ..Config::default()
-        },
-    )
-    .await;
+    let state = sqlite_state(dir.path(), public_read()).await;
     let write = token(&state, "w", Scope::Write).await;
     assert!(state.store.revoke_token("w", 1).await.unwrap());
     for bad in [Some(write.as_str()), Some("pyc_nonsense")] {
@@ -131,14 +124,7 @@ async fn unknown_revoked_and_malformed_tokens_are_401_everywhere() {
 #[tokio::test]
 async fn public_read_opens_reads_but_never_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let state = sqlite_state(
-        dir.path(),
-        Config {
-            public_read: true,
-            ..Config::default()
-        },
-    )
-    .await;
+    let state = sqlite_state(dir.path(), public_read()).await;
     use StatusCode as S;
     assert_eq!(
         outcomes(&state, None).await,

@@ -5,19 +5,12 @@ mod support;
 
 use axum::body::Body;
 use axum::http::StatusCode;
-use pycache_proto::api::{self, Scope};
+use pycache_proto::api;
 use pycache_proto::pack::{encode_pack, Frame};
 use pycache_server::{AppState, Config};
 use serde_json::json;
-use support::router::{post_json, request, send, send_pack, token};
-use support::{compiled_frame, pack_of, sqlite_state};
-
-async fn setup(config: Config) -> (tempfile::TempDir, AppState, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let state = sqlite_state(dir.path(), config).await;
-    let write = token(&state, "w", Scope::Write).await;
-    (dir, state, write)
-}
+use support::router::{post_json, request, send, send_pack};
+use support::{compiled_frame, pack_of, setup};
 
 async fn assert_nothing_stored(state: &AppState) {
     assert_eq!(state.store.totals().await.unwrap(), (0, 0));

@@ -12,14 +12,7 @@ use pycache_proto::{Entry, EntryDigest};
 use pycache_server::{usage, Config};
 use serde_json::json;
 use support::router::{get, post_json, request, send, send_pack, token};
-use support::{compiled_frame, failed_frame, not_code_frame, sqlite_state};
-
-async fn setup(config: Config) -> (tempfile::TempDir, pycache_server::AppState, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let state = sqlite_state(dir.path(), config).await;
-    let write = token(&state, "writer", Scope::Write).await;
-    (dir, state, write)
-}
+use support::{compiled_frame, failed_frame, not_code_frame, setup};
 
 fn keys_json(frames: &[Frame]) -> serde_json::Value {
     json!({ "keys": frames.iter().map(|f| f.key_digest().to_hex()).collect::<Vec<_>>() })

@@ -182,6 +182,24 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// [`ConnectError::Unreachable`] for `url`, its password hidden.
+    pub fn unreachable(url: &str, cause: sqlx::Error) -> Self {
+        ConnectError::Unreachable {
+            url: redact_url(url),
+            cause,
+        }
+    }
+
+    /// [`ConnectError::Migrate`] for `url`, its password hidden.
+    pub fn migrate(url: &str, cause: sqlx::migrate::MigrateError) -> Self {
+        ConnectError::Migrate {
+            url: redact_url(url),
+            cause,
+        }
+    }
+}
+
 /// A database URL fit for messages and logs: any password replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

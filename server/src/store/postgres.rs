@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use super::{redact_url, ConnectError};
+use super::ConnectError;
 
 /// How long start-up waits for the database before failing with a clear message.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,10 +21,7 @@ impl PgStore {
     /// Connects to `url` and applies the migrations (sqlx holds an advisory lock meanwhile, so
     /// replicas starting together migrate once).
     pub async fn connect(url: &str) -> Result<Self, ConnectError> {
-        let unreachable = |cause| ConnectError::Unreachable {
-            url: redact_url(url),
-            cause,
-        };
+        let unreachable = |cause| ConnectError::unreachable(url, cause);
         let options = PgConnectOptions::from_str(url).map_err(unreachable)?;
         // One plain connection first: a pool would hide "connection refused" behind a timeout.
         let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
@@ -41,10 +38,7 @@ impl PgStore {
         sqlx::migrate!("../migrations/postgres")
             .run(&pool)
             .await
-            .map_err(|cause| ConnectError::Migrate {
-                url: redact_url(url),
-                cause,
-            })?;
+            .map_err(|cause| ConnectError::migrate(url, cause))?;
         Ok(PgStore { pool })
     }
 }

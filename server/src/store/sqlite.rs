@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use super::{redact_url, ConnectError};
+use super::ConnectError;
 
 /// How long a writer waits for another's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,10 +20,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, ConnectError> {
-        let unreachable = |cause| ConnectError::Unreachable {
-            url: redact_url(url),
-            cause,
-        };
+        let unreachable = |cause| ConnectError::unreachable(url, cause);
         let options = SqliteConnectOptions::from_str(url)
             .map_err(unreachable)?
             .create_if_missing(true)
@@ -38,10 +35,7 @@ impl SqliteStore {
         sqlx::migrate!("../migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|cause| ConnectError::Migrate {
-                url: redact_url(url),
-                cause,
-            })?;
+            .map_err(|cause| ConnectError::migrate(url, cause))?;
         Ok(SqliteStore { pool })
     }
 }

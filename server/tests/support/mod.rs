@@ -56,6 +56,22 @@ pub async fn sqlite_store(dir: &std::path::Path) -> Arc<dyn Store> {
     Arc::new(SqliteStore::connect(&url).await.expect("open sqlite store"))
 }
 
+/// A temp dir, state over a fresh SQLite store in it with `config`, and a write token.
+pub async fn setup(config: Config) -> (tempfile::TempDir, AppState, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = sqlite_state(dir.path(), config).await;
+    let write = router::token(&state, "writer", pycache_proto::api::Scope::Write).await;
+    (dir, state, write)
+}
+
+/// [`Config::default`] with `--public-read`.
+pub fn public_read() -> Config {
+    Config {
+        public_read: true,
+        ..Config::default()
+    }
+}
+
 /// State over a fresh SQLite store with `config`.
 pub async fn sqlite_state(dir: &std::path::Path, config: Config) -> AppState {
     AppState::new(sqlite_store(dir).await, config)
