@@ -32,7 +32,11 @@ fn plain() -> Case {
 }
 
 fn plain_dot_cwd() -> Case {
-    case("plain_dot_cwd", package, vec![Step::new(&["."]).cwd("proj")])
+    case(
+        "plain_dot_cwd",
+        package,
+        vec![Step::new(&["."]).cwd("proj")],
+    )
 }
 
 fn plain_absolute() -> Case {
@@ -129,7 +133,9 @@ fn optimize_levels() -> Case {
             Step::new(&["-o", "0", "-o", "1", "proj"])
                 .fresh()
                 .env("PYTHONOPTIMIZE", "2"),
-            Step::new(&["-o", "-1", "proj"]).fresh().env("PYTHONOPTIMIZE", "2"),
+            Step::new(&["-o", "-1", "proj"])
+                .fresh()
+                .env("PYTHONOPTIMIZE", "2"),
         ],
     )
 }
@@ -217,13 +223,21 @@ fn warm_cache() -> Case {
     // Second step: a fresh checkout of the same tree; for the client every file is a cache hit,
     // including the failures, which must be reported again with exit 1.
     let s = Step::new(&["proj"]);
-    case("warm_cache", mixed, vec![s.clone(), s.clone().fresh(), s.fresh()])
+    case(
+        "warm_cache",
+        mixed,
+        vec![s.clone(), s.clone().fresh(), s.fresh()],
+    )
 }
 
 fn cached_failures() -> Case {
     let s = Step::new(&["proj"]);
     let q = Step::new(&["-q", "proj"]);
-    case("cached_failures", broken, vec![s.clone(), s.fresh(), q.fresh()])
+    case(
+        "cached_failures",
+        broken,
+        vec![s.clone(), s.fresh(), q.fresh()],
+    )
 }
 
 fn usage_errors() -> Case {
@@ -346,7 +360,12 @@ fn symlinked_paths() -> Case {
         &["-e", "{root}/proj", "proj"],
         &["-e", "proj", "proj"],
         &["-e", "", "proj"],
-        &["-e", "{root}/outside", "proj/link_out.py", "proj/link_in.py"],
+        &[
+            "-e",
+            "{root}/outside",
+            "proj/link_out.py",
+            "proj/link_in.py",
+        ],
     ]
     .iter()
     .map(|args| Step::new(args).fresh())
@@ -470,6 +489,9 @@ fn harness_self_check_oldest() {
     self_check(|i| i.implementation == "cpython" && i.version == oldest);
 }
 
+/// A change made to a snapshot to check that the comparison notices it.
+type Mutation<'a> = Box<dyn Fn(&mut support::compare::Snapshot) + 'a>;
+
 /// The comparison must see real differences: a changed .pyc body, header, mode, an extra file,
 /// a missing file, and different output.
 #[test]
@@ -499,31 +521,50 @@ fn harness_detects_differences() {
         assert_eq!(outcome.status, Some(0), "{outcome:?}");
         let expected = snapshot(&root);
         let pyc = format!("proj/__pycache__/top.{}.pyc", interp.cache_tag);
-        let body_of = |snap: &support::compare::Snapshot| match &snap[std::path::Path::new(&pyc)].kind {
-            Kind::File(bytes) => bytes.clone(),
-            other => panic!("{pyc} is {other:?}"),
-        };
-        let mutations: Vec<(&str, Box<dyn Fn(&mut support::compare::Snapshot)>)> = vec![
-            ("pyc body", Box::new(|s| {
-                // A different constant: neither byte-identical nor code-equal.
-                let mut bytes = body_of(s);
-                let at = bytes.windows(2).position(|w| w == b"no").expect("the 'no' constant");
-                bytes[at] = b'N';
-                s.get_mut(std::path::Path::new(&pyc)).unwrap().kind = Kind::File(bytes);
-            })),
-            ("pyc header", Box::new(|s| {
-                let mut bytes = body_of(s);
-                bytes[8] ^= 1;
-                s.get_mut(std::path::Path::new(&pyc)).unwrap().kind = Kind::File(bytes);
-            })),
-            ("mode of", Box::new(|s| s.get_mut(std::path::Path::new(&pyc)).unwrap().mode ^= 0o020)),
-            ("missing", Box::new(|s| {
-                s.remove(std::path::Path::new(&pyc));
-            })),
-            ("extra", Box::new(|s| {
-                let node = s[std::path::Path::new(&pyc)].clone();
-                s.insert("proj/extra.pyc".into(), node);
-            })),
+        let body_of =
+            |snap: &support::compare::Snapshot| match &snap[std::path::Path::new(&pyc)].kind {
+                Kind::File(bytes) => bytes.clone(),
+                other => panic!("{pyc} is {other:?}"),
+            };
+        let mutations: Vec<(&str, Mutation)> = vec![
+            (
+                "pyc body",
+                Box::new(|s| {
+                    // A different constant: neither byte-identical nor code-equal.
+                    let mut bytes = body_of(s);
+                    let at = bytes
+                        .windows(2)
+                        .position(|w| w == b"no")
+                        .expect("the 'no' constant");
+                    bytes[at] = b'N';
+                    s.get_mut(std::path::Path::new(&pyc)).unwrap().kind = Kind::File(bytes);
+                }),
+            ),
+            (
+                "pyc header",
+                Box::new(|s| {
+                    let mut bytes = body_of(s);
+                    bytes[8] ^= 1;
+                    s.get_mut(std::path::Path::new(&pyc)).unwrap().kind = Kind::File(bytes);
+                }),
+            ),
+            (
+                "mode of",
+                Box::new(|s| s.get_mut(std::path::Path::new(&pyc)).unwrap().mode ^= 0o020),
+            ),
+            (
+                "missing",
+                Box::new(|s| {
+                    s.remove(std::path::Path::new(&pyc));
+                }),
+            ),
+            (
+                "extra",
+                Box::new(|s| {
+                    let node = s[std::path::Path::new(&pyc)].clone();
+                    s.insert("proj/extra.pyc".into(), node);
+                }),
+            ),
         ];
         for (what, mutate) in mutations {
             let mut actual = expected.clone();
@@ -540,7 +581,10 @@ fn harness_detects_differences() {
         let mut other = outcome.clone();
         other.stdout.extend_from_slice(b"extra line\n");
         other.status = Some(1);
-        let rules = OutputRules { replace: Vec::new(), unordered: false };
+        let rules = OutputRules {
+            replace: Vec::new(),
+            unordered: false,
+        };
         compare_outcomes(&outcome, &other, &rules, &mut problems);
         assert_eq!(problems.len(), 2, "{problems:?}");
     }

@@ -202,9 +202,14 @@ pub fn compare_trees(
                 String::from_utf8_lossy(&a[..a.len().min(200)]),
                 String::from_utf8_lossy(&b[..b.len().min(200)])
             )),
-            (a, b) if std::mem::discriminant(a) != std::mem::discriminant(b) => problems.push(
-                format!("kind of {}: compileall {}, client {}", path.display(), kind_name(a), kind_name(b)),
-            ),
+            (a, b) if std::mem::discriminant(a) != std::mem::discriminant(b) => {
+                problems.push(format!(
+                    "kind of {}: compileall {}, client {}",
+                    path.display(),
+                    kind_name(a),
+                    kind_name(b)
+                ))
+            }
             (Kind::Symlink(a), Kind::Symlink(b)) if a != b => problems.push(format!(
                 "symlink {}: compileall -> {}, client -> {}",
                 path.display(),
@@ -228,7 +233,10 @@ pub fn compare_trees(
         }
     }
     for path in actual.keys().filter(|p| !expected.contains_key(*p)) {
-        problems.push(format!("extra (compileall did not write it): {}", path.display()));
+        problems.push(format!(
+            "extra (compileall did not write it): {}",
+            path.display()
+        ));
     }
     let pairs: Vec<(&[u8], &[u8])> = body_pairs.iter().map(|(_, a, b)| (*a, *b)).collect();
     for ((path, _, _), same) in body_pairs.iter().zip(code_equal(interp, &pairs, scratch)) {
@@ -284,7 +292,9 @@ pub fn normalize(bytes: &[u8], rules: &OutputRules) -> Vec<u8> {
         text = replace_all(&text, path.as_os_str().as_bytes(), placeholder.as_bytes());
     }
     let tmp_suffix = Regex::new(r"\.pyc\.\d+").unwrap();
-    let mut text = tmp_suffix.replace_all(&text, &b".pyc.<ID>"[..]).into_owned();
+    let mut text = tmp_suffix
+        .replace_all(&text, &b".pyc.<ID>"[..])
+        .into_owned();
     if rules.unordered {
         let mut lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
         lines.sort();

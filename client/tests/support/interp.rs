@@ -60,10 +60,7 @@ struct Probe {
 }
 
 fn probe(path: &Path) -> Option<Probe> {
-    let output = Command::new(path)
-        .args(["-I", "-c", PROBE])
-        .output()
-        .ok()?;
+    let output = Command::new(path).args(["-I", "-c", PROBE]).output().ok()?;
     if !output.status.success() {
         return None;
     }
@@ -94,7 +91,9 @@ fn pyenv_root() -> PathBuf {
             return PathBuf::from(text);
         }
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".pyenv")
 }
 

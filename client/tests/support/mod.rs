@@ -2,7 +2,7 @@
 //! tools, and comparing what they printed and wrote.
 
 // Each test binary uses a different part of these helpers.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod case;
 pub mod compare;

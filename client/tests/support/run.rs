@@ -110,13 +110,25 @@ impl Invocation<'_> {
     /// Runs to completion (or to `TIMEOUT`), collecting both output streams.
     pub fn run(&self) -> Outcome {
         let start = Instant::now();
-        let mut child = self
-            .command()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.tool));
+        // The shared target directory may be rebuilding the client right now: a missing binary
+        // is retried for a few seconds before it counts as a failure.
+        let mut attempts = 0;
+        let mut child = loop {
+            let spawned = self
+                .command()
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn();
+            match spawned {
+                Ok(child) => break child,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("spawn {:?}: {e}", self.tool),
+            }
+        };
         let stdin_bytes = self.stdin.clone().unwrap_or_default();
         let mut stdin = child.stdin.take().unwrap();
         let feeder = std::thread::spawn(move || {

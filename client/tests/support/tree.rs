@@ -107,16 +107,27 @@ impl Tree {
 }
 
 /// Copies `src` to `dst` (which must not exist): directories, regular files with their mode and
-/// mtime, symlinks as symlinks, and hard links as hard links. Other kinds of files are skipped.
-pub fn copy_tree(src: &Path, dst: &Path) {
+/// mtime, symlinks as symlinks, and hard links as hard links. Other kinds of files are skipped,
+/// and so is every path for which `skip` (given the path relative to `src`) says so.
+pub fn copy_tree(src: &Path, dst: &Path, skip: &dyn Fn(&Path) -> bool) {
     let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    copy_dir(src, dst, &mut inodes);
+    copy_dir(src, dst, Path::new(""), skip, &mut inodes);
 }
 
-fn copy_dir(src: &Path, dst: &Path, inodes: &mut HashMap<(u64, u64), PathBuf>) {
+fn copy_dir(
+    src: &Path,
+    dst: &Path,
+    rel: &Path,
+    skip: &dyn Fn(&Path) -> bool,
+    inodes: &mut HashMap<(u64, u64), PathBuf>,
+) {
     fs::create_dir(dst).unwrap_or_else(|e| panic!("mkdir {}: {e}", dst.display()));
     for entry in fs::read_dir(src).unwrap() {
         let entry = entry.unwrap();
+        let rel = rel.join(entry.file_name());
+        if skip(&rel) {
+            continue;
+        }
         let from = entry.path();
         let to = dst.join(entry.file_name());
         let meta = fs::symlink_metadata(&from).unwrap();
@@ -124,7 +135,7 @@ fn copy_dir(src: &Path, dst: &Path, inodes: &mut HashMap<(u64, u64), PathBuf>) {
         if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&from).unwrap(), &to).unwrap();
         } else if kind.is_dir() {
-            copy_dir(&from, &to, inodes);
+            copy_dir(&from, &to, &rel, skip, inodes);
             fs::set_permissions(&to, meta.permissions()).unwrap();
         } else if kind.is_file() {
             let inode = (meta.dev(), meta.ino());

@@ -44,7 +44,10 @@ pub fn broken(t: &mut Tree, _: &Interp) {
         .file("proj/future.py", "from __future__ import braces\n")
         .file("proj/latin1.py", b"# -*- coding: latin-1 -*-\ns = '\xe9'\n")
         .file("proj/bom.py", b"\xef\xbb\xbfs = '\xc3\xa9'\n")
-        .file("proj/bom_latin1.py", b"\xef\xbb\xbf# coding: latin-1\nx = 1\n")
+        .file(
+            "proj/bom_latin1.py",
+            b"\xef\xbb\xbf# coding: latin-1\nx = 1\n",
+        )
         .file("proj/bad_cookie.py", b"# coding: klingon\nx = 1\n")
         .file("proj/nul.py", b"x = 1\0\n")
         .file("proj/empty.py", b"")
@@ -165,7 +168,10 @@ pub fn rewrite_same_mtime(root: &Path, _: &Interp) {
 
 /// Moves the mtime of `proj/pkg/mod.py` forward: its .pyc is stale.
 pub fn bump_mtime(root: &Path, _: &Interp) {
-    set_mtime(&root.join("proj/pkg/mod.py"), super::tree::BASE_MTIME + 10_000);
+    set_mtime(
+        &root.join("proj/pkg/mod.py"),
+        super::tree::BASE_MTIME + 10_000,
+    );
 }
 
 /// Appends junk to the .pyc of `proj/top.py`: the header still matches, so it is kept.
