@@ -44,6 +44,18 @@ async fn entries_round_trip(store: &dyn Store) {
     assert_eq!(by_interpreter.len(), 1);
     assert_eq!(by_interpreter[0].cache_tag, "cpython-311");
     assert_eq!(by_interpreter[0].entries, 2);
+    // Different bytes for a stored key replace its entry (the newest upload wins).
+    let newer = new_entry(&compiled_frame(1, 120));
+    assert_eq!(
+        store
+            .put_many(std::slice::from_ref(&newer), 3_000)
+            .await
+            .unwrap(),
+        1
+    );
+    let found = store.get_many(&[frames[0].key_digest()]).await.unwrap();
+    assert_eq!(found, vec![newer.stored]);
+    store.put_many(&entries[..1], 4_000).await.unwrap();
 }
 
 async fn large_batches_respect_bind_limits(store: &dyn Store) {

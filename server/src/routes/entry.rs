@@ -94,8 +94,8 @@ pub async fn head_entry(
     request_body(content = Vec<u8>, content_type = "application/x-pycache-pack",
         description = "A pack of exactly one frame whose key digest is {key}"),
     responses(
-        (status = 201, body = BatchPutResponse, description = "Stored"),
-        (status = 200, body = BatchPutResponse, description = "Already present"),
+        (status = 201, body = BatchPutResponse, description = "Stored or replaced"),
+        (status = 200, body = BatchPutResponse, description = "The same bytes were already stored"),
         (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
         (status = 403, body = ErrorResponse), (status = 413, body = ErrorResponse),
         (status = 422, body = ErrorResponse, description = "Bad digest or not a code object"),

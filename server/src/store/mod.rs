@@ -104,8 +104,9 @@ pub trait Store: Send + Sync + 'static {
     /// The entries found among `keys`, in no particular order; unknown keys are skipped.
     async fn get_many(&self, keys: &[KeyDigest]) -> Result<Vec<StoredEntry>, StoreError>;
 
-    /// Stores the entries in one transaction; a key already present keeps its first entry.
-    /// Returns how many rows were new.
+    /// Stores the entries in one transaction; a key already present is replaced when its bytes
+    /// differ (the newest upload wins) and left alone when they are the same. Returns how many
+    /// rows were inserted or replaced.
     async fn put_many(&self, entries: &[NewEntry], now: i64) -> Result<u64, StoreError>;
 
     /// Records hits and last-use times gathered since the last flush, in one transaction.

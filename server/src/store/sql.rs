@@ -1,8 +1,8 @@
 //! The SQL both stores share, and the [`Store`](super::Store) implementation built on it.
 //!
-//! SQLite accepts PostgreSQL's `$N` placeholders, `ON CONFLICT … DO UPDATE … WHERE` and the casts used
-//! here, so one set of statements serves both databases. The trait implementation is a macro
-//! because sqlx's pools are typed by database; the macro body is the same code for each.
+//! SQLite accepts PostgreSQL's `$N` placeholders, `ON CONFLICT … DO UPDATE … WHERE` and the
+//! casts used here, so one set of statements serves both databases. The trait implementation is
+//! a macro because sqlx's pools are typed by database; the macro body is the same code for each.
 
 use pycache_proto::api::Scope;
 use pycache_proto::{CacheKey, EntryDigest};
