@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tempfile::TempDir;
+
 use super::{interpreters, make_executable, probe};
 use pycache_client::interpreter::Interpreter;
 use pycache_client::workers::{CompileJob, CompileOutcome, PoolConfig, WorkerPool};
@@ -76,20 +78,23 @@ fn compileall(
     (body, text(out.stdout), text(out.stderr))
 }
 
-fn write_cases(dir: &Path) {
-    std::fs::create_dir_all(dir.join("pkg")).unwrap();
-    for (name, text) in CASES {
-        std::fs::write(dir.join("pkg").join(name), text).unwrap();
+/// Two identical trees of [`CASES`] under `pkg/`: one for the pool, one for compileall.
+fn case_trees() -> (TempDir, TempDir) {
+    let trees = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [trees.0.path(), trees.1.path()] {
+        std::fs::create_dir_all(dir.join("pkg")).unwrap();
+        for (name, text) in CASES {
+            std::fs::write(dir.join("pkg").join(name), text).unwrap();
+        }
     }
+    trees
 }
 
 #[test]
 fn outcomes_match_compileall_on_every_interpreter() {
     for exe in interpreters() {
         let interp = probe(&exe);
-        let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        write_cases(ours.path());
-        write_cases(theirs.path());
+        let (ours, theirs) = case_trees();
         let pool = pool(&interp, ours.path(), 2, Duration::from_secs(60));
         for (n, (name, _)) in CASES.iter().enumerate() {
             let outcome = compile_one(&pool, job(n as u64, &format!("pkg/{name}")));
@@ -136,9 +141,7 @@ fn outcomes_match_compileall_on_every_interpreter() {
 fn dfile_and_optimization_levels_match_compileall() {
     for exe in interpreters() {
         let interp = probe(&exe);
-        let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        write_cases(ours.path());
-        write_cases(theirs.path());
+        let (ours, theirs) = case_trees();
         let pool = pool(&interp, ours.path(), 1, Duration::from_secs(60));
         let with_dfile = CompileJob {
             dfile: Some("/ddir/good.py".into()),
