@@ -215,8 +215,8 @@ pub fn run(
                     miss_index.insert(digest, misses.len());
                     let job = CompileJob {
                         id: misses.len() as u64,
-                        source: lossless_text(&task.fullname),
-                        dfile: task.dfile.as_deref().map(lossless_text),
+                        source: task.fullname.clone(),
+                        dfile: task.dfile.clone(),
                         optimize: level.opt_level as i32,
                     };
                     misses.push(Miss { key, job });

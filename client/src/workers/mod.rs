@@ -34,10 +34,11 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct CompileJob {
     /// Caller's id, returned with the outcome.
     pub id: u64,
-    /// compileall's `fullname`: the path as compileall built it (may be relative to the cwd).
-    pub source: String,
+    /// compileall's `fullname`: the path as compileall built it (may be relative to the cwd); any
+    /// bytes, as the worker decodes it with `os.fsdecode`.
+    pub source: std::ffi::OsString,
     /// compileall's `dfile`, the path recorded in the code object (`None`: `source`).
-    pub dfile: Option<String>,
+    pub dfile: Option<std::ffi::OsString>,
     /// compileall's `opt_level`: -1 (the interpreter's), 0, 1 or 2.
     pub optimize: i32,
 }
@@ -254,7 +255,7 @@ fn run_job(
         match process.compile(job, shared.timeout, &shared.stopping) {
             Ok(outcome) => return outcome,
             Err(reason) => {
-                tracing::warn!(pid = process.id(), source = %job.source, %reason, "compile worker lost; retrying");
+                tracing::warn!(pid = process.id(), source = ?job.source, %reason, "compile worker lost; retrying");
                 *worker = None;
                 reasons.push(reason);
             }

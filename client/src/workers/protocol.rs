@@ -1,12 +1,13 @@
 //! The binary frames exchanged with `worker.py` (all integers little endian).
 //!
 //! Request: `u32 len`, then `u64 id, i32 optimize, u32 source_len, u32 dfile_len` (`u32::MAX` for
-//! no dfile), the source path and the dfile (UTF-8).
+//! no dfile), the source path and the dfile (raw bytes; the worker applies `os.fsdecode`).
 //! Response: `u32 len`, then `u64 id, u8 kind, u32 warnings_len, u32 a_len, u32 b_len`, the
 //! warnings text, `a`, `b`. Kind 0: compiled (`a` = body); 1: failed (`a` = message);
 //! 2: raised (`a` = class name, `b` = text).
 
 use super::{CompileJob, CompileOutcome};
+use std::os::unix::ffi::OsStrExt;
 
 /// What the worker writes on stdout once it is ready; anything before it (a `sitecustomize`
 /// that prints) is skipped.
@@ -18,16 +19,17 @@ pub(super) const MAX_FRAME: u32 = 1 << 30;
 
 /// Encodes `job` as one request frame, length prefix included.
 pub(super) fn encode_request(job: &CompileJob) -> Vec<u8> {
-    let dfile = job.dfile.as_deref();
-    let len = 8 + 4 + 4 + 4 + job.source.len() + dfile.map_or(0, str::len);
+    let source = job.source.as_bytes();
+    let dfile = job.dfile.as_deref().map(OsStrExt::as_bytes);
+    let len = 8 + 4 + 4 + 4 + source.len() + dfile.map_or(0, <[u8]>::len);
     let mut out = Vec::with_capacity(4 + len);
     out.extend_from_slice(&(len as u32).to_le_bytes());
     out.extend_from_slice(&job.id.to_le_bytes());
     out.extend_from_slice(&job.optimize.to_le_bytes());
-    out.extend_from_slice(&(job.source.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(source.len() as u32).to_le_bytes());
     out.extend_from_slice(&dfile.map_or(u32::MAX, |d| d.len() as u32).to_le_bytes());
-    out.extend_from_slice(job.source.as_bytes());
-    out.extend_from_slice(dfile.unwrap_or("").as_bytes());
+    out.extend_from_slice(source);
+    out.extend_from_slice(dfile.unwrap_or(b""));
     out
 }
 
