@@ -38,12 +38,15 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="CI smoke: tiny corpus (a few stdlib packages), 1 run")
     p.add_argument("--runs", type=int, help="runs per step (default 5; 1 with --quick)")
-    p.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
+    p.add_argument("--out", type=Path, help="results folder (default bench/results; "
+                   "bench/work/results-quick with --quick, so a smoke never overwrites them)")
     p.add_argument("--work", type=Path, default=HERE / "work", help="scratch folder")
     p.add_argument("--python", help="target interpreter (default: the one running this)")
     p.add_argument("--no-build", action="store_true", help="use the existing release binaries")
     p.add_argument("--bin-dir", type=Path,
                    help="take pycache-client and pycache-server from here (no build)")
+    p.add_argument("--profile", choices=["release", "debug"],
+                   help="cargo profile to build and use (default release; debug with --quick)")
     p.add_argument("--no-load", action="store_true", help="skip the server load test")
     p.add_argument("--no-postgres", action="store_true", help="load test on SQLite only")
     p.add_argument("--clients", default="1,4,16", help="load test client counts")
@@ -52,7 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--keep", action="store_true", help="keep the tree copies afterwards")
     args = p.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 5)
+    args.profile = args.profile or ("debug" if args.quick else "release")
     args.levels = [int(x) for x in args.clients.split(",") if x]
+    args.out = args.out or (HERE / "work" / "results-quick" if args.quick else HERE / "results")
     args.out, args.work = args.out.resolve(), args.work.resolve()
     return args
 
@@ -183,7 +188,8 @@ def main(argv=None):
     started = time.time()
     try:
         env = prepare_env(args.work, args.python, build=not args.no_build,
-                          need_chart=not args.quick, bin_dir=args.bin_dir)
+                          need_chart=not args.quick, bin_dir=args.bin_dir,
+                          profile=args.profile)
         corpus_root, corpus = prepare_corpus(env, args.work, args.quick)
         TreeBank(args.work / "trees", corpus_root).reset()
         TreeBank(args.work / "load", corpus_root).reset()

@@ -51,14 +51,19 @@ def _pip_install(py, packages, required):
     return True
 
 
-def _binaries(build, bin_dir=None):
-    """Builds (unless told not to, or given a folder of binaries) and locates them."""
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
+def _binaries(build, bin_dir=None, profile="release"):
+    """Builds (unless told not to, or given a folder of binaries) and locates them.
+
+    `profile` is "release" (real runs) or "debug" (the --quick smoke, which then
+    reuses what `cargo test` already built).
+    """
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / profile
     if bin_dir:
         target = Path(bin_dir).resolve()
     elif build:
-        log("cargo build --release -p pycache-client -p pycache-server")
-        run(["cargo", "build", "--release", "-q", "-p", "pycache-client",
+        flags = ["--release"] if profile == "release" else []
+        log(f"cargo build {' '.join(flags)} -p pycache-client -p pycache-server")
+        run(["cargo", "build", *flags, "-q", "-p", "pycache-client",
              "-p", "pycache-server"], cwd=REPO, what="cargo build")
     client, server = target / "pycache-client", target / "pycache-server"
     for b in (client, server):
@@ -67,7 +72,7 @@ def _binaries(build, bin_dir=None):
     return str(client), str(server)
 
 
-def prepare_env(work, python, build=True, need_chart=True, bin_dir=None):
+def prepare_env(work, python, build=True, need_chart=True, bin_dir=None, profile="release"):
     """The venv (uv + matplotlib from PyPI) and the binaries, before anything is timed."""
     py = _venv(work)
     _pip_install(py, ["uv"], required=True)
@@ -75,7 +80,7 @@ def prepare_env(work, python, build=True, need_chart=True, bin_dir=None):
     uv = py.parent / "uv"
     if not uv.exists():
         raise StepFailed(f"uv was installed but {uv} is missing")
-    client, server = _binaries(build, bin_dir)
+    client, server = _binaries(build, bin_dir, profile)
     python = python or sys.executable
     python = shutil.which(python) or python
     real = run([python, "-c", "import sys; print(sys.executable)"]).strip()
