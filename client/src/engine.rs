@@ -131,7 +131,8 @@ enum Resolved {
 /// A miss waiting for the server or the workers.
 struct Miss {
     key: CacheKey,
-    job: CompileJob,
+    /// `None` once handed to the workers.
+    job: Option<CompileJob>,
 }
 
 /// The server tier as the engine uses it.
@@ -164,6 +165,7 @@ pub fn run(
 
     // Hash sources and look up the local cache.
     let mut misses: Vec<Miss> = Vec::new();
+    let mut job_keys: HashMap<u64, CacheKey> = HashMap::new();
     let mut miss_index: HashMap<KeyDigest, usize> = HashMap::new();
     let mut sources: Vec<Option<SourceInfo>> = Vec::with_capacity(tasks.len());
     let mut pending: Vec<Vec<Pending>> = Vec::with_capacity(tasks.len());
@@ -219,6 +221,15 @@ pub fn run(
                         dfile: task.dfile.clone(),
                         optimize: level.opt_level as i32,
                     };
+                    // Without a server to ask first, the workers start on misses while the
+                    // rest of the tree is still being hashed.
+                    let job = if cfg.remote.is_none() {
+                        job_keys.insert(job.id, key.clone());
+                        pool.submit(job);
+                        None
+                    } else {
+                        Some(job)
+                    };
                     misses.push(Miss { key, job });
                     levels.push(Pending::Miss(digest));
                 }
@@ -268,12 +279,11 @@ pub fn run(
     summary.fetch_seconds = fetch_started.elapsed().as_secs_f64();
 
     // Compile what is left; results stream back while earlier files are written.
-    let mut job_keys: HashMap<u64, CacheKey> = HashMap::new();
     for miss in misses {
-        let digest = miss.key.digest();
-        if !fetched.contains_key(&digest) {
-            job_keys.insert(miss.job.id, miss.key);
-            pool.submit(miss.job);
+        let Some(job) = miss.job else { continue };
+        if !fetched.contains_key(&miss.key.digest()) {
+            job_keys.insert(job.id, miss.key);
+            pool.submit(job);
         }
     }
     for levels in &mut pending {
@@ -288,7 +298,8 @@ pub fn run(
     }
 
     let upload_tier = cfg.remote.filter(|t| t.can_write);
-    let (upload_tx, upload_rx) = crossbeam_channel::unbounded::<Frame>();
+    // Bounded, so a slow server holds back printing rather than filling memory.
+    let (upload_tx, upload_rx) = crossbeam_channel::bounded::<Frame>(1024);
     let emit_started = Instant::now();
     let result = std::thread::scope(|scope| -> Result<bool> {
         let uploader = upload_tier.map(|tier| scope.spawn(move || upload_all(tier, upload_rx)));
