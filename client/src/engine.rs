@@ -262,12 +262,7 @@ pub fn run(
                             tier.remote.url()
                         );
                     }
-                    for (key, entry) in answer.entries {
-                        if let Some(cache) = cfg.local {
-                            store_local(cache, &key, &entry);
-                        }
-                        fetched.insert(key, entry);
-                    }
+                    fetched.extend(answer.entries);
                 }
                 Err(e) => tier
                     .remote
@@ -303,6 +298,15 @@ pub fn run(
     let emit_started = Instant::now();
     let result = std::thread::scope(|scope| -> Result<bool> {
         let uploader = upload_tier.map(|tier| scope.spawn(move || upload_all(tier, upload_rx)));
+        // Server hits go into the local cache while the .pyc files are written.
+        if let Some(cache) = cfg.local.filter(|_| !fetched.is_empty()) {
+            let fetched = &fetched;
+            scope.spawn(move || {
+                for (key, entry) in fetched {
+                    store_local(cache, key, entry);
+                }
+            });
+        }
         let sink = upload_tier.map(|_| &upload_tx);
         let mut out = Output::new(cfg.style, tasks.len() as u64);
         let mut resolved: HashMap<u64, Resolved> = HashMap::new();
