@@ -564,3 +564,44 @@ fn compileall_mode_keeps_stdout_exactly_compileall_with_a_server() {
         assert_eq!(pycs(&dir), pycs(&reference), "{name} run");
     }
 }
+
+#[test]
+fn status_shows_the_scope_and_hides_the_token_and_stats_reads_the_server() {
+    let (_tmp, base) = setup();
+    let server = Server::start(&base.join("server-data"), None);
+    let write = server.token("write", "ci");
+    let dir = fresh_copy(&base, "s");
+    let run = |args: &[&str]| {
+        Command::new(CLIENT)
+            .current_dir(&dir)
+            .env("PYCACHE_CACHE_DIR", base.join("cache"))
+            .env("PYCACHE_PYTHON", "python3")
+            .args(["--server", &server.url, "--token", &write])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let status = run(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{text}");
+    assert!(text.contains("scope write"), "{text}");
+    assert!(text.contains("cpython"), "{text}");
+    assert!(!text.contains(&write), "the token never shows: {text}");
+    assert!(text.contains("redacted"), "{text}");
+
+    sync(
+        &dir,
+        &base.join("cache"),
+        Some(&server.url),
+        Some(&write),
+        &[],
+    );
+    let stats = run(&["stats"]);
+    assert_eq!(stats.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(json["entries"], 6, "{json}");
+    assert!(json["interpreters"][0]["cache_tag"]
+        .as_str()
+        .unwrap()
+        .starts_with("cpython-"));
+}

@@ -117,16 +117,43 @@ fn execute(
     args: &CompileallArgs,
     quiet: u32,
 ) -> Result<i32> {
+    let mode = args
+        .invalidation_mode
+        .unwrap_or_else(InvalidationMode::default_from_env);
+    let mut summary = Summary::default();
+    let style = Style::Compileall { quiet };
+    let ok = run_engine(
+        settings,
+        interp,
+        events,
+        style,
+        mode,
+        args.hardlink_dupes,
+        &mut summary,
+    )
+    .context("writing compileall's output failed")?;
+    Ok(if ok { 0 } else { 1 })
+}
+
+/// Opens the caches, connects to the server, and runs the engine over `events` with a worker
+/// pool of the target interpreter: the part `compileall` and `sync` share.
+pub fn run_engine(
+    settings: &Settings,
+    interp: &Interpreter,
+    events: Vec<Event>,
+    style: Style,
+    invalidation_mode: InvalidationMode,
+    hardlink_dupes: bool,
+    summary: &mut Summary,
+) -> Result<bool> {
     let local = open_local_cache(settings);
     let connected = crate::remote::connect(settings)?;
     let tier = connected.as_ref().map(remote_tier);
     let pool = WorkerPool::new(interp, settings.jobs);
     let cfg = EngineConfig {
-        style: Style::Compileall { quiet },
-        invalidation_mode: args
-            .invalidation_mode
-            .unwrap_or_else(InvalidationMode::default_from_env),
-        hardlink_dupes: args.hardlink_dupes,
+        style,
+        invalidation_mode,
+        hardlink_dupes,
         magic: interp.magic,
         cache_tag: &interp.cache_tag,
         settings: &interp.settings,
@@ -135,11 +162,9 @@ fn execute(
         local: local.as_ref(),
         remote: tier.as_ref(),
     };
-    let mut summary = Summary::default();
-    let ok = engine::run(events, &cfg, &pool, &mut summary)
-        .context("writing compileall's output failed")?;
+    let ok = engine::run(events, &cfg, &pool, summary)?;
     pool.shutdown();
-    Ok(if ok { 0 } else { 1 })
+    Ok(ok)
 }
 
 /// The local cache, or `None` (with a warning) when it is disabled or cannot be opened: the

@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 
 use crate::interpreter::{resolve_interpreter, Interpreter};
+use crate::remote::{timeout_from_env, Remote};
 use crate::settings::Settings;
 
 /// Prints what pycache would use; exit 0 unless something is broken (an interpreter that does
@@ -55,29 +56,21 @@ pub fn status(settings: &Settings) -> Result<i32> {
         None => println!(
             "server:       not configured (--server, PYCACHE_SERVER or [tool.pycache] server)"
         ),
-        Some(url) => {
-            let remote = crate::remote::Remote::new(
-                url,
-                settings.token.clone(),
-                true,
-                crate::remote::timeout_from_env(),
-            )?;
-            match remote.info() {
-                Ok(info) => println!(
-                    "server:       {url}: answers (version {}, scope {}, public read {})",
-                    info.version,
-                    info.scope
-                        .map_or("none".to_owned(), |s| format!("{s:?}").to_lowercase()),
-                    info.public_read
-                ),
-                Err(e) => {
-                    if settings.require_server {
-                        healthy = false;
-                    }
-                    println!("server:       {url}: {e}");
+        Some(url) => match asked(url, settings)?.info() {
+            Ok(info) => println!(
+                "server:       {url}: answers (version {}, scope {}, public read {})",
+                info.version,
+                info.scope
+                    .map_or("none".to_owned(), |s| format!("{s:?}").to_lowercase()),
+                info.public_read
+            ),
+            Err(e) => {
+                if settings.require_server {
+                    healthy = false;
                 }
+                println!("server:       {url}: {e}");
             }
-        }
+        },
     }
     Ok(if healthy { 0 } else { 1 })
 }
@@ -87,13 +80,12 @@ pub fn stats(settings: &Settings) -> Result<i32> {
     let Some(url) = &settings.server else {
         bail!("no server configured: pass --server URL or set PYCACHE_SERVER");
     };
-    let remote = crate::remote::Remote::new(
-        url,
-        settings.token.clone(),
-        true,
-        crate::remote::timeout_from_env(),
-    )?;
-    let stats = remote.stats()?;
+    let stats = asked(url, settings)?.stats()?;
     println!("{}", serde_json::to_string_pretty(&stats)?);
     Ok(0)
+}
+
+/// A server asked directly by a command, where every failure is the answer.
+fn asked(url: &str, settings: &Settings) -> Result<Remote> {
+    Remote::new(url, settings.token.clone(), true, timeout_from_env())
 }

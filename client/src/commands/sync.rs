@@ -11,13 +11,12 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
-use crate::commands::compileall::{open_local_cache, plan_context, remote_tier};
+use crate::commands::compileall::{plan_context, run_engine};
 use crate::compileall::plan::{FileOptions, Planner};
-use crate::engine::{self, EngineConfig, Style, Summary};
+use crate::engine::{self, Style, Summary};
 use crate::interpreter::Interpreter;
 use crate::pyc::InvalidationMode;
 use crate::settings::Settings;
-use crate::workers::WorkerPool;
 
 /// The `--json` document.
 #[derive(Debug, Serialize)]
@@ -98,25 +97,17 @@ pub fn run(settings: &Settings, args: &SyncArgs) -> Result<i32> {
         up_to_date: planner.up_to_date,
         ..Default::default()
     };
-    let local = open_local_cache(settings);
-    let connected = crate::remote::connect(settings)?;
-    let tier = connected.as_ref().map(remote_tier);
-    let pool = WorkerPool::new(&interp, settings.jobs);
     let progress = !args.json && !args.quiet && std::io::stderr().is_terminal();
-    let cfg = EngineConfig {
-        style: Style::Sync { progress },
+    let style = Style::Sync { progress };
+    let ok = run_engine(
+        settings,
+        &interp,
+        planner.events,
+        style,
         invalidation_mode,
-        hardlink_dupes: false,
-        magic: interp.magic,
-        cache_tag: &interp.cache_tag,
-        settings: &interp.settings,
-        siphash13: interp.hash_based_siphash13,
-        stdout_encoding: &interp.stdout_encoding,
-        local: local.as_ref(),
-        remote: tier.as_ref(),
-    };
-    let ok = engine::run(planner.events, &cfg, &pool, &mut summary)?;
-    pool.shutdown();
+        false,
+        &mut summary,
+    )?;
     summary.seconds = started.elapsed().as_secs_f64();
     if args.json {
         let report = SyncReport {
