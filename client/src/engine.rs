@@ -11,6 +11,7 @@ use std::fs;
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -107,7 +108,7 @@ pub struct Summary {
 
 /// One level's state before printing.
 enum Pending {
-    Ready(Entry),
+    Ready(Arc<Entry>),
     Miss(KeyDigest),
     Job(u64),
     SourceError(io::Error),
@@ -120,7 +121,7 @@ struct SourceInfo {
 
 /// Where job results land once they arrive.
 enum Resolved {
-    Entry(Entry),
+    Entry(Arc<Entry>),
     Raised {
         class_name: String,
         text: String,
@@ -185,6 +186,11 @@ pub fn run(
             Ok(src) => src,
         };
         let source_hash = *blake3::hash(&src.bytes).as_bytes();
+        let mut src = src;
+        if cfg.invalidation_mode == InvalidationMode::Timestamp {
+            // Timestamp headers need only the metadata; don't hold every source in memory.
+            src.bytes = Vec::new();
+        }
         let mut levels = Vec::with_capacity(task.levels.len());
         for level in &task.levels {
             let key = CacheKey {
@@ -207,7 +213,7 @@ pub fn run(
             match found {
                 Lookup::Hit(entry) => {
                     summary.local_hits += 1;
-                    levels.push(Pending::Ready(entry));
+                    levels.push(Pending::Ready(Arc::new(entry)));
                 }
                 other => {
                     if let Lookup::Corrupt(why) = other {
@@ -242,7 +248,7 @@ pub fn run(
 
     // One batched lookup at the server for everything the local cache lacks.
     let fetch_started = Instant::now();
-    let mut fetched: HashMap<KeyDigest, Entry> = HashMap::new();
+    let mut fetched: HashMap<KeyDigest, Arc<Entry>> = HashMap::new();
     if let Some(tier) = cfg
         .remote
         .filter(|t| t.remote.enabled() && !misses.is_empty())
@@ -262,7 +268,7 @@ pub fn run(
                             tier.remote.url()
                         );
                     }
-                    fetched.extend(answer.entries);
+                    fetched.extend(answer.entries.into_iter().map(|(k, e)| (k, Arc::new(e))));
                 }
                 Err(e) => tier
                     .remote
@@ -285,7 +291,7 @@ pub fn run(
         for slot in levels.iter_mut() {
             if let Pending::Miss(digest) = slot {
                 *slot = match fetched.get(digest) {
-                    Some(entry) => Pending::Ready(entry.clone()),
+                    Some(entry) => Pending::Ready(Arc::clone(entry)),
                     None => Pending::Job(miss_index[digest] as u64),
                 };
             }
@@ -470,7 +476,7 @@ fn emit_file(
                 out.error_raised(&task.fullname, class, &text)?;
                 return Ok(false);
             }
-            Pending::Ready(entry) => entry.clone(),
+            Pending::Ready(entry) => Arc::clone(entry),
             Pending::Miss(_) => unreachable!("misses become jobs or hits before printing"),
             Pending::Job(id) => {
                 let id = *id;
@@ -482,7 +488,7 @@ fn emit_file(
                     resolved.insert(done, r);
                 }
                 match &resolved[&id] {
-                    Resolved::Entry(e) => e.clone(),
+                    Resolved::Entry(e) => Arc::clone(e),
                     Resolved::Raised {
                         class_name,
                         text,
@@ -573,7 +579,7 @@ fn absorb(
             let _ = uploads.send(Frame::new(key.clone(), &entry));
         }
     }
-    Resolved::Entry(entry)
+    Resolved::Entry(Arc::new(entry))
 }
 
 /// compileall's `--hardlink-dupes`: when two levels' files are equal, link the second to the
