@@ -299,17 +299,21 @@ pub fn run(
     }
 
     let upload_tier = cfg.remote.filter(|t| t.can_write);
+    let (store_tx, store_rx) = crossbeam_channel::unbounded::<(KeyDigest, Arc<Entry>)>();
     // Bounded, so a slow server holds back printing rather than filling memory.
     let (upload_tx, upload_rx) = crossbeam_channel::bounded::<Frame>(1024);
     let emit_started = Instant::now();
     let result = std::thread::scope(|scope| -> Result<bool> {
         let uploader = upload_tier.map(|tier| scope.spawn(move || upload_all(tier, upload_rx)));
-        // Server hits go into the local cache while the .pyc files are written.
-        if let Some(cache) = cfg.local.filter(|_| !fetched.is_empty()) {
+        // Server hits and new compiles go into the local cache off the printing thread.
+        if let Some(cache) = cfg.local {
             let fetched = &fetched;
             scope.spawn(move || {
                 for (key, entry) in fetched {
                     store_local(cache, key, entry);
+                }
+                for (key, entry) in store_rx {
+                    store_local(cache, &key, &entry);
                 }
             });
         }
@@ -336,6 +340,7 @@ pub fn run(
                             pool,
                             job_keys: &job_keys,
                             uploads: sink,
+                            local_stores: cfg.local.map(|_| &store_tx),
                         };
                         let ok = emit_file(
                             task,
@@ -359,6 +364,7 @@ pub fn run(
         };
         let emitted = emit();
         drop(upload_tx);
+        drop(store_tx);
         summary.emit_seconds = emit_started.elapsed().as_secs_f64();
         if let Some(handle) = uploader {
             let upload_started = Instant::now();
@@ -451,6 +457,7 @@ struct EmitContext<'a, 'b> {
     pool: &'a WorkerPool,
     job_keys: &'a HashMap<u64, CacheKey>,
     uploads: Option<&'a crossbeam_channel::Sender<Frame>>,
+    local_stores: Option<&'a crossbeam_channel::Sender<(KeyDigest, Arc<Entry>)>>,
 }
 
 fn emit_file(
@@ -570,16 +577,16 @@ fn absorb(
         }
     };
     summary.compiled += 1;
+    let entry = Arc::new(entry);
     if let Some(key) = ctx.job_keys.get(&id) {
-        let digest = key.digest();
-        if let Some(cache) = ctx.cfg.local {
-            store_local(cache, &digest, &entry);
+        if let Some(stores) = ctx.local_stores {
+            let _ = stores.send((key.digest(), Arc::clone(&entry)));
         }
         if let Some(uploads) = ctx.uploads {
             let _ = uploads.send(Frame::new(key.clone(), &entry));
         }
     }
-    Resolved::Entry(Arc::new(entry))
+    Resolved::Entry(entry)
 }
 
 /// compileall's `--hardlink-dupes`: when two levels' files are equal, link the second to the
