@@ -76,20 +76,28 @@ impl LocalCache {
     pub fn put_encoded(&self, key: &KeyDigest, encoded: &[u8]) -> io::Result<u64> {
         let path = self.entry_path(key);
         let dir = path.parent().expect("entry paths have a parent");
-        fs::create_dir_all(dir)?;
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        let mut data = Vec::with_capacity(encoded.len() + 32);
+        data.extend_from_slice(encoded);
+        data.extend_from_slice(&EntryDigest::of(encoded).0);
         let result = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(encoded)?;
-            f.write_all(&EntryDigest::of(encoded).0)?;
+            // The shard directory exists after the first entry in it: create it only then.
+            let mut f = match fs::File::create(&tmp) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(dir)?;
+                    fs::File::create(&tmp)?
+                }
+                other => other?,
+            };
+            f.write_all(&data)?;
             drop(f);
             fs::rename(&tmp, &path)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        result.map(|()| encoded.len() as u64 + 32)
+        result.map(|()| data.len() as u64)
     }
 }
 
