@@ -37,6 +37,9 @@ pub enum AppError {
     /// 413: a body, entry or batch over a limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 415: a body in an encoding the server does not read.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 422: well-formed but unacceptable content (bad digest, not a code object).
     #[error("{message}")]
     Unprocessable {
@@ -79,6 +82,9 @@ impl AppError {
             AppError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            AppError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             AppError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

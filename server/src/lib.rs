@@ -40,14 +40,21 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             api::BATCH_PUT,
-            post(routes::batch_put::batch_put).layer(uploads.clone()),
+            post(routes::batch_put::batch_put)
+                .layer(uploads.clone())
+                .layer(axum::middleware::from_fn(
+                    routes::fallback::json_unsupported_encoding,
+                )),
         )
         .route(
             api::ENTRY,
             get(routes::entry::get_entry)
                 .head(routes::entry::head_entry)
                 .put(routes::entry::put_entry)
-                .layer(uploads),
+                .layer(uploads)
+                .layer(axum::middleware::from_fn(
+                    routes::fallback::json_unsupported_encoding,
+                )),
         )
         .route(api::INFO, get(routes::info::info))
         .route(api::STATS, get(routes::stats::stats))

@@ -105,6 +105,24 @@ async fn batch_put_accepts_zstd_bodies_and_refuses_bad_entries_one_by_one() {
 }
 
 #[tokio::test]
+async fn an_unsupported_content_encoding_is_a_json_415_and_stores_nothing() {
+    let (_dir, state, t) = setup(Config::default()).await;
+    let pack = encode_pack(&[compiled_frame(3, 50)]);
+    let req = request("POST", api::BATCH_PUT, Some(&t))
+        .header("content-encoding", "br")
+        .body(Body::from(pack))
+        .unwrap();
+    let put = send(&state, req).await;
+    assert_eq!(put.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let err: pycache_proto::ErrorResponse = put.json();
+    assert_eq!(err.code, "unsupported_media_type");
+    assert!(err.message.contains("zstd"), "{}", err.message);
+    let stats = send(&state, get(api::STATS, Some(&t))).await;
+    let stats: serde_json::Value = stats.json();
+    assert_eq!(stats["entries"], 0);
+}
+
+#[tokio::test]
 async fn single_entry_get_head_put() {
     let (_dir, state, t) = setup(Config::default()).await;
     let frame = compiled_frame(5, 40);
