@@ -43,7 +43,7 @@ pub fn resolve_interpreter(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if chosen.components().count() == 1 && !chosen.as_os_str().as_encoded_bytes().contains(&b'/') {
         return find_on_path(&chosen).ok_or_else(|| {
             anyhow::anyhow!(
-                "pycache: no `{}` was found on PATH; pass --python PATH or set PYCACHE_PYTHON",
+                "no `{}` was found on PATH; pass --python PATH or set PYCACHE_PYTHON",
                 chosen.display()
             )
         });
@@ -71,13 +71,13 @@ fn is_executable_file(path: &Path) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// Nothing at that path.
-    #[error("pycache: the Python interpreter {} was not found; pass --python PATH or set PYCACHE_PYTHON", .0.display())]
+    #[error("the Python interpreter {} was not found; pass --python PATH or set PYCACHE_PYTHON", .0.display())]
     NotFound(PathBuf),
     /// The path exists but cannot be run.
-    #[error("pycache: {} is not an executable file; pass --python PATH or set PYCACHE_PYTHON", .0.display())]
+    #[error("{} is not an executable file; pass --python PATH or set PYCACHE_PYTHON", .0.display())]
     NotExecutable(PathBuf),
     /// The program ran but did not answer like a Python interpreter.
-    #[error("pycache: {} does not look like a Python interpreter ({detail}); pass --python PATH or set PYCACHE_PYTHON", .path.display())]
+    #[error("{} does not look like a Python interpreter ({detail}); pass --python PATH or set PYCACHE_PYTHON", .path.display())]
     NotPython {
         /// The program that was run.
         path: PathBuf,
@@ -85,7 +85,7 @@ pub enum ProbeError {
         detail: String,
     },
     /// A Python older than 3.8.
-    #[error("pycache: {} is Python {version}, which is unsupported; pycache needs Python 3.8 or newer", .path.display())]
+    #[error("{} is Python {version}, which is unsupported; pycache needs Python 3.8 or newer", .path.display())]
     TooOld {
         /// The interpreter.
         path: PathBuf,

@@ -171,7 +171,7 @@ fn probe_errors_are_clear() {
     assert_eq!(
         err.to_string(),
         format!(
-            "pycache: the Python interpreter {} was not found; pass --python PATH or set PYCACHE_PYTHON",
+            "the Python interpreter {} was not found; pass --python PATH or set PYCACHE_PYTHON",
             missing.display()
         )
     );

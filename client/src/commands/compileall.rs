@@ -86,7 +86,7 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
             .map(|s| OsString::from_vec(s.into_bytes()))
             .collect();
         path_planner.compile_path(&sys_path);
-        return execute(settings, &interp, path_planner.events, &args, args.quiet);
+        return execute(settings, &interp, path_planner.events, &args);
     }
     let maxlevels = args.recursion.or(args.maxlevels);
     for dest in &dests {
@@ -107,7 +107,7 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
         }
     }
     let events = planner.events;
-    execute(settings, &interp, events, &args, args.quiet)
+    execute(settings, &interp, events, &args)
 }
 
 fn execute(
@@ -115,13 +115,12 @@ fn execute(
     interp: &Interpreter,
     events: Vec<Event>,
     args: &CompileallArgs,
-    quiet: u32,
 ) -> Result<i32> {
     let mode = args
         .invalidation_mode
         .unwrap_or_else(InvalidationMode::default_from_env);
     let mut summary = Summary::default();
-    let style = Style::Compileall { quiet };
+    let style = Style::Compileall { quiet: args.quiet };
     let ok = run_engine(
         settings,
         interp,

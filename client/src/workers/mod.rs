@@ -262,12 +262,12 @@ fn run_job(
         }
     }
     let message = if start_failures == 2 {
-        let message = format!("pycache: {}", reasons.join("; then "));
+        let message = reasons.join("; then ");
         shared.broken.get_or_init(|| message.clone());
         message
     } else {
         format!(
-            "pycache: could not compile {:?}: {}",
+            "could not compile {:?}: {}",
             job.source,
             reasons.join("; then ")
         )
