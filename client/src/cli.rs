@@ -37,6 +37,20 @@ pub struct Cli {
     /// Fail the run when the server cannot be used (default: warn and compile locally).
     #[arg(long, global = true)]
     pub require_server: bool,
+    /// Deadline of one request to the server, in seconds (default 10).
+    #[arg(long, global = true, env = "PYCACHE_TIMEOUT", value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// How long one file may take to compile before its worker is killed, in seconds (default 120).
+    #[arg(
+        long,
+        global = true,
+        env = "PYCACHE_COMPILE_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub compile_timeout: Option<f64>,
+    /// What the client logs on stderr, as a `tracing` filter (`debug`, `pycache_client=trace`).
+    #[arg(long, global = true, env = "PYCACHE_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -91,7 +105,15 @@ pub struct SyncArgs {
 }
 
 /// Long options of pycache that may also follow `compileall` (none clashes with compileall's).
-pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 5] =
-    ["--python", "--cache-dir", "--jobs", "--server", "--token"];
+pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 8] = [
+    "--python",
+    "--cache-dir",
+    "--jobs",
+    "--server",
+    "--token",
+    "--timeout",
+    "--compile-timeout",
+    "--log",
+];
 /// Flag options of pycache that may also follow `compileall`.
 pub const PYCACHE_FLAGS: [&str; 2] = ["--no-local-cache", "--require-server"];

@@ -25,20 +25,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Oldest supported version.
 const MIN_VERSION: (u32, u32) = (3, 8);
 
-/// Picks the interpreter: `explicit` (`--python`) > `PYCACHE_PYTHON` > `$VIRTUAL_ENV/bin/python`
-/// > `python3` on `PATH`.
+/// Picks the interpreter: `explicit` (`--python`, `PYCACHE_PYTHON`, `[tool.pycache] python`, as
+/// the settings resolved it) > `virtual_env/bin/python` (the active virtualenv) > `python3` on
+/// `PATH`.
 ///
 /// A bare name (no `/`) is looked up on `PATH`; a path is made absolute against the current
 /// directory without resolving symlinks (a venv's `bin/python` is a symlink that must stay one).
 /// A path that does not exist is returned as is: [`Interpreter::probe`] reports it clearly.
-pub fn resolve_interpreter(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let env_python = std::env::var_os("PYCACHE_PYTHON").filter(|v| !v.is_empty());
-    let venv = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty());
-    let chosen = match (explicit, env_python, venv) {
-        (Some(path), _, _) => path.to_path_buf(),
-        (None, Some(path), _) => PathBuf::from(path),
-        (None, None, Some(venv)) => Path::new(&venv).join("bin").join("python"),
-        (None, None, None) => PathBuf::from("python3"),
+pub fn resolve_interpreter(
+    explicit: Option<&Path>,
+    virtual_env: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let chosen = match (explicit, virtual_env) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(venv)) => venv.join("bin").join("python"),
+        (None, None) => PathBuf::from("python3"),
     };
     if chosen.components().count() == 1 && !chosen.as_os_str().as_encoded_bytes().contains(&b'/') {
         return find_on_path(&chosen).ok_or_else(|| {

@@ -1,14 +1,19 @@
-//! `pycache-client`: parses the command line, runs the command, owns the exit status.
+//! `pycache-client`: parses the command line, sets up logging and the console, runs the command,
+//! owns the exit status.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
 use pycache_client::cli::{Cli, Command};
 use pycache_client::commands;
+use pycache_client::output::{error_is_closed_stdout, Console, Streams};
+use pycache_client::session::Session;
 use pycache_client::settings::{split_compileall_args, Settings};
 
 fn main() -> ExitCode {
+    let started = Instant::now();
     let mut argv: Vec<OsString> = std::env::args_os().collect();
     // pycache options written after `compileall` move in front of it.
     if let Some(pos) = argv.iter().position(|a| a == "compileall") {
@@ -23,22 +28,55 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse_from(argv);
-    match run(cli) {
+    let compileall = matches!(cli.command, Command::Compileall { .. });
+    let console = Console::new(Streams::Process, compileall);
+    match run(cli, &console, started) {
         Ok(code) => ExitCode::from(code as u8),
+        Err(e) if error_is_closed_stdout(&e) => {
+            // What compileall's own print() raises when its reader went away.
+            if compileall {
+                console.stderr_text("BrokenPipeError: [Errno 32] Broken pipe\n");
+            }
+            ExitCode::from(1)
+        }
         Err(e) => {
-            eprintln!("pycache: error: {e:#}");
+            console.stderr_text(&format!("pycache: error: {e:#}\n"));
             ExitCode::from(2)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<i32> {
+fn run(cli: Cli, console: &Console, started: Instant) -> anyhow::Result<i32> {
     let cwd = std::env::current_dir()?;
     let settings = Settings::resolve(&cli, &cwd)?;
+    init_logging(settings.log_filter.as_deref(), console);
     match cli.command {
-        Command::Compileall { args } => commands::compileall::run(&settings, args),
-        Command::Sync(args) => commands::sync::run(&settings, &args),
-        Command::Status => commands::status::status(&settings),
-        Command::Stats => commands::status::stats(&settings),
+        Command::Compileall { args } => {
+            let session = Session::open(settings, console.clone())?;
+            commands::compileall::run(&session, args)
+        }
+        Command::Sync(args) => {
+            let session = Session::open(settings, console.clone())?;
+            commands::sync::run(&session, &args, started)
+        }
+        Command::Status => commands::status::status(&settings, console),
+        Command::Stats => commands::status::stats(&settings, console),
     }
+}
+
+/// The client's log on stderr, through the console, when `PYCACHE_LOG` (or `--log`) asks.
+fn init_logging(filter: Option<&str>, console: &Console) {
+    let Some(filter) = filter else { return };
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        console.stderr_text(&format!(
+            "pycache: warning: the log filter {filter:?} is invalid ({e}); logging at debug level\n"
+        ));
+        tracing_subscriber::EnvFilter::new("debug")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(console.clone())
+        .with_target(true)
+        .without_time()
+        .try_init();
 }

@@ -35,10 +35,11 @@ impl InvalidationMode {
     }
 
     /// py_compile's default: checked-hash when `SOURCE_DATE_EPOCH` is set and non-empty.
-    pub fn default_from_env() -> Self {
-        match std::env::var_os("SOURCE_DATE_EPOCH") {
-            Some(v) if !v.is_empty() => Self::CheckedHash,
-            _ => Self::Timestamp,
+    pub fn default_for(source_date_epoch: bool) -> Self {
+        if source_date_epoch {
+            Self::CheckedHash
+        } else {
+            Self::Timestamp
         }
     }
 }

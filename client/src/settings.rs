@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -36,13 +37,25 @@ pub struct ProjectConfig {
     pub cache_dir: Option<PathBuf>,
     /// Worker count.
     pub jobs: Option<usize>,
+    /// Deadline of one server request, in seconds.
+    pub timeout: Option<f64>,
+    /// Per-file compile timeout, in seconds.
+    pub compile_timeout: Option<f64>,
 }
 
-/// Everything a command needs, resolved.
-#[derive(Debug)]
+/// Deadline of one server request when nothing sets it.
+pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Per-file compile timeout when nothing sets it.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Everything a command needs, resolved once. Every setting the client reads is here; the
+/// modules below the commands get plain values taken from it, never the environment.
+#[derive(Debug, Clone)]
 pub struct Settings {
-    /// Explicit interpreter, if any.
+    /// Explicit interpreter (`--python`, `PYCACHE_PYTHON`, `[tool.pycache] python`), if any.
     pub python: Option<PathBuf>,
+    /// The active virtualenv (`VIRTUAL_ENV`), the next choice of interpreter.
+    pub virtual_env: Option<PathBuf>,
     /// Local cache directory.
     pub cache_dir: PathBuf,
     /// Use the local cache.
@@ -55,6 +68,15 @@ pub struct Settings {
     pub token: Option<Secret>,
     /// Server failures are fatal.
     pub require_server: bool,
+    /// Deadline of one request to the server.
+    pub remote_timeout: Duration,
+    /// How long one compile may take before its worker is killed.
+    pub compile_timeout: Duration,
+    /// The `tracing` filter for the client's log on stderr (`PYCACHE_LOG`; `PYCACHE_DEBUG`
+    /// means `debug`); `None`: warnings of the client's own modules only.
+    pub log_filter: Option<String>,
+    /// `SOURCE_DATE_EPOCH` is set and non-empty: py_compile's default mode is checked-hash.
+    pub source_date_epoch: bool,
     /// `[tool.pycache]` optimize levels.
     pub optimize: Option<Vec<i64>>,
     /// `[tool.pycache]` exclude.
@@ -82,8 +104,19 @@ impl Settings {
                     .unwrap_or(1)
             })
             .max(1);
+        let seconds = |value: Option<f64>, what: &str| -> Result<Option<Duration>> {
+            match value {
+                None => Ok(None),
+                Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+                Some(s) => anyhow::bail!(
+                    "{what} must be a positive number of seconds, not {s} (check the command line, the environment and [tool.pycache])"
+                ),
+            }
+        };
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         Ok(Settings {
             python: cli.python.clone().or(project.python.clone()),
+            virtual_env: env("VIRTUAL_ENV").map(PathBuf::from),
             cache_dir,
             local_cache: !cli.no_local_cache,
             jobs,
@@ -94,6 +127,19 @@ impl Settings {
                 .filter(|s| !s.is_empty()),
             token: cli.token.clone().filter(|t| !t.is_empty()).map(Secret),
             require_server: cli.require_server,
+            remote_timeout: seconds(cli.timeout.or(project.timeout), "the server timeout")?
+                .unwrap_or(DEFAULT_REMOTE_TIMEOUT),
+            compile_timeout: seconds(
+                cli.compile_timeout.or(project.compile_timeout),
+                "the compile timeout",
+            )?
+            .unwrap_or(DEFAULT_COMPILE_TIMEOUT),
+            log_filter: cli
+                .log
+                .clone()
+                .filter(|l| !l.is_empty())
+                .or_else(|| env("PYCACHE_DEBUG").map(|_| "debug".to_owned())),
+            source_date_epoch: env("SOURCE_DATE_EPOCH").is_some(),
             optimize: project.optimize,
             exclude: project.exclude,
             config_file,

@@ -29,7 +29,7 @@ fn interpreters() -> Vec<PathBuf> {
             .into_iter()
             .filter(|p| p.exists()),
     );
-    let default = resolve_interpreter(Some(Path::new("python3"))).expect("python3 on PATH");
+    let default = resolve_interpreter(Some(Path::new("python3")), None).expect("python3 on PATH");
     out.push(default);
     out
 }
@@ -140,7 +140,7 @@ fn make_executable(path: &Path) {
 
 #[test]
 fn probe_cache_hit_starts_no_python() {
-    let exe = resolve_interpreter(Some(Path::new("python3"))).unwrap();
+    let exe = resolve_interpreter(Some(Path::new("python3")), None).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let first = Interpreter::probe(&exe, cache.path()).unwrap();
     let dir = cache.path().join("interpreters");
@@ -213,18 +213,18 @@ fn probe_errors_are_clear() {
 #[test]
 fn resolve_prefers_explicit_paths_and_searches_path_for_names() {
     assert_eq!(
-        resolve_interpreter(Some(Path::new("/x/python"))).unwrap(),
+        resolve_interpreter(Some(Path::new("/x/python")), None).unwrap(),
         Path::new("/x/python")
     );
-    let relative = resolve_interpreter(Some(Path::new("venv/bin/python"))).unwrap();
+    let relative = resolve_interpreter(Some(Path::new("venv/bin/python")), None).unwrap();
     assert_eq!(
         relative,
         std::env::current_dir().unwrap().join("venv/bin/python")
     );
-    assert!(resolve_interpreter(Some(Path::new("python3")))
+    assert!(resolve_interpreter(Some(Path::new("python3")), None)
         .unwrap()
         .is_absolute());
-    let err = resolve_interpreter(Some(Path::new("no-such-python-anywhere"))).unwrap_err();
+    let err = resolve_interpreter(Some(Path::new("no-such-python-anywhere")), None).unwrap_err();
     assert!(err.to_string().contains("PYCACHE_PYTHON"), "{err}");
 }
 

@@ -2,24 +2,36 @@
 //! cache, and whether the server answers and with which scope. `pycache-client stats`: the
 //! server's statistics.
 
+use std::fmt::Write as _;
+
 use anyhow::{bail, Result};
 
 use crate::interpreter::{resolve_interpreter, Interpreter};
-use crate::remote::{timeout_from_env, Remote};
+use crate::output::Console;
+use crate::remote::ServerClient;
 use crate::settings::Settings;
+
+/// Appends one formatted line to the report.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
 
 /// Prints what pycache would use; exit 0 unless something is broken (an interpreter that does
 /// not work, or a server that fails with `--require-server`).
-pub fn status(settings: &Settings) -> Result<i32> {
+pub fn status(settings: &Settings, console: &Console) -> Result<i32> {
     let mut healthy = true;
+    let mut out = String::new();
     match &settings.config_file {
-        Some(f) => println!("config:       {}", f.display()),
-        None => println!("config:       (no pyproject.toml found)"),
+        Some(f) => say!(out, "config:       {}", f.display()),
+        None => say!(out, "config:       (no pyproject.toml found)"),
     }
-    match resolve_interpreter(settings.python.as_deref())
+    match resolve_interpreter(settings.python.as_deref(), settings.virtual_env.as_deref())
         .and_then(|p| Interpreter::probe(&p, &settings.cache_dir).map_err(anyhow::Error::from))
     {
-        Ok(i) => println!(
+        Ok(i) => say!(
+            out,
             "python:       {} ({} {}.{}.{}, cache tag {}, magic {})",
             i.executable.display(),
             i.implementation,
@@ -31,10 +43,11 @@ pub fn status(settings: &Settings) -> Result<i32> {
         ),
         Err(e) => {
             healthy = false;
-            println!("python:       error: {e:#}");
+            say!(out, "python:       error: {e:#}");
         }
     }
-    println!(
+    say!(
+        out,
         "local cache:  {}{}",
         settings.cache_dir.display(),
         if settings.local_cache {
@@ -43,8 +56,9 @@ pub fn status(settings: &Settings) -> Result<i32> {
             " (disabled)"
         }
     );
-    println!("jobs:         {}", settings.jobs);
-    println!(
+    say!(out, "jobs:         {}", settings.jobs);
+    say!(
+        out,
         "token:        {}",
         if settings.token.is_some() {
             "set (redacted)"
@@ -53,11 +67,13 @@ pub fn status(settings: &Settings) -> Result<i32> {
         }
     );
     match &settings.server {
-        None => println!(
+        None => say!(
+            out,
             "server:       not configured (--server, PYCACHE_SERVER or [tool.pycache] server)"
         ),
         Some(url) => match asked(url, settings)?.info() {
-            Ok(info) => println!(
+            Ok(info) => say!(
+                out,
                 "server:       {url}: answers (version {}, scope {}, public read {})",
                 info.version,
                 info.scope
@@ -68,24 +84,27 @@ pub fn status(settings: &Settings) -> Result<i32> {
                 if settings.require_server {
                     healthy = false;
                 }
-                println!("server:       {url}: {e}");
+                say!(out, "server:       {url}: {e}");
             }
         },
     }
+    console.stdout_line(out.trim_end())?;
+    console.flush()?;
     Ok(if healthy { 0 } else { 1 })
 }
 
 /// Prints the server's statistics as JSON.
-pub fn stats(settings: &Settings) -> Result<i32> {
+pub fn stats(settings: &Settings, console: &Console) -> Result<i32> {
     let Some(url) = &settings.server else {
         bail!("no server configured: pass --server URL or set PYCACHE_SERVER");
     };
     let stats = asked(url, settings)?.stats()?;
-    println!("{}", serde_json::to_string_pretty(&stats)?);
+    console.stdout_line(&serde_json::to_string_pretty(&stats)?)?;
+    console.flush()?;
     Ok(0)
 }
 
 /// A server asked directly by a command, where every failure is the answer.
-fn asked(url: &str, settings: &Settings) -> Result<Remote> {
-    Remote::new(url, settings.token.clone(), true, timeout_from_env())
+fn asked(url: &str, settings: &Settings) -> Result<ServerClient> {
+    ServerClient::new(url, settings.token.clone(), settings.remote_timeout)
 }

@@ -11,12 +11,12 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
-use crate::commands::compileall::{plan_context, run_engine};
+use crate::commands::compileall::is_file;
 use crate::compileall::plan::{FileOptions, Planner};
-use crate::engine::{self, Style, Summary};
-use crate::interpreter::Interpreter;
+use crate::engine::{Style, Summary};
+use crate::output::is_closed_stdout;
 use crate::pyc::InvalidationMode;
-use crate::settings::Settings;
+use crate::session::{Plan, Session};
 
 /// The `--json` document.
 #[derive(Debug, Serialize)]
@@ -33,12 +33,9 @@ struct SyncReport<'a> {
 }
 
 /// Runs sync; returns the exit status.
-pub fn run(settings: &Settings, args: &SyncArgs) -> Result<i32> {
-    let started = Instant::now();
-    let python = crate::interpreter::resolve_interpreter(settings.python.as_deref())?;
-    let interp = Interpreter::probe(&python, &settings.cache_dir)?;
-    let cwd = std::env::current_dir().context("the current directory is not accessible")?;
-    let ctx = plan_context(&interp, &cwd);
+pub fn run(session: &Session, args: &SyncArgs, started: Instant) -> Result<i32> {
+    let settings = &session.settings;
+    let ctx = session.plan_context();
     let exclude = args.exclude.clone().or_else(|| settings.exclude.clone());
     let rx = match exclude {
         Some(p) => Some(fancy_regex::Regex::new(&p).with_context(|| {
@@ -60,7 +57,7 @@ pub fn run(settings: &Settings, args: &SyncArgs) -> Result<i32> {
                 "--invalidation-mode {m:?} is not one of timestamp, checked-hash, unchecked-hash"
             )
         })?,
-        None => InvalidationMode::default_from_env(),
+        None => session.default_invalidation_mode(),
     };
     let opts = FileOptions {
         force: args.force,
@@ -86,39 +83,44 @@ pub fn run(settings: &Settings, args: &SyncArgs) -> Result<i32> {
             );
         }
         let p = OsString::from(path.as_os_str());
-        if engine::is_file(path) {
+        if is_file(path) {
             planner.compile_file(&p, None, None, None);
         } else {
             planner.compile_dir(&p, ctx.recursion_limit, None, true);
         }
     }
-    let mut summary = Summary {
+    let summary = Summary {
         files: planner.python_files,
         up_to_date: planner.up_to_date,
         ..Default::default()
     };
     let progress = !args.json && !args.quiet && std::io::stderr().is_terminal();
-    let style = Style::Sync { progress };
-    let ok = run_engine(
-        settings,
-        &interp,
-        planner.events,
-        style,
+    let plan = Plan {
+        events: planner.events,
+        style: Style::Sync { progress },
         invalidation_mode,
-        false,
-        &mut summary,
-    )?;
+        hardlink_dupes: false,
+    };
+    let (ok, mut summary) = session.run(plan, summary)?;
     summary.seconds = started.elapsed().as_secs_f64();
+    let console = &session.console;
     if args.json {
         let report = SyncReport {
-            python: interp.executable.display().to_string(),
-            cache_tag: &interp.cache_tag,
+            python: session.interpreter.executable.display().to_string(),
+            cache_tag: &session.interpreter.cache_tag,
             success: ok,
             summary: &summary,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let written = console
+            .stdout_line(&serde_json::to_string_pretty(&report)?)
+            .and_then(|()| console.flush());
+        match written {
+            // A reader that stopped reading (`| head`) does not make the sync fail.
+            Err(e) if is_closed_stdout(&e) => {}
+            other => other.context("could not write the JSON summary")?,
+        }
     } else if !args.quiet {
-        eprintln!("{}", summary_line(&summary));
+        console.stderr_text(&format!("{}\n", summary_line(&summary)));
     }
     Ok(if ok { 0 } else { 1 })
 }

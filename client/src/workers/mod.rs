@@ -24,8 +24,8 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::interpreter::Interpreter;
 use process::{Launch, WorkerProcess};
 
-/// Per-job timeout when `PYCACHE_COMPILE_TIMEOUT` is not set.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Per-job timeout unless the settings say otherwise.
+const DEFAULT_TIMEOUT: Duration = crate::settings::DEFAULT_COMPILE_TIMEOUT;
 /// How long a worker may take to exit after its stdin is closed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -92,17 +92,11 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// `size` workers in the current directory; the timeout comes from `PYCACHE_COMPILE_TIMEOUT`
-    /// (seconds) or defaults to 120 s.
+    /// `size` workers in the current directory with the default per-job timeout (120 s).
     pub fn new(size: usize) -> Self {
-        let job_timeout = std::env::var("PYCACHE_COMPILE_TIMEOUT")
-            .ok()
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|secs| secs.is_finite() && *secs > 0.0)
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64);
         PoolConfig {
             size,
-            job_timeout,
+            job_timeout: DEFAULT_TIMEOUT,
             cwd: None,
         }
     }

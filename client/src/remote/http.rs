@@ -1,13 +1,8 @@
-//! The server tier: one method per endpoint the client uses, and the failure policy that keeps
-//! the cache from ever breaking a build.
-//!
-//! A server that is down, slow past the timeout, answering 5xx, or sending a corrupt entry
-//! costs one warning on stderr and a local compile. 401/403 is said loudly, once. After
-//! [`MAX_FAILURES`] failures the server is not asked again in this run. With
-//! `--require-server`, every such failure is an error instead.
+//! The HTTP client of the server's API: one method per endpoint the client uses. Every answer
+//! is checked (status, JSON shape, pack frames and digests) and every request has a deadline;
+//! what to do about a failure is `policy`'s business.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use pycache_proto::api::{self, BatchGetRequest, BatchPutResponse, ServerInfo, StatsResponse};
@@ -18,11 +13,10 @@ use reqwest::StatusCode;
 
 use crate::settings::Secret;
 
-/// Failures after which the server is left alone for the rest of the run.
-pub const MAX_FAILURES: u32 = 3;
-
-/// Largest entry the client accepts from a server.
+/// Largest entry the client accepts from a server that does not say (or says more).
 const MAX_ENTRY_BYTES: usize = 64 << 20;
+/// What one frame of a pack may add to its entry's size (key, digest, lengths).
+const FRAME_OVERHEAD: u64 = 8 << 10;
 
 /// Why a server request did not give an answer.
 #[derive(Debug, thiserror::Error)]
@@ -78,23 +72,20 @@ pub struct Fetched {
 
 /// A pycache server, spoken to over HTTP.
 #[derive(Debug)]
-pub struct Remote {
+pub struct ServerClient {
     client: Client,
     base: String,
     token: Option<Secret>,
-    require: bool,
-    failures: AtomicU32,
-    warned: AtomicBool,
-    auth_warned: AtomicBool,
-    disabled: AtomicBool,
+    deadline: Duration,
+    max_entry_bytes: usize,
 }
 
-impl Remote {
-    /// A client for `url`; `timeout` bounds every request.
-    pub fn new(url: &str, token: Option<Secret>, require: bool, timeout: Duration) -> Result<Self> {
+impl ServerClient {
+    /// A client for `url`; `deadline` bounds every request as a whole (connect, headers, body).
+    pub fn new(url: &str, token: Option<Secret>, deadline: Duration) -> Result<Self> {
         let client = Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
+            .connect_timeout(deadline.min(Duration::from_secs(5)))
+            .timeout(deadline)
             .user_agent(concat!("pycache-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| anyhow!("could not set up the HTTP client: {e}"))?;
@@ -104,26 +95,25 @@ impl Remote {
                 "the server URL {url:?} must start with http:// or https:// (check --server / PYCACHE_SERVER)"
             ));
         }
-        Ok(Remote {
+        Ok(ServerClient {
             client,
             base,
             token,
-            require,
-            failures: AtomicU32::new(0),
-            warned: AtomicBool::new(false),
-            auth_warned: AtomicBool::new(false),
-            disabled: AtomicBool::new(false),
+            deadline,
+            max_entry_bytes: MAX_ENTRY_BYTES,
         })
+    }
+
+    /// Accept entries up to the server's advertised limit (never more than the client's own).
+    pub fn limit_entries_to(&mut self, max_entry_bytes: u64) {
+        self.max_entry_bytes = usize::try_from(max_entry_bytes)
+            .unwrap_or(MAX_ENTRY_BYTES)
+            .min(MAX_ENTRY_BYTES);
     }
 
     /// The server's base URL.
     pub fn url(&self) -> &str {
         &self.base
-    }
-
-    /// Whether the server is still being asked in this run.
-    pub fn enabled(&self) -> bool {
-        !self.disabled.load(Ordering::Relaxed)
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
@@ -180,8 +170,10 @@ impl Remote {
     }
 
     /// `POST /api/v1/batch/get`: every key in one request (the caller splits past the server's
-    /// advertised limit), every entry's digest verified.
+    /// advertised limit), every entry's digest verified. The whole request must finish within
+    /// the deadline, and the answer may not exceed what the keys asked for can weigh.
     pub fn batch_get(&self, keys: &[KeyDigest]) -> Result<Fetched, RemoteError> {
+        let started = Instant::now();
         let body = BatchGetRequest {
             keys: keys.to_vec(),
         };
@@ -189,7 +181,9 @@ impl Remote {
             self.request(reqwest::Method::POST, api::BATCH_GET)
                 .json(&body),
         )?;
-        let mut decoder = PackDecoder::new(MAX_ENTRY_BYTES);
+        let most = (keys.len() as u64).saturating_mul(self.max_entry_bytes as u64 + FRAME_OVERHEAD)
+            + FRAME_OVERHEAD;
+        let mut decoder = PackDecoder::new(self.max_entry_bytes);
         let mut out = Fetched::default();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -202,6 +196,21 @@ impl Remote {
                 break;
             }
             out.bytes += n as u64;
+            if out.bytes > most {
+                return Err(self.malformed(format!(
+                    "the answer to {} keys passed {most} bytes, more than those entries can weigh",
+                    keys.len()
+                )));
+            }
+            if started.elapsed() > self.deadline {
+                return Err(RemoteError::Unreachable {
+                    url: self.base.clone(),
+                    detail: format!(
+                        "the answer took longer than the deadline of {:.1}s (PYCACHE_TIMEOUT)",
+                        self.deadline.as_secs_f64()
+                    ),
+                });
+            }
             decoder.feed(&buf[..n]);
             while let Some(frame) = decoder.next_frame().map_err(|e| self.malformed(e))? {
                 let key = frame.key_digest();
@@ -244,32 +253,6 @@ impl Remote {
             detail: e.to_string(),
         }
     }
-
-    /// Applies the failure policy to a failed request: an error to return with
-    /// `--require-server`, otherwise a warning (loud and once for auth) and `Ok`.
-    pub fn absorb_failure(&self, what: &str, err: RemoteError) -> Result<()> {
-        if self.require {
-            return Err(anyhow!("{what} failed: {err} (--require-server is set)"));
-        }
-        match &err {
-            RemoteError::Auth { .. } => {
-                if !self.auth_warned.swap(true, Ordering::Relaxed) {
-                    eprintln!("pycache: WARNING: {err}. Continuing without the server.");
-                }
-                self.disabled.store(true, Ordering::Relaxed);
-            }
-            _ => {
-                let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if !self.warned.swap(true, Ordering::Relaxed) {
-                    eprintln!("pycache: warning: {what} failed: {err}; compiling locally instead");
-                }
-                if n >= MAX_FAILURES {
-                    self.disabled.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -281,50 +264,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
-}
-
-/// A server ready for the engine: the client, and what its `info` said.
-#[derive(Debug)]
-pub struct Connected {
-    /// The server.
-    pub remote: Remote,
-    /// What the server advertised.
-    pub info: ServerInfo,
-}
-
-impl Connected {
-    /// Whether this token may upload.
-    pub fn can_write(&self) -> bool {
-        self.info.scope.is_some_and(|s| s >= api::Scope::Write)
-    }
-}
-
-/// Per-request timeout: `PYCACHE_TIMEOUT` seconds, default 10.
-pub fn timeout_from_env() -> Duration {
-    std::env::var("PYCACHE_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .map_or(Duration::from_secs(10), Duration::from_secs_f64)
-}
-
-/// Connects to the configured server and asks for its limits and our scope. `Ok(None)` when
-/// no server is configured, or when it cannot be used and the failure policy says go on.
-pub fn connect(settings: &crate::settings::Settings) -> Result<Option<Connected>> {
-    let Some(url) = &settings.server else {
-        return Ok(None);
-    };
-    let remote = Remote::new(
-        url,
-        settings.token.clone(),
-        settings.require_server,
-        timeout_from_env(),
-    )?;
-    match remote.info() {
-        Ok(info) => Ok(Some(Connected { remote, info })),
-        Err(e) => {
-            remote.absorb_failure("asking the server for its limits", e)?;
-            Ok(None)
-        }
-    }
 }

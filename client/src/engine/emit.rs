@@ -1,0 +1,284 @@
+//! Stage 4: the plan's events in compileall's order. Each file waits only for its own results;
+//! its .pyc files are written as py_compile writes them (hard links for `--hardlink-dupes`)
+//! and its lines printed as compileall prints them.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use anyhow::Result;
+use pycache_proto::{Entry, Outcome};
+
+use super::resolve::{FileRecord, Resolution, Slot};
+use super::sinks::Sinks;
+use super::{Compiler, RunConfig, Style, Summary};
+use crate::compileall::plan::{Event, FileTask};
+use crate::output::Console;
+use crate::pyc;
+use crate::pyrepr::{backslashreplace, os_error_class, os_error_text, repr};
+use crate::workers::CompileOutcome;
+
+/// A finished compile job.
+enum Finished {
+    Entry(Arc<Entry>),
+    Raised {
+        class_name: String,
+        text: String,
+        warnings: String,
+    },
+}
+
+/// Collects worker results as they arrive, in any order, and hands each file its own.
+struct Results<'a> {
+    compiler: &'a dyn Compiler,
+    resolution: &'a Resolution,
+    sinks: &'a Sinks,
+    done: HashMap<u64, Finished>,
+}
+
+impl Results<'_> {
+    /// Waits for job `id`, storing every result that arrives meanwhile.
+    fn wait(&mut self, id: u64, summary: &mut Summary) -> io::Result<&Finished> {
+        while !self.done.contains_key(&id) {
+            let (job, outcome) = self
+                .compiler
+                .next_result()
+                .ok_or_else(|| io::Error::other("the compile workers stopped unexpectedly"))?;
+            let finished = self.absorb(job, outcome, summary);
+            self.done.insert(job, finished);
+        }
+        Ok(&self.done[&id])
+    }
+
+    /// Turns a worker result into an entry; deterministic ones are stored in the sinks.
+    fn absorb(&self, job: u64, outcome: CompileOutcome, summary: &mut Summary) -> Finished {
+        let entry = match outcome {
+            CompileOutcome::Compiled { body, warnings } => Entry::compiled(body, warnings),
+            CompileOutcome::Failed { message, warnings } => Entry::failed(message, warnings),
+            CompileOutcome::Raised {
+                class_name,
+                text,
+                warnings,
+            } => {
+                return Finished::Raised {
+                    class_name,
+                    text,
+                    warnings,
+                }
+            }
+            CompileOutcome::WorkerLost { message } => {
+                return Finished::Raised {
+                    class_name: "pycache.WorkerLost".into(),
+                    text: message,
+                    warnings: String::new(),
+                }
+            }
+        };
+        summary.compiled += 1;
+        let entry = Arc::new(entry);
+        if let Some(miss) = self.resolution.misses.get(job as usize) {
+            self.sinks.store(&miss.key, &entry);
+        }
+        Finished::Entry(entry)
+    }
+}
+
+/// Emits every event; returns compileall's `success`. An error is an output failure (a
+/// closed stdout) or workers that vanished.
+pub fn emit(
+    events: &[Event],
+    resolution: &Resolution,
+    cfg: &RunConfig,
+    compiler: &dyn Compiler,
+    sinks: &Sinks,
+    console: &Console,
+    summary: &mut Summary,
+) -> Result<bool> {
+    if let Style::Sync { progress: true } = cfg.style {
+        console.start_progress(resolution.files.len() as u64);
+    }
+    let mut printer = Printer::new(cfg, console);
+    let mut results = Results {
+        compiler,
+        resolution,
+        sinks,
+        done: HashMap::new(),
+    };
+    let mut records = resolution.files.iter();
+    let mut success = true;
+    for event in events {
+        match event {
+            Event::WalkLine(line) | Event::FileLine(line) => printer.line(line)?,
+            Event::StopIfFailed => {
+                if !success {
+                    break;
+                }
+            }
+            Event::File(task) => {
+                let record = records
+                    .next()
+                    .expect("resolve makes one record per file task");
+                printer.compiling(&task.fullname)?;
+                if !emit_file(task, record, cfg, &mut results, &mut printer, summary)? {
+                    success = false;
+                    summary.errors += 1;
+                }
+                console.tick();
+            }
+        }
+    }
+    console.finish_progress();
+    console.flush()?;
+    Ok(success)
+}
+
+/// Writes one file's .pyc files; returns whether compileall would call it a success.
+fn emit_file(
+    task: &FileTask,
+    record: &FileRecord,
+    cfg: &RunConfig,
+    results: &mut Results<'_>,
+    out: &mut Printer<'_>,
+    summary: &mut Summary,
+) -> io::Result<bool> {
+    let source = match &record.source {
+        Ok(source) => source,
+        Err(e) => {
+            let (class, text) = (os_error_class(e), os_error_text(e, &task.fullname));
+            out.error_raised(&task.fullname, class, &text)?;
+            return Ok(false);
+        }
+    };
+    let mut written: Vec<&OsStr> = Vec::new();
+    for (index, (level, slot)) in task.levels.iter().zip(&record.levels).enumerate() {
+        if let Err(e) = pyc::check_target(&level.cfile) {
+            out.error_raised(&task.fullname, e.class_name, &e.text)?;
+            return Ok(false);
+        }
+        let entry = match slot {
+            Slot::Ready(entry) => Arc::clone(entry),
+            Slot::Job(id) => match results.wait(*id, summary)? {
+                Finished::Entry(entry) => Arc::clone(entry),
+                Finished::Raised {
+                    class_name,
+                    text,
+                    warnings,
+                } => {
+                    out.warnings(warnings);
+                    out.error_raised(&task.fullname, class_name, text)?;
+                    return Ok(false);
+                }
+            },
+        };
+        out.warnings(&entry.warnings);
+        let body = match &entry.outcome {
+            Outcome::Failed { message } => {
+                let message = backslashreplace(message, &cfg.stdout_encoding);
+                out.error_text(&task.fullname, &message)?;
+                return Ok(false);
+            }
+            Outcome::Compiled { body } => body,
+        };
+        let header = pyc::header(
+            cfg.invalidation_mode,
+            &pyc::HeaderInputs {
+                magic: cfg.magic,
+                siphash13: cfg.siphash13,
+                source: &source.bytes,
+                mtime: pyc::python_mtime(&source.meta),
+                size: source.meta.size(),
+            },
+        );
+        if let Err(e) = pyc::write_pyc(&level.cfile, Some(source.meta.mode()), &header, body) {
+            out.error_raised(&task.fullname, e.class_name, &e.text)?;
+            return Ok(false);
+        }
+        summary.written += 1;
+        if cfg.hardlink_dupes && index > 0 {
+            if let Err(e) = hardlink_if_same(written[index - 1], &level.cfile) {
+                let text = os_error_text(&e, &level.cfile);
+                out.error_raised(&task.fullname, os_error_class(&e), &text)?;
+                return Ok(false);
+            }
+        }
+        written.push(&level.cfile);
+    }
+    Ok(true)
+}
+
+/// compileall's `--hardlink-dupes`: when two levels' files are equal, link the second to the
+/// first.
+fn hardlink_if_same(previous: &OsStr, current: &OsStr) -> io::Result<()> {
+    if fs::read(previous)? == fs::read(current)? {
+        fs::remove_file(current)?;
+        fs::hard_link(previous, current)?;
+    }
+    Ok(())
+}
+
+/// compileall's lines (or sync's error reports), through the console.
+struct Printer<'a> {
+    style: Style,
+    console: &'a Console,
+}
+
+impl<'a> Printer<'a> {
+    fn new(cfg: &RunConfig, console: &'a Console) -> Self {
+        Printer {
+            style: cfg.style,
+            console,
+        }
+    }
+
+    fn quiet(&self) -> u32 {
+        match self.style {
+            Style::Compileall { quiet } => quiet,
+            Style::Sync { .. } => 1,
+        }
+    }
+
+    fn line(&mut self, line: &str) -> io::Result<()> {
+        match self.style {
+            Style::Compileall { .. } => self.console.stdout_line(line),
+            Style::Sync { .. } => Ok(()),
+        }
+    }
+
+    fn compiling(&mut self, fullname: &OsStr) -> io::Result<()> {
+        if self.quiet() == 0 {
+            self.line(&format!("Compiling {}...", repr(fullname)))?;
+        }
+        Ok(())
+    }
+
+    /// A compile's own warnings (`SyntaxWarning`, ...), replayed on stderr verbatim.
+    fn warnings(&mut self, text: &str) {
+        self.console.stderr_text(text);
+    }
+
+    /// compileall's error report: after `Compiling ...` (not quiet) the text follows `*** `;
+    /// quiet, it names the file first.
+    fn error_text(&mut self, fullname: &OsStr, text: &str) -> io::Result<()> {
+        if self.quiet() >= 2 {
+            return Ok(());
+        }
+        let prefix = match self.quiet() {
+            0 => "*** ".to_owned(),
+            _ => format!("*** Error compiling {}...\n", repr(fullname)),
+        };
+        match self.style {
+            Style::Compileall { .. } => self.console.stdout_line(&format!("{prefix}{text}")),
+            Style::Sync { .. } => {
+                self.console.stderr_text(&format!("{prefix}{text}\n"));
+                Ok(())
+            }
+        }
+    }
+
+    fn error_raised(&mut self, fullname: &OsStr, class_name: &str, text: &str) -> io::Result<()> {
+        self.error_text(fullname, &format!("{class_name}: {text}"))
+    }
+}

@@ -1,0 +1,183 @@
+//! The engine: turns compileall's plan into .pyc files, from the caches or the workers, and
+//! prints what compileall prints, in compileall's order.
+//!
+//! A run is five stages, one file each, in run order:
+//! 1. [`resolve`]: hash every source, build its keys, look them up in the local cache — one
+//!    [`resolve::FileRecord`] per file; each distinct miss becomes one compile job;
+//! 2. [`fetch`]: one batched lookup at the server for the misses;
+//! 3. [`compile`]: what is still missing goes to the worker pool (without a server, misses go
+//!    there during stage 1 already, so the workers start while the tree is being hashed);
+//! 4. [`emit`]: events in compileall's order — each file waits only for its own results, is
+//!    written as compileall writes it (hard links for `--hardlink-dupes`) and reported;
+//! 5. [`sinks`]: server hits and new compiles go to the local cache, new compiles to the server,
+//!    on background threads while stage 4 prints.
+
+pub mod compile;
+pub mod emit;
+pub mod fetch;
+pub mod resolve;
+pub mod sinks;
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::compileall::plan::Event;
+use crate::local_cache::LocalCache;
+use crate::output::Console;
+use crate::pyc::InvalidationMode;
+use crate::remote::RemoteTier;
+use crate::workers::{CompileJob, CompileOutcome, WorkerPool};
+
+pub use compile::Compiler;
+
+/// How results are shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// Exactly compileall's stdout, with its `-q` count.
+    Compileall {
+        /// Number of `-q`.
+        quiet: u32,
+    },
+    /// `sync`: errors on stderr (compileall's `-q` form), an optional progress bar.
+    Sync {
+        /// Draw a progress bar on stderr.
+        progress: bool,
+    },
+}
+
+/// What a run needs to know besides the plan: plain values from the interpreter and the
+/// command line.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Output style.
+    pub style: Style,
+    /// Header kind to write.
+    pub invalidation_mode: InvalidationMode,
+    /// `--hardlink-dupes`.
+    pub hardlink_dupes: bool,
+    /// The interpreter's magic number.
+    pub magic: [u8; 4],
+    /// Its cache tag.
+    pub cache_tag: String,
+    /// The settings fingerprint that goes into every key.
+    pub settings: String,
+    /// SipHash-1-3 (3.11+) or 2-4 for hash-based headers.
+    pub siphash13: bool,
+    /// compileall's stdout encoding, for escaping error messages.
+    pub stdout_encoding: String,
+}
+
+/// The cache tiers of a run.
+#[derive(Clone, Copy, Default)]
+pub struct Tiers<'a> {
+    /// The local cache, unless disabled.
+    pub local: Option<&'a LocalCache>,
+    /// The server, when one is configured and answered.
+    pub remote: Option<&'a RemoteTier>,
+}
+
+/// Counts for the summary line and `--json`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Summary {
+    /// Python files considered.
+    pub files: u64,
+    /// Files whose pyc was already current.
+    pub up_to_date: u64,
+    /// Results taken from the local cache.
+    pub local_hits: u64,
+    /// Results taken from the server.
+    pub remote_hits: u64,
+    /// Results compiled by the workers.
+    pub compiled: u64,
+    /// .pyc files written.
+    pub written: u64,
+    /// Files that failed.
+    pub errors: u64,
+    /// Local cache entries found corrupt (and replaced).
+    pub corrupt_entries: u64,
+    /// Python worker processes started.
+    pub workers_started: u64,
+    /// Entries the server accepted from this run.
+    pub uploaded: u64,
+    /// Entries the server refused.
+    pub upload_refused: u64,
+    /// Entries too large for the server, not uploaded.
+    pub upload_too_large: u64,
+    /// Bytes received from the server.
+    pub bytes_down: u64,
+    /// Bytes sent to the server.
+    pub bytes_up: u64,
+    /// Time spent hashing sources and reading the local cache.
+    pub lookup_seconds: f64,
+    /// Time spent waiting for the server's batch get.
+    pub fetch_seconds: f64,
+    /// Time spent compiling misses and writing .pyc files.
+    pub emit_seconds: f64,
+    /// Time spent waiting for uploads to finish after the last file.
+    pub upload_wait_seconds: f64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl Compiler for WorkerPool {
+    fn submit(&self, job: CompileJob) {
+        WorkerPool::submit(self, job);
+    }
+
+    fn next_result(&self) -> Option<(u64, CompileOutcome)> {
+        self.results().recv().ok()
+    }
+
+    fn workers_started(&self) -> usize {
+        WorkerPool::workers_started(self)
+    }
+}
+
+/// Runs the plan's events; returns whether everything succeeded (compileall's `success`).
+pub fn run(
+    events: &[Event],
+    cfg: &RunConfig,
+    tiers: Tiers<'_>,
+    compiler: &dyn Compiler,
+    console: &Console,
+    summary: &mut Summary,
+) -> Result<bool> {
+    let started = Instant::now();
+    // Without a server to ask first, misses go to the workers while the tree is still hashed.
+    let early = tiers.remote.is_none().then_some(compiler);
+    let mut resolution = resolve::resolve(events, cfg, tiers.local, early, console, summary);
+    summary.lookup_seconds = started.elapsed().as_secs_f64();
+
+    let fetch_started = Instant::now();
+    let fetched = fetch::fetch(&mut resolution, tiers.remote, summary)?;
+    summary.fetch_seconds = fetch_started.elapsed().as_secs_f64();
+
+    compile::submit_remaining(&mut resolution, compiler);
+
+    let emit_started = Instant::now();
+    let result = sinks::with_sinks(tiers, fetched, console, |sinks| {
+        let emitted = emit::emit(events, &resolution, cfg, compiler, sinks, console, summary);
+        summary.emit_seconds = emit_started.elapsed().as_secs_f64();
+        emitted
+    });
+    let (success, upload) = result;
+    if let Some(upload) = upload {
+        let report = upload.report;
+        summary.uploaded = report.stored;
+        summary.upload_refused = report.refused;
+        summary.upload_too_large = report.too_large;
+        summary.bytes_up = report.bytes;
+        summary.upload_wait_seconds = upload.wait_seconds;
+        if let Some(err) = report.error {
+            return Err(err);
+        }
+    }
+    summary.workers_started = compiler.workers_started() as u64;
+    summary.seconds += started.elapsed().as_secs_f64();
+    success
+}
+
+#[cfg(test)]
+mod tests;

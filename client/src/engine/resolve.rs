@@ -1,0 +1,182 @@
+//! Stage 1: hash every source, build its keys, look them up in the local cache.
+//!
+//! The result is one [`FileRecord`] per file compileall would compile, in plan order, and one
+//! [`Miss`] per distinct key the local cache lacks: two levels or files with the same key share
+//! one compile job (a job's id is its index in [`Resolution::misses`]).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::sync::Arc;
+
+use pycache_proto::{CacheKey, Entry, KeyDigest};
+
+use super::{Compiler, RunConfig, Summary};
+use crate::compileall::plan::{Event, FileTask};
+use crate::local_cache::{LocalCache, Lookup};
+use crate::output::{Console, WarningKind};
+use crate::pyc::InvalidationMode;
+use crate::workers::CompileJob;
+
+/// A source file as it was hashed.
+#[derive(Debug)]
+pub struct Source {
+    /// Its metadata, taken right after reading it (as py_compile stats after reading).
+    pub meta: fs::Metadata,
+    /// Its bytes, kept only when a hash-based header needs them.
+    pub bytes: Vec<u8>,
+    /// blake3 of the bytes that were read.
+    pub hash: [u8; 32],
+}
+
+/// Where one level of a file gets its entry.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    /// Found (local cache or server).
+    Ready(Arc<Entry>),
+    /// Waiting for the miss with this job id.
+    Job(u64),
+}
+
+/// One file to emit.
+#[derive(Debug)]
+pub struct FileRecord {
+    /// The source, or why it could not be read.
+    pub source: Result<Source, io::Error>,
+    /// One slot per level of the task (empty when the source could not be read).
+    pub levels: Vec<Slot>,
+}
+
+/// A key the local cache lacks.
+#[derive(Debug)]
+pub struct Miss {
+    /// The key the result is stored under.
+    pub key: CacheKey,
+    /// Its digest.
+    pub digest: KeyDigest,
+    /// The compile job, until it is handed to the workers.
+    pub job: Option<CompileJob>,
+}
+
+/// Everything stage 1 found.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// One record per file task, in plan order.
+    pub files: Vec<FileRecord>,
+    /// Distinct misses; a job's id is its index here.
+    pub misses: Vec<Miss>,
+}
+
+/// The file tasks of a plan, in order.
+pub fn tasks(events: &[Event]) -> impl Iterator<Item = &FileTask> {
+    events.iter().filter_map(|e| match e {
+        Event::File(t) => Some(t),
+        _ => None,
+    })
+}
+
+/// Reads and hashes every source and looks its keys up in `local`. Misses are handed to
+/// `early` at once when given (no server to ask first).
+pub fn resolve(
+    events: &[Event],
+    cfg: &RunConfig,
+    local: Option<&LocalCache>,
+    early: Option<&dyn Compiler>,
+    console: &Console,
+    summary: &mut Summary,
+) -> Resolution {
+    let mut out = Resolution::default();
+    let mut by_digest: std::collections::HashMap<KeyDigest, u64> = Default::default();
+    for task in tasks(events) {
+        let source = match read_source(&task.fullname, cfg.invalidation_mode) {
+            Ok(source) => source,
+            Err(e) => {
+                out.files.push(FileRecord {
+                    source: Err(e),
+                    levels: Vec::new(),
+                });
+                continue;
+            }
+        };
+        let mut levels = Vec::with_capacity(task.levels.len());
+        for level in &task.levels {
+            let key = CacheKey {
+                source_hash: source.hash,
+                magic: cfg.magic,
+                cache_tag: cfg.cache_tag.clone(),
+                optimization: level.effective,
+                settings: cfg.settings.clone(),
+                dfile: lossless_text(task.recorded_name()),
+            };
+            let digest = key.digest();
+            if let Some(&id) = by_digest.get(&digest) {
+                levels.push(Slot::Job(id));
+                continue;
+            }
+            match local.map_or(Lookup::Miss, |cache| cache.get(&digest)) {
+                Lookup::Hit(entry) => {
+                    summary.local_hits += 1;
+                    levels.push(Slot::Ready(Arc::new(entry)));
+                    continue;
+                }
+                Lookup::Corrupt(why) => {
+                    summary.corrupt_entries += 1;
+                    console.warn(
+                        WarningKind::CorruptLocalEntry,
+                        &format!("a local cache entry was corrupt and is recompiled ({why})"),
+                    );
+                }
+                Lookup::Miss => {}
+            }
+            let id = out.misses.len() as u64;
+            let job = CompileJob {
+                id,
+                source: task.fullname.clone(),
+                dfile: task.dfile.clone(),
+                optimize: level.opt_level as i32,
+            };
+            let job = match early {
+                Some(compiler) => {
+                    compiler.submit(job);
+                    None
+                }
+                None => Some(job),
+            };
+            by_digest.insert(digest, id);
+            out.misses.push(Miss { key, digest, job });
+            levels.push(Slot::Job(id));
+        }
+        out.files.push(FileRecord {
+            source: Ok(source),
+            levels,
+        });
+    }
+    out
+}
+
+/// Reads and hashes one source; the bytes are dropped unless a hash-based header needs them.
+fn read_source(path: &OsStr, mode: InvalidationMode) -> io::Result<Source> {
+    let bytes = fs::read(path)?;
+    let meta = fs::metadata(path)?;
+    let hash = *blake3::hash(&bytes).as_bytes();
+    let bytes = match mode {
+        // Timestamp headers need only the metadata; don't hold every source in memory.
+        InvalidationMode::Timestamp => Vec::new(),
+        _ => bytes,
+    };
+    Ok(Source { meta, bytes, hash })
+}
+
+/// A path as text for keys and job requests: UTF-8 when it is, else `surrogateescape`-style
+/// escapes that keep distinct byte strings distinct.
+pub fn lossless_text(p: &OsStr) -> String {
+    match p.to_str() {
+        Some(s) => s.to_owned(),
+        None => crate::pyrepr::code_points(p)
+            .into_iter()
+            .map(|cp| {
+                char::from_u32(cp).map_or_else(|| format!("\\udc{:02x}", cp - 0xDC00), String::from)
+            })
+            .collect(),
+    }
+}

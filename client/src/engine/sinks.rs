@@ -1,0 +1,104 @@
+//! Stage 5: where results go besides the .pyc files, on background threads while the printing
+//! thread writes files — server hits and new compiles into the local cache, new compiles to
+//! the server (a bounded queue, so a slow server holds back printing rather than filling
+//! memory).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use pycache_proto::pack::Frame;
+use pycache_proto::{CacheKey, Entry, KeyDigest};
+
+use super::Tiers;
+use crate::local_cache::LocalCache;
+use crate::output::{Console, WarningKind};
+use crate::remote::UploadReport;
+
+/// Frames queued for upload before the printing thread waits.
+const UPLOAD_QUEUE: usize = 1024;
+
+/// The open sinks of a run, handed to the emit stage.
+#[derive(Default)]
+pub struct Sinks {
+    local: Option<Sender<(KeyDigest, Arc<Entry>)>>,
+    upload: Option<Sender<Frame>>,
+}
+
+impl Sinks {
+    /// Stores a new compile under `key`: in the local cache and at the server, where open.
+    pub fn store(&self, key: &CacheKey, entry: &Arc<Entry>) {
+        if let Some(local) = &self.local {
+            let _ = local.send((key.digest(), Arc::clone(entry)));
+        }
+        if let Some(upload) = &self.upload {
+            let _ = upload.send(Frame::new(key.clone(), entry));
+        }
+    }
+}
+
+/// What the uploader did, and how long the run waited for it after the last file.
+pub struct UploadOutcome {
+    /// The uploader's report.
+    pub report: UploadReport,
+    /// Seconds spent waiting for it once emitting was done.
+    pub wait_seconds: f64,
+}
+
+/// Runs `emit` with the sinks of `tiers` open; `fetched` (server hits) go to the local cache
+/// first. Returns `emit`'s result and, when there was an uploader, its outcome.
+pub fn with_sinks<T>(
+    tiers: Tiers<'_>,
+    fetched: HashMap<KeyDigest, Arc<Entry>>,
+    console: &Console,
+    emit: impl FnOnce(&Sinks) -> T,
+) -> (T, Option<UploadOutcome>) {
+    let upload_tier = tiers.remote.filter(|r| r.can_write());
+    std::thread::scope(|scope| {
+        let mut sinks = Sinks::default();
+        if let Some(cache) = tiers.local {
+            let (tx, rx) = crossbeam_channel::unbounded::<(KeyDigest, Arc<Entry>)>();
+            sinks.local = Some(tx);
+            scope.spawn(move || {
+                for (key, entry) in &fetched {
+                    store_local(cache, key, entry, console);
+                }
+                for (key, entry) in rx {
+                    store_local(cache, &key, &entry, console);
+                }
+            });
+        }
+        let uploader = upload_tier.map(|tier| {
+            let (tx, rx) = crossbeam_channel::bounded::<Frame>(UPLOAD_QUEUE);
+            sinks.upload = Some(tx);
+            scope.spawn(move || tier.upload(rx))
+        });
+        let result = emit(&sinks);
+        drop(sinks);
+        let outcome = uploader.map(|handle| {
+            let waited = Instant::now();
+            let report = handle.join().unwrap_or_else(|_| UploadReport {
+                error: Some(anyhow::anyhow!("the upload thread panicked")),
+                ..Default::default()
+            });
+            UploadOutcome {
+                report,
+                wait_seconds: waited.elapsed().as_secs_f64(),
+            }
+        });
+        (result, outcome)
+    })
+}
+
+fn store_local(cache: &LocalCache, key: &KeyDigest, entry: &Entry, console: &Console) {
+    if let Err(e) = cache.put(key, entry) {
+        console.warn(
+            WarningKind::LocalCache,
+            &format!(
+                "could not store an entry in the local cache {}: {e}",
+                cache.root().display()
+            ),
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! The server tier: the HTTP client (`http`, one method per endpoint), the failure policy
+//! (`policy`), and the batching of lookups and uploads by the limits the server advertises.
+
+pub mod http;
+pub mod policy;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use pycache_proto::api::{self, ServerInfo};
+use pycache_proto::pack::Frame;
+use pycache_proto::KeyDigest;
+
+pub use http::{Fetched, RemoteError, ServerClient};
+pub use policy::{FailurePolicy, MAX_FAILURES};
+
+use crate::output::{Console, WarningKind};
+use crate::settings::Secret;
+
+/// How to reach the server: plain values from the settings.
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    /// The server's URL.
+    pub url: String,
+    /// The bearer token.
+    pub token: Option<Secret>,
+    /// Failures are errors (`--require-server`).
+    pub require: bool,
+    /// Deadline of one request.
+    pub timeout: Duration,
+}
+
+/// A connected server, sized by its advertised limits, with this run's failure policy.
+#[derive(Debug)]
+pub struct RemoteTier {
+    /// The HTTP client.
+    pub client: ServerClient,
+    /// What the server advertised.
+    pub info: ServerInfo,
+    /// The breaker.
+    pub policy: FailurePolicy,
+    /// Where warnings go.
+    console: Console,
+}
+
+/// What the background uploader did.
+#[derive(Debug, Default)]
+pub struct UploadReport {
+    /// Entries the server stored.
+    pub stored: u64,
+    /// Entries the server refused.
+    pub refused: u64,
+    /// Entries not sent because they are larger than the server accepts.
+    pub too_large: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// A failure that must fail the run (`--require-server`).
+    pub error: Option<anyhow::Error>,
+}
+
+impl RemoteTier {
+    /// Connects to the server and asks for its limits and our scope. `Ok(None)` when it cannot
+    /// be used and the failure policy says go on.
+    pub fn connect(config: &RemoteConfig, console: &Console) -> Result<Option<RemoteTier>> {
+        let mut client = ServerClient::new(&config.url, config.token.clone(), config.timeout)?;
+        let policy = FailurePolicy::new(config.require);
+        match client.info() {
+            Ok(info) => {
+                client.limit_entries_to(info.max_entry_bytes);
+                Ok(Some(RemoteTier {
+                    client,
+                    info,
+                    policy,
+                    console: console.clone(),
+                }))
+            }
+            Err(e) => {
+                policy.absorb(console, "asking the server for its limits", e)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        self.client.url()
+    }
+
+    /// Whether the server is still being asked in this run.
+    pub fn enabled(&self) -> bool {
+        self.policy.enabled()
+    }
+
+    /// Whether this token may upload.
+    pub fn can_write(&self) -> bool {
+        self.info.scope.is_some_and(|s| s >= api::Scope::Write)
+    }
+
+    /// Keys per batch get (the server's advertised limit).
+    pub fn max_batch_keys(&self) -> usize {
+        usize::try_from(self.info.max_batch_keys)
+            .unwrap_or(usize::MAX)
+            .max(1)
+    }
+
+    /// Encoded bytes per batch put: half the server's request limit, within sane bounds.
+    pub fn max_upload_bytes(&self) -> usize {
+        usize::try_from(self.info.max_request_bytes / 2)
+            .unwrap_or(8 << 20)
+            .clamp(64 << 10, 32 << 20)
+    }
+
+    /// Looks up `keys` in as many batch gets as the server's limit needs. Failures go through
+    /// the policy (an error only with `--require-server`); corrupt entries are said once and
+    /// counted as misses.
+    pub fn fetch(&self, keys: &[KeyDigest]) -> Result<Fetched> {
+        let mut all = Fetched::default();
+        for chunk in keys.chunks(self.max_batch_keys()) {
+            if !self.enabled() {
+                break;
+            }
+            match self.client.batch_get(chunk) {
+                Ok(answer) => {
+                    if let Some(first) = answer.corrupt.first() {
+                        self.console.warn(
+                            WarningKind::CorruptRemoteEntry,
+                            &format!(
+                                "the server {} sent a corrupt entry for key {first} (digest mismatch); compiling it locally",
+                                self.url()
+                            ),
+                        );
+                    }
+                    all.bytes += answer.bytes;
+                    all.entries.extend(answer.entries);
+                    all.corrupt.extend(answer.corrupt);
+                }
+                Err(e) => {
+                    self.policy
+                        .absorb(&self.console, "looking up entries at the server", e)?
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Sends new entries in batches of at most [`max_upload_bytes`](Self::max_upload_bytes) as
+    /// they arrive, until the channel closes. An entry larger than the server accepts is
+    /// skipped (said once); the rest still go.
+    pub fn upload(&self, frames: crossbeam_channel::Receiver<Frame>) -> UploadReport {
+        let mut report = UploadReport::default();
+        let mut batch: Vec<Frame> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let max_entry = self.info.max_entry_bytes;
+        for frame in frames {
+            if frame.entry_bytes.len() as u64 > max_entry {
+                report.too_large += 1;
+                self.console.warn(
+                    WarningKind::EntryTooLarge,
+                    &format!(
+                        "an entry of {} bytes is larger than the server {} accepts ({max_entry} bytes) and is not uploaded; it stays in the local cache",
+                        frame.entry_bytes.len(),
+                        self.url()
+                    ),
+                );
+                continue;
+            }
+            batch_bytes += frame.entry_bytes.len() + 512;
+            batch.push(frame);
+            if batch_bytes >= self.max_upload_bytes() {
+                self.flush(&mut batch, &mut report);
+                batch_bytes = 0;
+            }
+        }
+        self.flush(&mut batch, &mut report);
+        report
+    }
+
+    fn flush(&self, batch: &mut Vec<Frame>, report: &mut UploadReport) {
+        if batch.is_empty() || !self.enabled() || report.error.is_some() {
+            batch.clear();
+            return;
+        }
+        match self.client.batch_put(batch) {
+            Ok((answer, sent)) => {
+                report.stored += answer.stored.len() as u64;
+                report.refused += answer.refused.len() as u64;
+                report.bytes += sent;
+                if let Some(first) = answer.refused.first() {
+                    self.console.warn(
+                        WarningKind::UploadRefused,
+                        &format!(
+                            "the server {} refused {} uploaded entries (first: {}: {})",
+                            self.url(),
+                            answer.refused.len(),
+                            first.key,
+                            first.reason
+                        ),
+                    );
+                }
+            }
+            Err(e) => {
+                if let Err(fatal) =
+                    self.policy
+                        .absorb(&self.console, "uploading entries to the server", e)
+                {
+                    report.error = Some(fatal);
+                }
+            }
+        }
+        batch.clear();
+    }
+}

@@ -1,0 +1,158 @@
+//! A run, assembled once: settings → interpreter → local cache → remote → pool.
+//!
+//! Commands only turn their arguments into a [`Plan`]; the session owns everything the plan
+//! runs with. The interpreter is probed when the session opens (commands need its version to
+//! read their arguments); the cache tiers and the worker pool are set up when a plan runs, so
+//! a command line handed to the interpreter's own compileall never touches them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::compileall::plan::{Event, PlanContext};
+use crate::engine::{self, RunConfig, Style, Summary, Tiers};
+use crate::interpreter::{resolve_interpreter, Interpreter};
+use crate::local_cache::LocalCache;
+use crate::output::{Console, WarningKind};
+use crate::pyc::InvalidationMode;
+use crate::remote::{RemoteConfig, RemoteTier};
+use crate::settings::Settings;
+use crate::workers::{PoolConfig, WorkerPool};
+
+/// What a command asks the session to do.
+#[derive(Debug)]
+pub struct Plan {
+    /// compileall's events, in order.
+    pub events: Vec<Event>,
+    /// How results are shown.
+    pub style: Style,
+    /// Header kind to write.
+    pub invalidation_mode: InvalidationMode,
+    /// `--hardlink-dupes`.
+    pub hardlink_dupes: bool,
+}
+
+/// The settings, the probed interpreter and the console of one command.
+pub struct Session {
+    /// The resolved settings.
+    pub settings: Settings,
+    /// The target interpreter.
+    pub interpreter: Interpreter,
+    /// The owner of stdout and stderr.
+    pub console: Console,
+    /// The working directory the run's relative paths start from.
+    pub cwd: PathBuf,
+}
+
+impl Session {
+    /// Resolves and probes the target interpreter.
+    pub fn open(settings: Settings, console: Console) -> Result<Session> {
+        let cwd = std::env::current_dir().context("the current directory is not accessible")?;
+        let python =
+            resolve_interpreter(settings.python.as_deref(), settings.virtual_env.as_deref())?;
+        let interpreter = Interpreter::probe(&python, &settings.cache_dir)?;
+        Ok(Session {
+            settings,
+            interpreter,
+            console,
+            cwd,
+        })
+    }
+
+    /// What the planner needs from the probe.
+    pub fn plan_context(&self) -> PlanContext {
+        plan_context(&self.interpreter, &self.cwd)
+    }
+
+    /// py_compile's default invalidation mode in this environment.
+    pub fn default_invalidation_mode(&self) -> InvalidationMode {
+        InvalidationMode::default_for(self.settings.source_date_epoch)
+    }
+
+    /// Opens the cache tiers and the worker pool and runs `plan`; returns compileall's
+    /// `success` and the counts. `summary` may carry the planner's counts already.
+    pub fn run(&self, plan: Plan, mut summary: Summary) -> Result<(bool, Summary)> {
+        let settings = &self.settings;
+        let local = self.open_local_cache();
+        let remote = match &settings.server {
+            Some(url) => RemoteTier::connect(
+                &RemoteConfig {
+                    url: url.clone(),
+                    token: settings.token.clone(),
+                    require: settings.require_server,
+                    timeout: settings.remote_timeout,
+                },
+                &self.console,
+            )?,
+            None => None,
+        };
+        let pool = WorkerPool::with_config(
+            &self.interpreter,
+            PoolConfig {
+                size: settings.jobs,
+                job_timeout: settings.compile_timeout,
+                cwd: None,
+            },
+        );
+        let interp = &self.interpreter;
+        let cfg = RunConfig {
+            style: plan.style,
+            invalidation_mode: plan.invalidation_mode,
+            hardlink_dupes: plan.hardlink_dupes,
+            magic: interp.magic,
+            cache_tag: interp.cache_tag.clone(),
+            settings: interp.settings.clone(),
+            siphash13: interp.hash_based_siphash13,
+            stdout_encoding: interp.stdout_encoding.clone(),
+        };
+        let tiers = Tiers {
+            local: local.as_ref(),
+            remote: remote.as_ref(),
+        };
+        let ok = engine::run(
+            &plan.events,
+            &cfg,
+            tiers,
+            &pool,
+            &self.console,
+            &mut summary,
+        );
+        pool.shutdown();
+        Ok((ok?, summary))
+    }
+
+    /// The local cache, or `None` (with a warning) when it is disabled or cannot be opened: the
+    /// cache never breaks a build.
+    fn open_local_cache(&self) -> Option<LocalCache> {
+        if !self.settings.local_cache {
+            return None;
+        }
+        let dir = &self.settings.cache_dir;
+        match LocalCache::open(dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.console.warn(
+                    WarningKind::LocalCache,
+                    &format!(
+                        "the local cache {} cannot be used ({e}); compiling without it. Set --cache-dir or PYCACHE_CACHE_DIR to a writable directory.",
+                        dir.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// What the planner needs from the probe.
+pub fn plan_context(interp: &Interpreter, cwd: &Path) -> PlanContext {
+    PlanContext {
+        version: (interp.version.0, interp.version.1),
+        magic: interp.magic,
+        cache_tag: interp.cache_tag.clone(),
+        interp_optimize: interp.optimize,
+        pycache_prefix: interp.pycache_prefix.clone().map(Into::into),
+        recursion_limit: i64::from(interp.recursion_limit),
+        cwd: cwd.to_path_buf(),
+    }
+}
