@@ -100,6 +100,9 @@ pub enum ProbeError {
 pub struct Interpreter {
     /// The interpreter as resolved (absolute; symlinks kept, so a venv stays that venv).
     pub executable: PathBuf,
+    /// The program that really runs: `sys.executable` as the interpreter reports it (for a
+    /// pyenv shim, the version it picked). The workers run this one, with no wrapper start.
+    pub real_executable: PathBuf,
     /// `sys.implementation.name`: `cpython` or `pypy`.
     pub implementation: String,
     /// `sys.version_info[:3]`.

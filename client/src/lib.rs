@@ -4,6 +4,7 @@ pub mod cli;
 pub mod commands;
 pub mod compileall;
 pub mod engine;
+pub mod fsutil;
 pub mod interpreter;
 pub mod local_cache;
 pub mod output;

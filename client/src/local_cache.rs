@@ -1,17 +1,19 @@
 //! The local cache: a content-addressed directory of entries, the embedded default tier.
 //!
-//! Layout: `<root>/entries/<first two hex digits>/<key digest hex>`, each file the encoded
-//! [`Entry`] followed by the blake3 digest of those bytes. Files are written to a unique
+//! Layout: `<root>/entries-v2/<first two hex digits>/<key digest hex>`, each file the encoded
+//! [`Entry`] followed by its blake3 digest keyed with the key digest: an entry is bound to its
+//! key, so a file moved or copied under another key's name is corrupt, never a wrong hit.
+//! (`entries/`, the layout before entries were bound to keys, is ignored.) Files are written to a unique
 //! temporary name and renamed into place, so concurrent runs sharing one cache never see a
 //! half-written entry (the last identical writer wins). A file that fails its digest or does not
 //! decode is reported as corrupt, removed, and treated as a miss.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pycache_proto::{Entry, EntryDigest, KeyDigest};
+use pycache_proto::{Entry, KeyDigest};
 
 /// What a lookup found.
 #[derive(Debug)]
@@ -32,10 +34,18 @@ pub struct LocalCache {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The entries' directory under the cache root.
+const ENTRIES: &str = "entries-v2";
+
+/// The digest stored after an entry: blake3 of its bytes, keyed with its key's digest.
+fn bound_digest(key: &KeyDigest, encoded: &[u8]) -> [u8; 32] {
+    *blake3::keyed_hash(&key.0, encoded).as_bytes()
+}
+
 impl LocalCache {
     /// Opens (creating if needed) the cache under `root`.
     pub fn open(root: &Path) -> io::Result<Self> {
-        fs::create_dir_all(root.join("entries"))?;
+        fs::create_dir_all(root.join(ENTRIES))?;
         Ok(LocalCache {
             root: root.to_path_buf(),
         })
@@ -48,7 +58,7 @@ impl LocalCache {
 
     fn entry_path(&self, key: &KeyDigest) -> PathBuf {
         let hex = key.to_hex();
-        self.root.join("entries").join(&hex[..2]).join(hex)
+        self.root.join(ENTRIES).join(&hex[..2]).join(hex)
     }
 
     /// Looks up one entry, verifying its digest.
@@ -58,7 +68,7 @@ impl LocalCache {
             Ok(d) => d,
             Err(_) => return Lookup::Miss,
         };
-        match verify(&data) {
+        match verify(key, &data) {
             Ok(entry) => Lookup::Hit(entry),
             Err(why) => {
                 let _ = fs::remove_file(&path);
@@ -78,36 +88,20 @@ impl LocalCache {
         let dir = path.parent().expect("entry paths have a parent");
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
-        let mut data = Vec::with_capacity(encoded.len() + 32);
-        data.extend_from_slice(encoded);
-        data.extend_from_slice(&EntryDigest::of(encoded).0);
-        let result = (|| {
-            // The shard directory exists after the first entry in it: create it only then.
-            let mut f = match fs::File::create(&tmp) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir_all(dir)?;
-                    fs::File::create(&tmp)?
-                }
-                other => other?,
-            };
-            f.write_all(&data)?;
-            drop(f);
-            fs::rename(&tmp, &path)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map(|()| data.len() as u64)
+        let digest = bound_digest(key, encoded);
+        crate::fsutil::write_atomic(&path, &tmp, 0o666, &[encoded, &digest])
+            .map_err(|e| e.error)?;
+        Ok((encoded.len() + digest.len()) as u64)
     }
 }
 
-fn verify(data: &[u8]) -> Result<Entry, String> {
+fn verify(key: &KeyDigest, data: &[u8]) -> Result<Entry, String> {
     if data.len() < 32 {
         return Err("shorter than its digest".into());
     }
     let (encoded, digest) = data.split_at(data.len() - 32);
-    if EntryDigest::of(encoded).0 != digest {
-        return Err("its blake3 digest does not match its content".into());
+    if bound_digest(key, encoded) != digest {
+        return Err("its digest does not match its content and key".into());
     }
     Entry::decode(encoded).map_err(|e| e.to_string())
 }
@@ -135,5 +129,19 @@ mod tests {
         assert!(matches!(cache.get(&key), Lookup::Corrupt(_)));
         assert!(!path.exists(), "a corrupt entry is removed");
         assert!(matches!(cache.get(&key), Lookup::Miss));
+    }
+
+    #[test]
+    fn an_entry_under_another_key_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let (a, b) = (KeyDigest([1; 32]), KeyDigest([2; 32]));
+        cache
+            .put(&a, &Entry::compiled(vec![0xe3, 1], String::new()))
+            .unwrap();
+        fs::create_dir_all(cache.entry_path(&b).parent().unwrap()).unwrap();
+        fs::copy(cache.entry_path(&a), cache.entry_path(&b)).unwrap();
+        assert!(matches!(cache.get(&b), Lookup::Corrupt(_)));
+        assert!(matches!(cache.get(&a), Lookup::Hit(_)));
     }
 }

@@ -3,9 +3,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -238,47 +238,12 @@ pub fn write_pyc(
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut tmp = cfile.to_os_string();
     tmp.push(format!(".{}{n:04}", std::process::id()));
-    let open = || {
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-    };
-    // py_compile runs makedirs before every write; trying the write first and creating the
-    // directory only when it is missing gives the same outcome with one syscall fewer per file.
-    let opened = match open() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let path = Path::new(cfile);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if let Err(e) = fs::create_dir_all(dir) {
-                    if e.kind() != io::ErrorKind::AlreadyExists {
-                        return Err(WriteError {
-                            class_name: crate::pyrepr::os_error_class(&e),
-                            text: crate::pyrepr::os_error_text(&e, dir.as_os_str()),
-                        });
-                    }
-                }
-            }
-            open()
-        }
-        other => other,
-    };
-    let result = opened.and_then(|mut f| {
-        let mut data = Vec::with_capacity(16 + body.len());
-        data.extend_from_slice(header);
-        data.extend_from_slice(body);
-        f.write_all(&data)?;
-        drop(f);
-        fs::rename(&tmp, cfile)
-    });
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        WriteError {
-            class_name: crate::pyrepr::os_error_class(&e),
-            text: crate::pyrepr::os_error_text(&e, &tmp),
-        }
-    })
+    crate::fsutil::write_atomic(Path::new(cfile), Path::new(&tmp), mode, &[header, body]).map_err(
+        |e| WriteError {
+            class_name: crate::pyrepr::os_error_class(&e.error),
+            text: crate::pyrepr::os_error_text(&e.error, e.path.as_os_str()),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -92,6 +92,7 @@ impl Session {
                 size: settings.jobs,
                 job_timeout: settings.compile_timeout,
                 cwd: None,
+                start_gate: settings.worker_gate.clone(),
             },
         );
         let interp = &self.interpreter;

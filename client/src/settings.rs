@@ -77,6 +77,8 @@ pub struct Settings {
     pub log_filter: Option<String>,
     /// `SOURCE_DATE_EPOCH` is set and non-empty: py_compile's default mode is checked-hash.
     pub source_date_epoch: bool,
+    /// Test hook (`PYCACHE_TEST_WORKER_GATE`): workers start only once this file exists.
+    pub worker_gate: Option<PathBuf>,
     /// `[tool.pycache]` optimize levels.
     pub optimize: Option<Vec<i64>>,
     /// `[tool.pycache]` exclude.
@@ -140,6 +142,7 @@ impl Settings {
                 .filter(|l| !l.is_empty())
                 .or_else(|| env("PYCACHE_DEBUG").map(|_| "debug".to_owned())),
             source_date_epoch: env("SOURCE_DATE_EPOCH").is_some(),
+            worker_gate: env("PYCACHE_TEST_WORKER_GATE").map(PathBuf::from),
             optimize: project.optimize,
             exclude: project.exclude,
             config_file,

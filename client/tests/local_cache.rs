@@ -116,7 +116,7 @@ fn a_corrupted_cache_file_is_detected_recompiled_and_replaced() {
     let cache = base.join("cache");
     sync_json(&copy(&base, "one"), &cache);
     // Damage one entry file: flip a byte in its middle.
-    let entries = cache.join("entries");
+    let entries = cache.join("entries-v2");
     let victim = std::fs::read_dir(&entries)
         .unwrap()
         .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())

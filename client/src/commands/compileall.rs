@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use crate::compileall::args::{self, CompileallArgs, Dialect, Parsed};
 use crate::compileall::plan::{FileOptions, Planner};
 use crate::engine::{Style, Summary};
+use crate::pyc::InvalidationMode;
 use crate::session::{Plan, Session};
 
 /// Runs compileall; returns the process exit status.
@@ -42,7 +43,11 @@ pub fn run(session: &Session, raw_args: Vec<OsString>) -> Result<i32> {
         None => None,
     };
     let ctx = session.plan_context();
+    let invalidation_mode = args
+        .invalidation_mode
+        .unwrap_or_else(|| session.default_invalidation_mode());
     let opts = FileOptions {
+        timestamp_pycs: invalidation_mode == InvalidationMode::Timestamp,
         force: args.force,
         quiet: args.quiet,
         legacy: args.legacy,
@@ -85,7 +90,7 @@ pub fn run(session: &Session, raw_args: Vec<OsString>) -> Result<i32> {
             .map(|s| OsString::from_vec(s.into_bytes()))
             .collect();
         path_planner.compile_path(&sys_path);
-        return execute(session, path_planner.events, &args);
+        return execute(session, path_planner.events, &args, invalidation_mode);
     }
     let mut planner = Planner::new(&ctx, &opts);
     let maxlevels = args.recursion.or(args.maxlevels);
@@ -107,16 +112,19 @@ pub fn run(session: &Session, raw_args: Vec<OsString>) -> Result<i32> {
         }
     }
     let events = planner.events;
-    execute(session, events, &args)
+    execute(session, events, &args, invalidation_mode)
 }
 
-fn execute(session: &Session, events: Vec<Event>, args: &CompileallArgs) -> Result<i32> {
+fn execute(
+    session: &Session,
+    events: Vec<Event>,
+    args: &CompileallArgs,
+    invalidation_mode: InvalidationMode,
+) -> Result<i32> {
     let plan = Plan {
         events,
         style: Style::Compileall { quiet: args.quiet },
-        invalidation_mode: args
-            .invalidation_mode
-            .unwrap_or_else(|| session.default_invalidation_mode()),
+        invalidation_mode,
         hardlink_dupes: args.hardlink_dupes,
     };
     let (ok, _) = session

@@ -60,6 +60,7 @@ pub fn run(session: &Session, args: &SyncArgs, started: Instant) -> Result<i32> 
         None => session.default_invalidation_mode(),
     };
     let opts = FileOptions {
+        timestamp_pycs: invalidation_mode == InvalidationMode::Timestamp,
         force: args.force,
         quiet: 1,
         legacy: false,

@@ -52,6 +52,9 @@ pub struct FileOptions {
     pub prependdir: Option<OsString>,
     /// `-e`.
     pub limit_sl_dest: Option<OsString>,
+    /// The run writes timestamp pycs (`--invalidation-mode timestamp`, the default): a pyc it
+    /// wrote is up to date for a later visit of the same file in the same run.
+    pub timestamp_pycs: bool,
 }
 
 /// One optimization level of a file to compile.
@@ -63,6 +66,8 @@ pub struct Level {
     pub effective: u8,
     /// Where the pyc goes.
     pub cfile: OsString,
+    /// An earlier file task of this run writes this pyc too.
+    pub planned_before: bool,
 }
 
 /// A file compileall would compile.
@@ -74,6 +79,10 @@ pub struct FileTask {
     pub dfile: Option<OsString>,
     /// Levels in the order compileall compiles them.
     pub levels: Vec<Level>,
+    /// A later visit of a file this run compiles already (overlapping arguments): compileall
+    /// finds it up to date, and skips it silently, when the earlier visit wrote every level
+    /// that is not up to date on disk.
+    pub revisit: bool,
 }
 
 impl FileTask {
@@ -107,6 +116,8 @@ pub struct Planner<'a> {
     pub python_files: u64,
     /// Files compileall found up to date.
     pub up_to_date: u64,
+    /// Every pyc an earlier task of this run writes (normalized paths).
+    planned: std::collections::HashSet<PathBuf>,
 }
 
 impl<'a> Planner<'a> {
@@ -118,6 +129,7 @@ impl<'a> Planner<'a> {
             events: Vec::new(),
             python_files: 0,
             up_to_date: 0,
+            planned: Default::default(),
         }
     }
 
@@ -306,28 +318,46 @@ impl<'a> Planner<'a> {
                         &self.ctx.cwd,
                     )
                 };
+                let planned_before = self
+                    .planned
+                    .contains(&normalize(Path::new(&cfile), &self.ctx.cwd));
                 Level {
                     opt_level,
                     effective,
                     cfile,
+                    planned_before,
                 }
             })
             .collect();
+        let mut revisit = false;
         if !self.opts.force {
             let expect = pyc::expected_timestamp_prefix(self.ctx.magic, pyc::python_mtime(&meta));
-            // 3.8 checks its one pyc; 3.9+ every level's.
-            if levels
+            // 3.8 checks its one pyc; 3.9+ every level's. A pyc this run writes counts as up to
+            // date when the run writes timestamp pycs (the check happens after that write).
+            let current: Vec<bool> = levels
                 .iter()
-                .all(|l| pyc::starts_with(Path::new(&l.cfile), &expect))
-            {
-                self.up_to_date += 1;
-                return;
+                .map(|l| {
+                    (l.planned_before && self.opts.timestamp_pycs)
+                        || pyc::starts_with(Path::new(&l.cfile), &expect)
+                })
+                .collect();
+            if current.iter().all(|c| *c) {
+                if !levels.iter().any(|l| l.planned_before) {
+                    self.up_to_date += 1;
+                    return;
+                }
+                revisit = true;
             }
+        }
+        for level in &levels {
+            self.planned
+                .insert(normalize(Path::new(&level.cfile), &self.ctx.cwd));
         }
         self.events.push(Event::File(FileTask {
             fullname: fullname.to_os_string(),
             dfile,
             levels,
+            revisit,
         }));
     }
 
@@ -456,4 +486,21 @@ mod tests {
         assert_eq!(os_path_join(OsStr::new("a"), OsStr::new("/b")), "/b");
         assert_eq!(basename(OsStr::new("x/y.py")), "y.py");
     }
+}
+
+/// `path` made absolute against `cwd` with `.` and `..` resolved lexically: two spellings of one
+/// pyc path compare equal.
+fn normalize(path: &Path, cwd: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in cwd.join(path).components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -2,7 +2,7 @@
 //! its .pyc files are written as py_compile writes them (hard links for `--hardlink-dupes`)
 //! and its lines printed as compileall prints them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -16,14 +16,19 @@ use super::resolve::{FileRecord, Resolution, Slot};
 use super::sinks::Sinks;
 use super::{Compiler, RunConfig, Style, Summary};
 use crate::compileall::plan::{Event, FileTask};
-use crate::output::Console;
+use crate::output::{Console, WarningKind};
 use crate::pyc;
 use crate::pyrepr::{backslashreplace, os_error_class, os_error_text, repr};
-use crate::workers::CompileOutcome;
+use crate::workers::{CompileOutcome, SourceRead};
 
 /// A finished compile job.
 enum Finished {
-    Entry(Arc<Entry>),
+    /// An entry; `changed` holds what was really compiled when the source changed between
+    /// hashing and compiling (the entry was then not stored anywhere).
+    Entry {
+        entry: Arc<Entry>,
+        changed: Option<SourceRead>,
+    },
     Raised {
         class_name: String,
         text: String,
@@ -34,6 +39,7 @@ enum Finished {
 /// Collects worker results as they arrive, in any order, and hands each file its own.
 struct Results<'a> {
     compiler: &'a dyn Compiler,
+    console: &'a Console,
     resolution: &'a Resolution,
     sinks: &'a Sinks,
     done: HashMap<u64, Finished>,
@@ -55,8 +61,22 @@ impl Results<'_> {
 
     /// Turns a worker result into an entry; deterministic ones are stored in the sinks.
     fn absorb(&self, job: u64, outcome: CompileOutcome, summary: &mut Summary) -> Finished {
+        let miss = self.resolution.misses.get(job as usize);
+        let mut changed = None;
         let entry = match outcome {
-            CompileOutcome::Compiled { body, warnings } => Entry::compiled(body, warnings),
+            CompileOutcome::Compiled {
+                body,
+                warnings,
+                read,
+            } => {
+                // The worker read the file again: store the result only if it compiled exactly
+                // the bytes the key was hashed from.
+                let hashed = miss.map(|m| m.key.source_hash);
+                if hashed != Some(*blake3::hash(&read.bytes).as_bytes()) {
+                    changed = Some(read);
+                }
+                Entry::compiled(body, warnings)
+            }
             CompileOutcome::Failed { message, warnings } => Entry::failed(message, warnings),
             CompileOutcome::Raised {
                 class_name,
@@ -79,10 +99,18 @@ impl Results<'_> {
         };
         summary.compiled += 1;
         let entry = Arc::new(entry);
-        if let Some(miss) = self.resolution.misses.get(job as usize) {
-            self.sinks.store(&miss.key, &entry);
+        match (miss, &changed) {
+            (Some(miss), None) => self.sinks.store(&miss.key, &entry),
+            (Some(miss), Some(_)) => self.console.warn(
+                WarningKind::SourceChanged,
+                &format!(
+                    "{} changed while it was compiled; its result is not cached",
+                    crate::pyrepr::repr(&miss.fullname)
+                ),
+            ),
+            (None, _) => {}
         }
-        Finished::Entry(entry)
+        Finished::Entry { entry, changed }
     }
 }
 
@@ -103,12 +131,15 @@ pub fn emit(
     let mut printer = Printer::new(cfg, console);
     let mut results = Results {
         compiler,
+        console,
         resolution,
         sinks,
         done: HashMap::new(),
     };
     let mut records = resolution.files.iter();
     let mut success = true;
+    // Pycs written by files that succeeded: a revisit finds them up to date.
+    let mut written: HashSet<&OsStr> = HashSet::new();
     for event in events {
         match event {
             Event::WalkLine(line) | Event::FileLine(line) => printer.line(line)?,
@@ -121,8 +152,19 @@ pub fn emit(
                 let record = records
                     .next()
                     .expect("resolve makes one record per file task");
+                let earlier_wrote_it = task
+                    .levels
+                    .iter()
+                    .all(|l| !l.planned_before || written.contains(l.cfile.as_os_str()));
+                if task.revisit && earlier_wrote_it {
+                    summary.up_to_date += 1;
+                    console.tick();
+                    continue;
+                }
                 printer.compiling(&task.fullname)?;
-                if !emit_file(task, record, cfg, &mut results, &mut printer, summary)? {
+                if emit_file(task, record, cfg, &mut results, &mut printer, summary)? {
+                    written.extend(task.levels.iter().map(|l| l.cfile.as_os_str()));
+                } else {
                     success = false;
                     summary.errors += 1;
                 }
@@ -158,10 +200,10 @@ fn emit_file(
             out.error_raised(&task.fullname, e.class_name, &e.text)?;
             return Ok(false);
         }
-        let entry = match slot {
-            Slot::Ready(entry) => Arc::clone(entry),
+        let (entry, changed) = match slot {
+            Slot::Ready(entry) => (Arc::clone(entry), None),
             Slot::Job(id) => match results.wait(*id, summary)? {
-                Finished::Entry(entry) => Arc::clone(entry),
+                Finished::Entry { entry, changed } => (Arc::clone(entry), changed.clone()),
                 Finished::Raised {
                     class_name,
                     text,
@@ -182,16 +224,25 @@ fn emit_file(
             }
             Outcome::Compiled { body } => body,
         };
-        let header = pyc::header(
-            cfg.invalidation_mode,
-            &pyc::HeaderInputs {
+        // The header describes the bytes that were compiled: those hashed, or, when the file
+        // changed in between, what py_compile read and the stat it took after reading.
+        let inputs = match &changed {
+            None => pyc::HeaderInputs {
                 magic: cfg.magic,
                 siphash13: cfg.siphash13,
                 source: &source.bytes,
                 mtime: pyc::python_mtime(&source.meta),
                 size: source.meta.size(),
             },
-        );
+            Some(read) => pyc::HeaderInputs {
+                magic: cfg.magic,
+                siphash13: cfg.siphash13,
+                source: &read.bytes,
+                mtime: i64::from(read.mtime),
+                size: u64::from(read.size),
+            },
+        };
+        let header = pyc::header(cfg.invalidation_mode, &inputs);
         if let Err(e) = pyc::write_pyc(&level.cfile, Some(source.meta.mode()), &header, body) {
             out.error_raised(&task.fullname, e.class_name, &e.text)?;
             return Ok(false);

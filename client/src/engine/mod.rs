@@ -149,6 +149,11 @@ pub fn run(
     let early = tiers.remote.is_none().then_some(compiler);
     let mut resolution = resolve::resolve(events, cfg, tiers.local, early, console, summary);
     summary.lookup_seconds = started.elapsed().as_secs_f64();
+    tracing::debug!(
+        files = resolution.files.len(),
+        misses = resolution.misses.len(),
+        "local lookup done"
+    );
 
     let fetch_started = Instant::now();
     let fetched = fetch::fetch(&mut resolution, tiers.remote, summary)?;

@@ -54,6 +54,8 @@ pub struct Miss {
     pub key: CacheKey,
     /// Its digest.
     pub digest: KeyDigest,
+    /// The source file, as compileall names it.
+    pub fullname: std::ffi::OsString,
     /// The compile job, until it is handed to the workers.
     pub job: Option<CompileJob>,
 }
@@ -143,7 +145,12 @@ pub fn resolve(
                 None => Some(job),
             };
             by_digest.insert(digest, id);
-            out.misses.push(Miss { key, digest, job });
+            out.misses.push(Miss {
+                key,
+                digest,
+                fullname: task.fullname.clone(),
+                job,
+            });
             levels.push(Slot::Job(id));
         }
         out.files.push(FileRecord {

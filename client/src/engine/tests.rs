@@ -28,6 +28,11 @@ impl ReversingPool {
             }
         } else {
             CompileOutcome::Compiled {
+                read: crate::workers::SourceRead {
+                    bytes: std::fs::read(&job.source).unwrap(),
+                    mtime: 0,
+                    size: 0,
+                },
                 // A body that tells which job produced it.
                 body: [
                     &[0xe3][..],
@@ -90,8 +95,10 @@ fn fixture(names: &[&str], levels: &[u8]) -> Fixture {
                     opt_level: i64::from(opt),
                     effective: opt,
                     cfile: OsString::from(format!("{}.opt{opt}.pyc", path.display())),
+                    planned_before: false,
                 })
                 .collect(),
+            revisit: false,
         }));
     }
     Fixture { dir, events }

@@ -36,6 +36,12 @@ pub(super) struct ProbeAnswer {
     bytes_warning: u8,
     int_max_str_digits: Option<i64>,
     hash_seed: Option<String>,
+    /// `sys.version_info` in full, e.g. `3.13.5final0`.
+    release: Option<String>,
+    /// `sys.implementation.version` in full (PyPy's own version on PyPy).
+    implementation_version: Option<String>,
+    /// `sys.executable` as the interpreter sees itself (the real binary behind a wrapper).
+    real_executable: Option<String>,
 }
 
 impl ProbeAnswer {
@@ -76,8 +82,16 @@ impl ProbeAnswer {
         if !self.safe_path && !sys_path.is_empty() {
             sys_path.remove(0);
         }
+        // A wrapper (a pyenv shim) runs the real interpreter: the workers run that one directly.
+        let real_executable = self
+            .real_executable
+            .as_deref()
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_absolute() && p.is_file())
+            .unwrap_or_else(|| executable.to_path_buf());
         Ok(Interpreter {
             executable: executable.to_path_buf(),
+            real_executable,
             version: match self.version[..] {
                 [a, b, c, ..] => (a, b, c),
                 _ => return Err(missing("version")),
@@ -100,7 +114,10 @@ impl ProbeAnswer {
         })
     }
 
-    /// The settings fingerprint: `v1;` then `;`-separated `name=value` parts, in this order:
+    /// The settings fingerprint: `v2;` then `;`-separated `name=value` parts, in this order:
+    /// - `impl` — the implementation and its exact version (`cpython-3.13.5final0`): bytecode
+    ///   changed within 3.13 patch releases without a new magic number (GH-135171 in 3.13.4);
+    /// - `py` — `sys.version_info` in full;
     /// - `ndr` — 1 when `no_debug_ranges` is on (3.11+; measured by compiling, `-` before 3.11);
     /// - `w` — 16 hex digits of blake3 over the effective `warnings.filters` (`PYTHONWARNINGS`,
     ///   `-W`, dev mode): `error` turns a compile warning into a failure, `ignore` silences it;
@@ -117,7 +134,11 @@ impl ProbeAnswer {
         };
         let filters = self.warnings_filters.as_deref().unwrap_or("");
         let warn = &blake3::hash(filters.as_bytes()).to_hex()[..16];
-        let mut out = format!("v1;ndr={ndr};w={warn}");
+        let implementation = self.implementation.as_deref().unwrap_or("?");
+        let release = self.release.as_deref().unwrap_or("?");
+        let impl_release = self.implementation_version.as_deref().unwrap_or("?");
+        let mut out =
+            format!("v2;impl={implementation}-{impl_release};py={release};ndr={ndr};w={warn}");
         if self.dev_mode {
             out.push_str(";dev=1");
         }
@@ -193,7 +214,7 @@ mod tests {
         let base = r#"{"version":[3,11,7],"implementation":"cpython","debug_ranges":true,
             "warnings_filters":"[]","int_max_str_digits":4300,"recursion_limit":1000,"hash_seed":"0"}"#;
         let fp = answer(base).settings_fingerprint();
-        assert!(fp.starts_with("v1;ndr=0;w="), "{fp}");
+        assert!(fp.starts_with("v2;impl=cpython-?;py=?;ndr=0;w="), "{fp}");
         assert!(fp.ends_with(";digits=4300;rl=1000"), "{fp}");
         let no_ranges = base.replace(r#""debug_ranges":true"#, r#""debug_ranges":false"#);
         assert!(answer(&no_ranges).settings_fingerprint().contains("ndr=1"));
@@ -201,6 +222,26 @@ mod tests {
         assert_ne!(answer(&errors).settings_fingerprint(), fp);
         let old = base.replace("[3,11,7]", "[3,10,13]");
         assert!(answer(&old).settings_fingerprint().ends_with(";seed=0"));
+    }
+
+    #[test]
+    fn fingerprint_holds_the_exact_interpreter_build() {
+        // 3.13.0 and 3.13.5 share a magic number but not their comprehension bytecode.
+        let build = |release: &str| {
+            let json = format!(
+                r#"{{"version":[3,13,0],"implementation":"cpython","release":"{release}",
+                "implementation_version":"{release}","warnings_filters":"[]"}}"#
+            );
+            answer(&json).settings_fingerprint()
+        };
+        assert_ne!(build("3.13.0final0"), build("3.13.5final0"));
+        assert_ne!(build("3.13.0candidate1"), build("3.13.0final0"));
+        assert!(build("3.13.5final0").contains("impl=cpython-3.13.5final0"));
+        let pypy = r#"{"version":[3,9,16],"implementation":"pypy","release":"3.9.16final0",
+            "implementation_version":"7.3.11final0","warnings_filters":"[]"}"#;
+        assert!(answer(pypy)
+            .settings_fingerprint()
+            .contains("impl=pypy-7.3.11final0"));
     }
 
     #[test]

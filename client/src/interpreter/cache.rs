@@ -62,8 +62,31 @@ pub(super) fn probe_key(executable: &Path, script: &str) -> std::io::Result<Stri
     if wrapper || relative_pythonpath {
         let cwd = std::env::current_dir().unwrap_or_default();
         field("cwd", cwd.as_os_str().as_encoded_bytes());
+        if wrapper {
+            // What a version manager's shim decides by: `.python-version` in the current
+            // directory or above, and the global version file.
+            for file in version_files(&cwd) {
+                if let Ok(text) = std::fs::read(&file) {
+                    field("version-file", file.as_os_str().as_encoded_bytes());
+                    field("=", &text);
+                }
+            }
+        }
     }
     Ok(hasher.finalize().to_hex()[..32].to_string())
+}
+
+/// The files a pyenv-style shim reads to pick a version: `.python-version` from `cwd` up to
+/// the root, then `$PYENV_ROOT/version` (default `~/.pyenv/version`).
+fn version_files(cwd: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = cwd.ancestors().map(|d| d.join(".python-version")).collect();
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| dirs::home_dir().map(|h| h.join(".pyenv")));
+    if let Some(root) = root {
+        files.push(root.join("version"));
+    }
+    files
 }
 
 /// mtime (ns), size, inode and device of a file.
@@ -177,6 +200,7 @@ mod tests {
         std::fs::create_dir(&site).unwrap();
         let interp = Interpreter {
             executable: "/x/python".into(),
+            real_executable: "/x/python".into(),
             implementation: "cpython".into(),
             version: (3, 11, 7),
             magic: *b"\xa7\x0d\x0d\x0a",

@@ -3,6 +3,12 @@
 import sys
 
 _out = {"version": list(sys.version_info[:3])}
+# `python -c` puts the current directory first on sys.path; `python -m compileall` imports
+# nothing of the probe's from there, so neither does the probe: a project's own `json.py` or
+# `types.py` must not shadow the interpreter's modules.
+_head = None
+if sys.path and not getattr(getattr(sys, "flags", None), "safe_path", False):
+    _head = sys.path.pop(0)
 try:
     import importlib.util
     import json
@@ -15,7 +21,10 @@ try:
     _out["optimize"] = sys.flags.optimize
     _out["pycache_prefix"] = getattr(sys, "pycache_prefix", None)
     _out["stdout_encoding"] = sys.stdout.encoding or sys.getdefaultencoding()
-    _out["sys_path"] = sys.path
+    _out["sys_path"] = ([_head] if _head is not None else []) + sys.path
+    _out["release"] = "%d.%d.%d%s%d" % tuple(sys.version_info)
+    _out["implementation_version"] = "%d.%d.%d%s%d" % tuple(sys.implementation.version)
+    _out["real_executable"] = sys.executable or None
     _out["safe_path"] = bool(getattr(sys.flags, "safe_path", False))
     _out["source_hash"] = importlib.util.source_hash(b"pycache probe").hex()
     _out["recursion_limit"] = sys.getrecursionlimit()

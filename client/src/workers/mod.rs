@@ -43,6 +43,17 @@ pub struct CompileJob {
     pub optimize: i32,
 }
 
+/// What py_compile read for a compile, and what it found when it stat'ed the file after.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceRead {
+    /// The source bytes that were compiled.
+    pub bytes: Vec<u8>,
+    /// `int(st_mtime) & 0xFFFFFFFF` after the read (the pyc header's field).
+    pub mtime: u32,
+    /// `st_size & 0xFFFFFFFF` after the read.
+    pub size: u32,
+}
+
 /// The result of one [`CompileJob`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CompileOutcome {
@@ -53,6 +64,8 @@ pub enum CompileOutcome {
         body: Vec<u8>,
         /// Warnings text, empty when none.
         warnings: String,
+        /// What was compiled: the caller stores the body only under the hash of these bytes.
+        read: SourceRead,
     },
     /// `py_compile` raised `PyCompileError`; `message` is its `msg` (not yet re-encoded for
     /// stdout). Deterministic for a given key, so the caller may cache it.
@@ -89,6 +102,9 @@ pub struct PoolConfig {
     pub job_timeout: Duration,
     /// Working directory of the workers; `None` inherits ours (job paths may be relative).
     pub cwd: Option<PathBuf>,
+    /// Test hook: no worker starts before this file exists (makes "the source changed between
+    /// hashing and compiling" reproducible).
+    pub start_gate: Option<PathBuf>,
 }
 
 impl PoolConfig {
@@ -98,6 +114,7 @@ impl PoolConfig {
             size,
             job_timeout: DEFAULT_TIMEOUT,
             cwd: None,
+            start_gate: None,
         }
     }
 }
@@ -132,8 +149,9 @@ impl WorkerPool {
     pub fn with_config(interp: &Interpreter, config: PoolConfig) -> Self {
         let shared = Arc::new(Shared {
             launch: Launch {
-                executable: interp.executable.clone(),
+                executable: interp.real_executable.clone(),
                 cwd: config.cwd,
+                start_gate: config.start_gate,
             },
             timeout: config.job_timeout,
             started: AtomicUsize::new(0),

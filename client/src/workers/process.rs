@@ -32,6 +32,8 @@ pub(super) struct Launch {
     pub executable: PathBuf,
     /// Working directory (job paths may be relative to it); `None` inherits ours.
     pub cwd: Option<PathBuf>,
+    /// Test hook: wait for this file before starting a worker.
+    pub start_gate: Option<PathBuf>,
 }
 
 /// What the stdout reader thread reports.
@@ -58,6 +60,15 @@ impl WorkerProcess {
         started: &AtomicUsize,
         stopping: &AtomicBool,
     ) -> Result<Self, String> {
+        if let Some(gate) = &launch.start_gate {
+            let waiting = Instant::now();
+            while !gate.exists() && waiting.elapsed() < timeout {
+                if stopping.load(Ordering::Relaxed) {
+                    return Err("the pool is stopping".into());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let mut command = Command::new(&launch.executable);
         command
             .arg("-c")

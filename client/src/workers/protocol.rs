@@ -6,7 +6,7 @@
 //! warnings text, `a`, `b`. Kind 0: compiled (`a` = body); 1: failed (`a` = message);
 //! 2: raised (`a` = class name, `b` = text).
 
-use super::{CompileJob, CompileOutcome};
+use super::{CompileJob, CompileOutcome, SourceRead};
 use std::os::unix::ffi::OsStrExt;
 
 /// What the worker writes on stdout once it is ready; anything before it (a `sitecustomize`
@@ -55,10 +55,24 @@ pub(super) fn decode_response(frame: &[u8]) -> Result<(u64, CompileOutcome), Str
     let warnings = String::from_utf8_lossy(warnings).into_owned();
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let outcome = match kind {
-        0 => CompileOutcome::Compiled {
-            body: a.to_vec(),
-            warnings,
-        },
+        0 => {
+            if a.len() < 16 {
+                return Err(format!(
+                    "a compiled answer of {} bytes has no pyc header",
+                    a.len()
+                ));
+            }
+            let u32_of = |at: usize| u32::from_le_bytes(a[at..at + 4].try_into().expect("4 bytes"));
+            CompileOutcome::Compiled {
+                body: a[16..].to_vec(),
+                warnings,
+                read: SourceRead {
+                    bytes: b.to_vec(),
+                    mtime: u32_of(8),
+                    size: u32_of(12),
+                },
+            }
+        }
         1 => CompileOutcome::Failed {
             message: text(a),
             warnings,
@@ -114,13 +128,20 @@ mod tests {
 
     #[test]
     fn responses_decode() {
-        let (id, out) = decode_response(&response(3, 0, b"w", b"\xe3body", b"")).unwrap();
+        let mut pyc = b"\xa7\x0d\r\n\0\0\0\0\x01\0\0\0\x02\0\0\0".to_vec();
+        pyc.extend_from_slice(b"\xe3body");
+        let (id, out) = decode_response(&response(3, 0, b"w", &pyc, b"src")).unwrap();
         assert_eq!(id, 3);
         assert_eq!(
             out,
             CompileOutcome::Compiled {
                 body: b"\xe3body".to_vec(),
-                warnings: "w".into()
+                warnings: "w".into(),
+                read: SourceRead {
+                    bytes: b"src".to_vec(),
+                    mtime: 1,
+                    size: 2
+                }
             }
         );
         let (_, out) = decode_response(&response(4, 2, b"", b"OSError", b"nope")).unwrap();
@@ -129,6 +150,7 @@ mod tests {
         );
         assert!(decode_response(&response(4, 9, b"", b"", b"")).is_err());
         assert!(decode_response(&response(4, 0, b"", b"x", b"")[..20]).is_err());
+        assert!(decode_response(&response(4, 0, b"", b"no header", b"")).is_err());
         let mut long = response(4, 0, b"", b"x", b"");
         long.push(0);
         assert!(decode_response(&long).is_err());

@@ -18,7 +18,9 @@
 #             source, dfile (UTF-8)
 #   response: u32 len, u64 id, u8 kind (0 compiled, 1 failed, 2 raised), u32 warnings_len,
 #             u32 a_len, u32 b_len, warnings, a, b
-#             compiled: a = body; failed: a = message; raised: a = class name, b = text
+#             compiled: a = the whole pyc (its header holds the mtime and size py_compile stat'ed
+#             after reading), b = the source bytes py_compile read (the client checks them
+#             against the bytes it hashed); failed: a = message; raised: a = class name, b = text
 import os
 import sys
 
@@ -54,6 +56,15 @@ def _pcw_serve(*_pcw_args, **_pcw_kwargs):
     def _pcw_capture(_pcw_path, _pcw_data, _pcw_mode=0o666):
         _pcw_captured.append(_pcw_data)
 
+    _pcw_read = []
+    _pcw_loader_class = _pcw_bootstrap.FileLoader
+    _pcw_get_data = _pcw_loader_class.get_data
+
+    def _pcw_record_read(self, path):
+        _pcw_data = _pcw_get_data(self, path)
+        _pcw_read.append(_pcw_data)
+        return _pcw_data
+
     _pcw_out.write(b"\x00PYCACHE-WORKER-READY\n")
     _pcw_out.flush()
     while True:
@@ -73,10 +84,12 @@ def _pcw_serve(*_pcw_args, **_pcw_kwargs):
         _pcw_a = _pcw_b = b""
         sys.stderr = _pcw_stderr
         _pcw_bootstrap._write_atomic = _pcw_capture
+        _pcw_loader_class.get_data = _pcw_record_read
         try:
             py_compile.compile(fullname, _pcw_cfile, dfile, True, optimize=_pcw_opt,
                                invalidation_mode=_pcw_timestamp)
-            _pcw_a = memoryview(_pcw_captured.pop())[16:]
+            _pcw_a = _pcw_captured.pop()
+            _pcw_b = _pcw_read[-1]
         except py_compile.PyCompileError as err:
             _pcw_kind = 1
             _pcw_a = err.msg.encode("utf-8", "backslashreplace")
@@ -88,6 +101,8 @@ def _pcw_serve(*_pcw_args, **_pcw_kwargs):
             _pcw_b = str(e).encode("utf-8", "backslashreplace")
         finally:
             _pcw_bootstrap._write_atomic = _pcw_write_atomic
+            _pcw_loader_class.get_data = _pcw_get_data
+            _pcw_read.clear()
             sys.stderr = _pcw_real_stderr
             _pcw_captured.clear()
         _pcw_warn = b""

@@ -30,6 +30,7 @@ fn pool(interp: &Interpreter, cwd: &Path, size: usize, timeout: Duration) -> Wor
         size,
         job_timeout: timeout,
         cwd: Some(cwd.to_path_buf()),
+        start_gate: None,
     };
     WorkerPool::with_config(interp, config)
 }
@@ -106,6 +107,7 @@ fn outcomes_match_compileall_on_every_interpreter() {
                     CompileOutcome::Compiled {
                         body: ours,
                         warnings,
+                        ..
                     },
                     Some(theirs),
                 ) => {
