@@ -474,20 +474,6 @@ fn resolve(p: &Path, cwd: &Path) -> PathBuf {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn join_follows_posixpath() {
-        assert_eq!(os_path_join(OsStr::new("a"), OsStr::new("b")), "a/b");
-        assert_eq!(os_path_join(OsStr::new("a/"), OsStr::new("b")), "a/b");
-        assert_eq!(os_path_join(OsStr::new(""), OsStr::new("b")), "b");
-        assert_eq!(os_path_join(OsStr::new("a"), OsStr::new("/b")), "/b");
-        assert_eq!(basename(OsStr::new("x/y.py")), "y.py");
-    }
-}
-
 /// `path` made absolute against `cwd` with `.` and `..` resolved lexically: two spellings of one
 /// pyc path compare equal.
 fn normalize(path: &Path, cwd: &Path) -> PathBuf {
@@ -503,4 +489,18 @@ fn normalize(path: &Path, cwd: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_follows_posixpath() {
+        assert_eq!(os_path_join(OsStr::new("a"), OsStr::new("b")), "a/b");
+        assert_eq!(os_path_join(OsStr::new("a/"), OsStr::new("b")), "a/b");
+        assert_eq!(os_path_join(OsStr::new(""), OsStr::new("b")), "b");
+        assert_eq!(os_path_join(OsStr::new("a"), OsStr::new("/b")), "/b");
+        assert_eq!(basename(OsStr::new("x/y.py")), "y.py");
+    }
 }
