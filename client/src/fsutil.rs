@@ -66,3 +66,38 @@ pub fn write_atomic(
         }
     })
 }
+
+/// Whether process `pid` is alive (Linux: it has a `/proc` entry).
+pub fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Removes the temporary files a killed writer left in `dir`: names `owner_of` maps to the
+/// writing process's id, when that process is gone and the file is older than a moment (a live
+/// writer renames within milliseconds). Errors are ignored: this is housekeeping.
+pub fn sweep_abandoned(dir: &Path, owner_of: impl Fn(&str) -> Option<u32>) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(&owner_of) else {
+            continue;
+        };
+        if pid == me || process_alive(pid) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(2));
+        if old && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}

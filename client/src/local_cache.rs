@@ -46,9 +46,31 @@ impl LocalCache {
     /// Opens (creating if needed) the cache under `root`.
     pub fn open(root: &Path) -> io::Result<Self> {
         fs::create_dir_all(root.join(ENTRIES))?;
-        Ok(LocalCache {
+        let cache = LocalCache {
             root: root.to_path_buf(),
-        })
+        };
+        cache.sweep_now_and_then();
+        Ok(cache)
+    }
+
+    /// Removes temporary files of killed writers, at most once an hour (a marker file's mtime
+    /// says when it last happened).
+    fn sweep_now_and_then(&self) {
+        let marker = self.root.join("last-sweep");
+        let due = fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age > std::time::Duration::from_secs(3600));
+        if !due || fs::write(&marker, b"").is_err() {
+            return;
+        }
+        let Ok(shards) = fs::read_dir(self.root.join(ENTRIES)) else {
+            return;
+        };
+        for shard in shards.flatten() {
+            crate::fsutil::sweep_abandoned(&shard.path(), temp_owner);
+        }
     }
 
     /// The cache's directory.
@@ -93,6 +115,11 @@ impl LocalCache {
             .map_err(|e| e.error)?;
         Ok((encoded.len() + digest.len()) as u64)
     }
+}
+
+/// The pid in a temporary entry name (`.tmp-<pid>-<n>`).
+fn temp_owner(name: &str) -> Option<u32> {
+    name.strip_prefix(".tmp-")?.split('-').next()?.parse().ok()
 }
 
 fn verify(key: &KeyDigest, data: &[u8]) -> Result<Entry, String> {

@@ -235,15 +235,26 @@ pub fn write_pyc(
     body: &[u8],
 ) -> Result<(), WriteError> {
     let mode = (source_mode.unwrap_or(0o666) | 0o200) & 0o666;
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed) % 100_000;
     let mut tmp = cfile.to_os_string();
-    tmp.push(format!(".{}{n:04}", std::process::id()));
+    // `<cfile>.<pid:7><n:5>`: digits, as py_compile's own suffix, and the writer's pid for
+    // `temp_owner`.
+    tmp.push(format!(".{:07}{n:05}", std::process::id()));
     crate::fsutil::write_atomic(Path::new(cfile), Path::new(&tmp), mode, &[header, body]).map_err(
         |e| WriteError {
             class_name: crate::pyrepr::os_error_class(&e.error),
             text: crate::pyrepr::os_error_text(&e.error, e.path.as_os_str()),
         },
     )
+}
+
+/// The pid of the pycache process that wrote temporary pyc file `name` (`x.pyc.<pid:7><n:5>`).
+pub fn temp_owner(name: &str) -> Option<u32> {
+    let (_, suffix) = name.rsplit_once(".pyc.")?;
+    if suffix.len() != 12 || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    suffix[..7].parse().ok()
 }
 
 #[cfg(test)]
@@ -283,6 +294,14 @@ mod tests {
             hex::encode(source_hash(*b"\xa7\x0d\r\n", true, b"print(1)\n")),
             "da812d7f407a3059"
         );
+    }
+
+    #[test]
+    fn temp_names_tell_their_writer() {
+        assert_eq!(temp_owner("m.cpython-311.pyc.001234500007"), Some(12345));
+        assert_eq!(temp_owner("m.cpython-311.pyc.140234234"), None);
+        assert_eq!(temp_owner("m.cpython-311.pyc"), None);
+        assert_eq!(temp_owner("m.py.001234500007"), None);
     }
 
     #[test]

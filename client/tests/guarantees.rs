@@ -80,7 +80,7 @@ fn a_cache_entry_moved_under_another_key_is_never_served() {
     let entries: Vec<PathBuf> = files(&cache)
         .into_iter()
         .map(|(p, _)| cache.join(p))
-        .filter(|p| !p.starts_with(cache.join("interpreters")))
+        .filter(|p| !p.starts_with(cache.join("interpreters")) && p.parent() != Some(&*cache))
         .collect();
     assert_eq!(entries.len(), 2, "{entries:?}");
     let (x, y) = (
@@ -390,4 +390,44 @@ fn a_source_changed_during_a_run_is_not_cached_under_its_old_hash() {
         "1",
         "the cache served the compile of the changed bytes for the original source"
     );
+}
+
+/// A killed client's temporary files (a `.pyc.<n>` beside the pyc, a temporary cache entry)
+/// are removed by a later run.
+#[test]
+fn temporary_files_of_a_killed_run_are_removed_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    write_modules(&tmp.path().join("src"), 2);
+    // A process id that is surely gone: one we started and waited for.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let pycache = tmp.path().join("src/__pycache__");
+    std::fs::create_dir_all(&pycache).unwrap();
+    let stale_pyc = pycache.join(format!("module_0000.cpython-311.pyc.{pid:07}00003"));
+    std::fs::write(&stale_pyc, b"half a pyc").unwrap();
+    let shard = cache.join("entries-v2/ab");
+    std::fs::create_dir_all(&shard).unwrap();
+    let stale_entry = shard.join(format!(".tmp-{pid}-7"));
+    std::fs::write(&stale_entry, b"half an entry").unwrap();
+    for file in [&stale_pyc, &stale_entry] {
+        let touched = Command::new("touch")
+            .args(["-d", "10 minutes ago"])
+            .arg(file)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    }
+    let run = client(tmp.path(), &cache)
+        .args(["sync", "-q", "src"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    assert!(!stale_pyc.exists(), "the abandoned .pyc.<n> is still there");
+    assert!(
+        !stale_entry.exists(),
+        "the abandoned cache temp file is still there"
+    );
+    assert_eq!(files(&pycache).len(), 2);
 }

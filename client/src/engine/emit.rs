@@ -174,6 +174,14 @@ pub fn emit(
     }
     console.finish_progress();
     console.flush()?;
+    // Temporary pycs of killed runs, in the directories this run wrote to.
+    let dirs: HashSet<&std::path::Path> = written
+        .iter()
+        .filter_map(|c| std::path::Path::new(c).parent())
+        .collect();
+    for dir in dirs {
+        crate::fsutil::sweep_abandoned(dir, pyc::temp_owner);
+    }
     Ok(success)
 }
 
