@@ -1,0 +1,74 @@
+//! `sync` on a real terminal (tmux): the progress bar and pycache's warnings share stderr
+//! through one owner, so a warning raised on a background thread while the bar is drawn
+//! leaves both intact, and is said once, not once per file.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux is needed for the terminal tests (apt-get install tmux)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_warning_during_the_progress_bar_leaves_it_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..600 {
+        std::fs::write(
+            src.join(format!("m{i:04}.py")),
+            format!("def f(x):\n    return [x * {i} for _ in range(3)]\n"),
+        )
+        .unwrap();
+    }
+    // Every shard of the local cache is a file, not a directory: storing any entry fails, on
+    // the background thread that writes the cache, while the bar is drawn.
+    let cache = tmp.path().join("cache");
+    for dir in ["entries", "entries-v2"] {
+        std::fs::create_dir_all(cache.join(dir)).unwrap();
+        for shard in 0..256 {
+            std::fs::write(cache.join(dir).join(format!("{shard:02x}")), b"").unwrap();
+        }
+    }
+    let done = tmp.path().join("done");
+    let script = format!(
+        "cd {} && env -u PYCACHE_SERVER PYCACHE_CACHE_DIR={} {} sync src; touch {}; sleep 60",
+        tmp.path().display(),
+        cache.display(),
+        CLIENT,
+        done.display()
+    );
+    let session = format!("pycache-term-{}", std::process::id());
+    tmux(&["new-session", "-d", "-s", &session, "-x", "150", "-y", "40", &script]);
+    let started = Instant::now();
+    while !done.exists() && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let screen = tmux(&["capture-pane", "-p", "-t", &session]);
+    tmux(&["kill-session", "-t", &session]);
+    assert!(done.exists(), "sync did not finish: {screen}");
+    assert!(Path::new(&src.join("__pycache__")).is_dir(), "{screen}");
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    let warnings: Vec<&&str> = lines.iter().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "one warning, said once:\n{screen}");
+    assert!(
+        warnings[0].starts_with("pycache: warning: could not store an entry in the local cache"),
+        "the warning line is intact:\n{screen}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("files") && l.contains('[')),
+        "no bar fragment is left on the screen:\n{screen}"
+    );
+    let summary = lines.last().unwrap();
+    assert!(
+        summary.starts_with("pycache: 600 files:"),
+        "the summary line is intact:\n{screen}"
+    );
+}
