@@ -233,6 +233,40 @@ mod tests {
     }
 
     #[test]
+    fn command_line_beats_project_beats_defaults() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[tool.pycache]\ntimeout = 3\ncompile-timeout = 7\njobs = 5\n",
+        )
+        .unwrap();
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["pycache-client"].iter().chain(args).chain(&["status"]))
+                .unwrap();
+            Settings::resolve(&cli, dir.path()).unwrap()
+        };
+        let from_project = parse(&[]);
+        assert_eq!(from_project.remote_timeout, Duration::from_secs(3));
+        assert_eq!(from_project.compile_timeout, Duration::from_secs(7));
+        assert_eq!(from_project.jobs, 5);
+        let from_cli = parse(&["--timeout", "1.5", "--jobs", "2"]);
+        assert_eq!(from_cli.remote_timeout, Duration::from_millis(1500));
+        assert_eq!(from_cli.jobs, 2);
+        assert_eq!(from_cli.compile_timeout, Duration::from_secs(7));
+        let cli = Cli::try_parse_from(["pycache-client", "--timeout=0", "status"]).unwrap();
+        let err = Settings::resolve(&cli, dir.path()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("positive number of seconds"),
+            "{err:#}"
+        );
+        std::fs::remove_file(dir.path().join("pyproject.toml")).unwrap();
+        let defaults = parse(&[]);
+        assert_eq!(defaults.remote_timeout, DEFAULT_REMOTE_TIMEOUT);
+        assert_eq!(defaults.compile_timeout, DEFAULT_COMPILE_TIMEOUT);
+    }
+
+    #[test]
     fn project_config_is_read_from_the_nearest_pyproject() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

@@ -46,7 +46,17 @@ fn a_warning_during_the_progress_bar_leaves_it_intact() {
         done.display()
     );
     let session = format!("pycache-term-{}", std::process::id());
-    tmux(&["new-session", "-d", "-s", &session, "-x", "150", "-y", "40", &script]);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "150",
+        "-y",
+        "40",
+        &script,
+    ]);
     let started = Instant::now();
     while !done.exists() && started.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(100));
