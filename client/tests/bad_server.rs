@@ -1,0 +1,198 @@
+//! The client against servers that misbehave on purpose, over real TCP on 127.0.0.1: one that
+//! drips its answer a byte at a time, one that streams frames without end. The client's
+//! deadline is for the whole request and it accepts no more than the keys it asked for can
+//! weigh: the run ends in time, compiles locally, and writes correct .pyc files.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
+
+/// How the fake server answers a batch get.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// One byte of a pack every 300 ms, forever.
+    Drip,
+    /// Valid 400 KiB frames, as fast as the socket takes them, forever.
+    Flood,
+}
+
+fn info_json() -> String {
+    serde_json::json!({
+        "version": "test",
+        "max_entry_bytes": 512 * 1024,
+        "max_request_bytes": 64 << 20,
+        "max_batch_keys": 10000,
+        "scope": "read",
+        "public_read": true,
+    })
+    .to_string()
+}
+
+/// Reads one request's head and body; returns its path.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut first = String::new();
+    reader.read_line(&mut first).ok()?;
+    let path = first.split_whitespace().nth(1)?.to_owned();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(path)
+}
+
+/// One valid pack frame (without the pack header) of an entry of about 400 KiB.
+fn big_frame() -> Vec<u8> {
+    let key = pycache_proto::CacheKey {
+        source_hash: [7; 32],
+        magic: *b"\xa7\x0d\r\n",
+        cache_tag: "cpython-311".into(),
+        optimization: 0,
+        settings: "flood".into(),
+        dfile: "flood.py".into(),
+    };
+    let mut body = vec![0xe3u8];
+    body.resize(400 * 1024, 0x4e);
+    let entry = pycache_proto::Entry::compiled(body, String::new());
+    let mut pack = pycache_proto::pack::PackWriter::new();
+    pack.push(&pycache_proto::pack::Frame::new(key, &entry));
+    let bytes = pack.finish();
+    bytes[8..bytes.len() - 8].to_vec()
+}
+
+fn serve(listener: TcpListener, answer: Answer, sent: Arc<AtomicU64>) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let sent = Arc::clone(&sent);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut out = stream;
+            while let Some(path) = read_request(&mut reader) {
+                if path.ends_with("/info") {
+                    let body = info_json();
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    continue;
+                }
+                let _ = out.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-pycache-pack\r\ncontent-length: 1000000000\r\n\r\nPYCPACK\x01",
+                );
+                match answer {
+                    Answer::Drip => loop {
+                        std::thread::sleep(Duration::from_millis(300));
+                        if out.write_all(&[0]).is_err() {
+                            return;
+                        }
+                    },
+                    Answer::Flood => {
+                        // Every frame is valid: the client can only stop by its own bound.
+                        let frame = big_frame();
+                        loop {
+                            if out.write_all(&frame).is_err() {
+                                return;
+                            }
+                            sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn run_against(answer: Answer) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&sent);
+    std::thread::spawn(move || serve(listener, answer, counter));
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..5 {
+        std::fs::write(src.join(format!("m{i}.py")), format!("X = {i}\n")).unwrap();
+    }
+    let reference = tmp.path().join("reference");
+    std::fs::create_dir_all(&reference).unwrap();
+    Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&reference)
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let out = Command::new(CLIENT)
+        .current_dir(tmp.path())
+        .env("PYCACHE_CACHE_DIR", tmp.path().join("cache"))
+        .env("PYCACHE_SERVER", &url)
+        .env("PYCACHE_TIMEOUT", "2")
+        .env_remove("PYCACHE_TOKEN")
+        .env_remove("PYCACHE_PYTHON")
+        .args(["compileall", "-q", "src"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the run took {took:?} against a 2 s deadline: {stderr}"
+    );
+    assert!(
+        stderr.contains(&url),
+        "the warning names the server: {stderr}"
+    );
+    let status = Command::new("python3")
+        .current_dir(&reference)
+        .args(["-m", "compileall", "-q", "src"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pycs = |root: &Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(root.join("src/__pycache__"))
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(pycs(tmp.path()), pycs(&reference));
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(
+        sent < 64 << 20,
+        "the client took {sent} bytes for 5 keys of at most 512 KiB each"
+    );
+}
+
+#[test]
+fn a_server_that_drips_its_answer_is_given_up_at_the_deadline() {
+    run_against(Answer::Drip);
+}
+
+#[test]
+fn a_server_that_streams_without_end_is_cut_off_by_the_clients_bound() {
+    run_against(Answer::Flood);
+}
