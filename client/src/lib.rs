@@ -6,6 +6,7 @@ pub mod compileall;
 pub mod engine;
 pub mod interpreter;
 pub mod local_cache;
+pub mod marshal;
 pub mod pyc;
 pub mod pyrepr;
 pub mod remote;
