@@ -40,7 +40,8 @@ pub enum NotRelocatable {
         /// What it holds, lossily decoded.
         found: String,
     },
-    /// A `co_filename` is not a string, or its interning is not what this version does.
+    /// A `co_filename` is not a string, or not written with the type code this version picks
+    /// for it (interned or not, length form, ASCII or not).
     #[error("a co_filename is not written the way this Python version writes it")]
     UnexpectedFilename,
     /// The filename object is referenced from outside a `co_filename`, or a `co_filename`
@@ -128,7 +129,7 @@ impl<'p> Rewrite<'p> {
                         found: String::from_utf8_lossy(s.data).into_owned(),
                     });
                 }
-                if s.kind.is_interned() != self.interned {
+                if s.kind != StrKind::for_content(self.old, self.interned) {
                     return Err(NotRelocatable::UnexpectedFilename);
                 }
                 s.kind = StrKind::for_content(self.new, self.interned);
@@ -183,5 +184,179 @@ impl<'p> Rewrite<'p> {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::marshal::MAX_DEPTH;
+
+    const EMPTY_BYTES: &[u8] = b"s\x00\x00\x00\x00";
+    const EMPTY_TUPLE: &[u8] = b")\x00";
+
+    /// A flagged, non-interned short ASCII string (slot `n` when `n` slots came before).
+    fn short_str(s: &str, flag: bool) -> Vec<u8> {
+        let mut out = vec![if flag { b'z' | 0x80 } else { b'z' }, s.len() as u8];
+        out.extend_from_slice(s.as_bytes());
+        out
+    }
+
+    fn reference(index: u32) -> Vec<u8> {
+        let mut out = vec![b'r'];
+        out.extend_from_slice(&index.to_le_bytes());
+        out
+    }
+
+    /// A 3.11-layout code object with these constants and this filename field.
+    fn code311(consts: &[u8], filename: &[u8]) -> Vec<u8> {
+        let mut out = vec![b'c'];
+        out.extend_from_slice(&[0; 20]);
+        out.extend_from_slice(EMPTY_BYTES);
+        out.extend_from_slice(consts);
+        out.extend_from_slice(EMPTY_TUPLE);
+        out.extend_from_slice(EMPTY_TUPLE);
+        out.extend_from_slice(EMPTY_BYTES);
+        out.extend_from_slice(filename);
+        out.extend_from_slice(b"z\x01m");
+        out.extend_from_slice(b"z\x01m");
+        out.extend_from_slice(&1i32.to_le_bytes());
+        out.extend_from_slice(EMPTY_BYTES);
+        out.extend_from_slice(EMPTY_BYTES);
+        out
+    }
+
+    fn tuple(items: &[&[u8]]) -> Vec<u8> {
+        let mut out = vec![b')', items.len() as u8];
+        for item in items {
+            out.extend_from_slice(item);
+        }
+        out
+    }
+
+    /// A module with one nested function, as CPython writes it: the nested code object comes
+    /// first, so it holds the filename in full and the module refers to it.
+    fn module(path: &str, extra_const: &[u8]) -> Vec<u8> {
+        let inner = code311(EMPTY_TUPLE, &short_str(path, true));
+        code311(&tuple(&[&inner, extra_const]), &reference(0))
+    }
+
+    #[test]
+    fn rewrites_every_filename_and_keeps_references() {
+        let moved = relocate(&module("/a/x.py", b"N"), (3, 11), "/a/x.py", "/bb/x.py").unwrap();
+        assert_eq!(moved, module("/bb/x.py", b"N"));
+    }
+
+    #[test]
+    fn picks_the_type_code_cpython_picks() {
+        let long = format!("/{}.py", "d".repeat(300));
+        let moved = relocate(&module("/a/x.py", b"N"), (3, 11), "/a/x.py", &long).unwrap();
+        let mut want = vec![b'a' | 0x80];
+        want.extend_from_slice(&(long.len() as i32).to_le_bytes());
+        want.extend_from_slice(long.as_bytes());
+        assert!(
+            moved.windows(want.len()).any(|w| w == want),
+            "four-byte ASCII form"
+        );
+        let moved = relocate(&module("/a/x.py", b"N"), (3, 11), "/a/x.py", "/é/x.py").unwrap();
+        let mut want = vec![b'u' | 0x80, 8, 0, 0, 0];
+        want.extend_from_slice("/é/x.py".as_bytes());
+        assert!(moved.windows(want.len()).any(|w| w == want), "UTF-8 form");
+        // Exactly 255 characters still has the one-byte length.
+        let edge = format!("/{}.py", "e".repeat(251));
+        let moved = relocate(&module("/a/x.py", b"N"), (3, 11), "/a/x.py", &edge).unwrap();
+        assert_eq!(moved, module(&edge, b"N"));
+    }
+
+    #[test]
+    fn keeps_interning_on_3_13() {
+        let interned = |path: &str| {
+            let mut s = short_str(path, true);
+            s[0] = b'Z' | 0x80;
+            code311(&tuple(&[&code311(EMPTY_TUPLE, &s)]), &reference(0))
+        };
+        let moved = relocate(&interned("/a/x.py"), (3, 13), "/a/x.py", "/b/y.py").unwrap();
+        assert_eq!(moved, interned("/b/y.py"));
+        // 3.11 never interns co_filename: an interned one is not what it writes.
+        assert_eq!(
+            relocate(&interned("/a/x.py"), (3, 11), "/a/x.py", "/b/y.py"),
+            Err(NotRelocatable::UnexpectedFilename)
+        );
+        // Nor does 3.13 write a non-interned one.
+        assert_eq!(
+            relocate(&module("/a/x.py", b"N"), (3, 13), "/a/x.py", "/b/y.py"),
+            Err(NotRelocatable::UnexpectedFilename)
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_prove() {
+        let body = module("/a/x.py", b"N");
+        // The filename object also used as a constant.
+        assert_eq!(
+            relocate(
+                &module("/a/x.py", &reference(0)),
+                (3, 11),
+                "/a/x.py",
+                "/b.py"
+            ),
+            Err(NotRelocatable::SharedFilename)
+        );
+        // A constant equal to the old or the new path.
+        let constant = short_str("/a/x.py", false);
+        assert_eq!(
+            relocate(&module("/a/x.py", &constant), (3, 11), "/a/x.py", "/b.py"),
+            Err(NotRelocatable::PathInConstants)
+        );
+        assert_eq!(
+            relocate(&module("/q.py", &constant), (3, 11), "/q.py", "/a/x.py"),
+            Err(NotRelocatable::PathInConstants)
+        );
+        // Another filename than the one the entry was compiled with.
+        assert!(matches!(
+            relocate(&body, (3, 11), "/z.py", "/b.py"),
+            Err(NotRelocatable::OtherFilename { .. })
+        ));
+        for version in [(3, 7), (3, 14), (3, 15), (2, 7)] {
+            assert_eq!(
+                relocate(&body, version, "/a/x.py", "/b.py"),
+                Err(NotRelocatable::UnprovenVersion(version.0, version.1))
+            );
+        }
+        for path in ["", "x", "/a\0.py"] {
+            assert_eq!(
+                relocate(&body, (3, 11), "/a/x.py", path),
+                Err(NotRelocatable::UnusablePath(path.into()))
+            );
+        }
+        assert_eq!(
+            relocate(b"N", (3, 11), "/a/x.py", "/b.py"),
+            Err(NotRelocatable::NotCode)
+        );
+        assert!(matches!(
+            relocate(&body[..body.len() - 1], (3, 11), "/a/x.py", "/b.py"),
+            Err(NotRelocatable::Unparseable(_))
+        ));
+    }
+
+    #[test]
+    fn deepest_accepted_nesting_relocates_on_a_small_stack() {
+        // Code objects nested in constant tuples, two levels each, as deep as the reader goes.
+        let mut body = code311(EMPTY_TUPLE, &short_str("/a/x.py", true));
+        let mut depth = 2;
+        while depth + 2 <= MAX_DEPTH {
+            body = code311(&tuple(&[&body]), &reference(0));
+            depth += 2;
+        }
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let moved = relocate(&body, (3, 11), "/a/x.py", "/b/y.py").unwrap();
+                relocate(&moved, (3, 11), "/b/y.py", "/a/x.py").unwrap() == body
+            })
+            .unwrap()
+            .join()
+            .map(|same| assert!(same))
+            .unwrap();
     }
 }
