@@ -54,9 +54,9 @@ pub enum NotRelocatable {
 }
 
 /// Whether relocation was measured exact on CPython `major.minor`
-/// (`client/tests/marshal_relocation.rs`).
+/// (`client/tests/marshal_relocation.rs`); the key leaves `dfile` out exactly there.
 pub fn is_proven(major: u32, minor: u32) -> bool {
-    major == 3 && (8..=13).contains(&minor)
+    pycache_proto::key::dfile_leaves_key("cpython", (major, minor))
 }
 
 /// Whether CPython `major.minor` interns `co_filename` (3.13 does; 3.8–3.12 do not).
