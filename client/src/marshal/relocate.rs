@@ -65,7 +65,8 @@ fn interns_filename(minor: u32) -> bool {
 }
 
 /// Rewrites `body` (a .pyc body compiled by CPython `version` with `old_dfile` as the recorded
-/// path) into the body the same compile with `new_dfile` gives.
+/// path) into the body the same compile with `new_dfile` gives. The same path gives the body
+/// back unchanged.
 pub fn relocate(
     body: &[u8],
     version: (u32, u32),
@@ -80,6 +81,9 @@ pub fn relocate(
         if path.chars().nth(1).is_none() || path.contains('\0') {
             return Err(NotRelocatable::UnusablePath(path.to_owned()));
         }
+    }
+    if old_dfile == new_dfile {
+        return Ok(body.to_vec());
     }
     let mut top = read(body, format)?;
     if !matches!(top.value, Value::Code(_)) {
@@ -139,8 +143,10 @@ impl<'p> Rewrite<'p> {
                 }
             }
             (Value::Ref(index), role) => {
-                let is_filename = self.refs[*index as usize];
-                if is_filename != (role == Role::Filename) {
+                // The reader checked the index against the same numbering; a miss here would be
+                // a bug, refused rather than trusted.
+                let is_filename = self.refs.get(*index as usize).copied();
+                if is_filename != Some(role == Role::Filename) {
                     return Err(NotRelocatable::SharedFilename);
                 }
             }
@@ -245,6 +251,13 @@ mod tests {
     fn rewrites_every_filename_and_keeps_references() {
         let moved = relocate(&module("/a/x.py", b"N"), (3, 11), "/a/x.py", "/bb/x.py").unwrap();
         assert_eq!(moved, module("/bb/x.py", b"N"));
+    }
+
+    #[test]
+    fn the_same_path_gives_the_body_back() {
+        // Even where another path would be refused.
+        let body = module("/a/x.py", &short_str("/a/x.py", false));
+        assert_eq!(relocate(&body, (3, 11), "/a/x.py", "/a/x.py"), Ok(body));
     }
 
     #[test]
