@@ -7,6 +7,7 @@ pub mod engine;
 pub mod fsutil;
 pub mod interpreter;
 pub mod local_cache;
+pub mod marshal;
 pub mod output;
 pub mod pyc;
 pub mod pyrepr;

@@ -3,7 +3,8 @@
 //! A key is made of the blake3 hash of the source bytes, the interpreter's 4 magic bytes, its
 //! `sys.implementation.cache_tag`, the optimization level, a fingerprint of the interpreter
 //! settings that change the compiled output (for example `no_debug_ranges` or warnings turned
-//! into errors), and `dfile`, the path compileall records as `co_filename`. Its canonical
+//! into errors), and `dfile`, the path compileall records as `co_filename` — left out
+//! ([`ANY_DFILE`]) where [`dfile_leaves_key`] says the client can relocate a body. Its canonical
 //! encoding is versioned and length-prefixed, and its identity is the blake3 digest of that
 //! encoding ([`KeyDigest`]).
 
@@ -17,6 +18,22 @@ const KEY_ENCODING_TAG: &[u8; 8] = b"pyck\x00\x00\x00\x01";
 
 /// Longest `cache_tag`, settings fingerprint or `dfile` a key may hold, in bytes.
 pub const MAX_KEY_STRING: usize = 4096;
+
+/// The `dfile` of a key whose entries serve every recorded path (see [`dfile_leaves_key`]).
+///
+/// Empty, because compileall never records an empty path, so no path-bound key has it.
+pub const ANY_DFILE: &str = "";
+
+/// Whether keys for this interpreter leave `dfile` out ([`CacheKey::without_dfile`]).
+///
+/// True where the client's relocation of `co_filename` was measured exact against the
+/// interpreter's own `py_compile` (`client/tests/marshal_relocation.rs`): CPython 3.8–3.13.
+/// An entry stored under such a key must keep the dfile it was compiled with, and a hit for
+/// another dfile must go through the client's `marshal::relocate`, which refuses the bodies it
+/// cannot rewrite exactly; other implementations and versions keep `dfile` in the key.
+pub fn dfile_leaves_key(implementation: &str, version: (u32, u32)) -> bool {
+    implementation == "cpython" && version.0 == 3 && (8..=13).contains(&version.1)
+}
 
 /// The parts of a cache key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,6 +121,15 @@ impl CacheKey {
             settings,
             dfile,
         })
+    }
+
+    /// The same key for any recorded path: `dfile` set to [`ANY_DFILE`]. Only for an interpreter
+    /// [`dfile_leaves_key`] accepts.
+    pub fn without_dfile(self) -> Self {
+        CacheKey {
+            dfile: ANY_DFILE.to_owned(),
+            ..self
+        }
     }
 
     /// The key's identity: blake3 of its canonical encoding.
@@ -230,6 +256,32 @@ mod tests {
         b.cache_tag = "a".into();
         b.settings = "bc".into();
         assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn keys_without_dfile_match_across_paths_and_differ_from_path_bound_ones() {
+        let mut other = sample();
+        other.dfile = "/elsewhere/pkg/mod.py".into();
+        assert_eq!(
+            sample().without_dfile().digest(),
+            other.clone().without_dfile().digest()
+        );
+        assert_ne!(sample().without_dfile().digest(), sample().digest());
+        assert_ne!(other.clone().without_dfile().digest(), other.digest());
+        let mut k = sample().without_dfile();
+        k.source_hash[0] ^= 1;
+        assert_ne!(k.digest(), sample().without_dfile().digest());
+    }
+
+    #[test]
+    fn only_measured_interpreters_leave_dfile_out() {
+        for minor in 8..=13 {
+            assert!(dfile_leaves_key("cpython", (3, minor)));
+        }
+        assert!(!dfile_leaves_key("cpython", (3, 7)));
+        assert!(!dfile_leaves_key("cpython", (3, 14)));
+        assert!(!dfile_leaves_key("cpython", (2, 7)));
+        assert!(!dfile_leaves_key("pypy", (3, 9)));
     }
 
     #[test]
