@@ -105,6 +105,11 @@ impl Session {
             settings: interp.settings.clone(),
             siphash13: interp.hash_based_siphash13,
             stdout_encoding: interp.stdout_encoding.clone(),
+            relocation: pycache_proto::key::dfile_leaves_key(
+                &interp.implementation,
+                (interp.version.0, interp.version.1),
+            )
+            .then_some((interp.version.0, interp.version.1)),
         };
         let tiers = Tiers {
             local: local.as_ref(),

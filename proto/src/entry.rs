@@ -12,8 +12,11 @@ use std::fmt;
 
 use crate::pack::Reader;
 
-/// Version tag that starts every entry encoding.
+/// Version tag that starts an entry encoding without a recorded dfile.
 const ENTRY_ENCODING_TAG: &[u8; 8] = b"pyce\x00\x00\x00\x01";
+/// Version tag of an entry that also records the dfile it was compiled with (relocatable
+/// entries, stored under a key without dfile).
+const ENTRY_ENCODING_TAG_DFILE: &[u8; 8] = b"pyce\x00\x00\x00\x02";
 
 /// marshal's type code for a code object (`'c'`), without and with `FLAG_REF`.
 const MARSHAL_CODE: u8 = b'c';
@@ -41,6 +44,9 @@ pub struct Entry {
     pub outcome: Outcome,
     /// What the compile wrote to stderr (SyntaxWarning and friends), replayed on a hit.
     pub warnings: String,
+    /// The path recorded in the code object (`co_filename`), for entries stored under a key
+    /// without dfile: a hit for another path is rewritten from it.
+    pub dfile: Option<String>,
 }
 
 /// Why bytes are not a valid entry.
@@ -63,6 +69,7 @@ impl Entry {
         Entry {
             outcome: Outcome::Compiled { body },
             warnings,
+            dfile: None,
         }
     }
 
@@ -71,23 +78,40 @@ impl Entry {
         Entry {
             outcome: Outcome::Failed { message },
             warnings,
+            dfile: None,
+        }
+    }
+
+    /// The same entry, recording the dfile it was compiled with.
+    pub fn with_dfile(self, dfile: String) -> Self {
+        Entry {
+            dfile: Some(dfile),
+            ..self
         }
     }
 
     /// Canonical encoding: tag, outcome byte (0 compiled, 1 failed), u32-length-prefixed
-    /// warnings, u32-length-prefixed payload (body or UTF-8 message).
+    /// warnings, u32-length-prefixed payload (body or UTF-8 message), and — tag version 2 only —
+    /// the u32-length-prefixed UTF-8 dfile.
     pub fn encode(&self) -> Vec<u8> {
         let (kind, payload): (u8, &[u8]) = match &self.outcome {
             Outcome::Compiled { body } => (0, body),
             Outcome::Failed { message } => (1, message.as_bytes()),
         };
         let mut out = Vec::with_capacity(8 + 1 + 8 + self.warnings.len() + payload.len());
-        out.extend_from_slice(ENTRY_ENCODING_TAG);
+        out.extend_from_slice(match self.dfile {
+            None => ENTRY_ENCODING_TAG,
+            Some(_) => ENTRY_ENCODING_TAG_DFILE,
+        });
         out.push(kind);
         out.extend_from_slice(&(self.warnings.len() as u32).to_le_bytes());
         out.extend_from_slice(self.warnings.as_bytes());
         out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         out.extend_from_slice(payload);
+        if let Some(dfile) = &self.dfile {
+            out.extend_from_slice(&(dfile.len() as u32).to_le_bytes());
+            out.extend_from_slice(dfile.as_bytes());
+        }
         out
     }
 
@@ -95,9 +119,11 @@ impl Entry {
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
         let short = |_| EntryError::Malformed("too short");
         let mut r = Reader::new(bytes);
-        if r.take(8).map_err(short)? != ENTRY_ENCODING_TAG {
-            return Err(EntryError::UnknownVersion);
-        }
+        let has_dfile = match r.take(8).map_err(short)? {
+            tag if tag == ENTRY_ENCODING_TAG => false,
+            tag if tag == ENTRY_ENCODING_TAG_DFILE => true,
+            _ => return Err(EntryError::UnknownVersion),
+        };
         let kind = r.take(1).map_err(short)?[0];
         let wlen = r.u32().map_err(short)? as usize;
         let warnings = std::str::from_utf8(r.take(wlen).map_err(short)?)
@@ -105,6 +131,16 @@ impl Entry {
             .to_owned();
         let plen = r.u32().map_err(short)? as usize;
         let payload = r.take(plen).map_err(short)?;
+        let dfile = if has_dfile {
+            let dlen = r.u32().map_err(short)? as usize;
+            Some(
+                std::str::from_utf8(r.take(dlen).map_err(short)?)
+                    .map_err(|_| EntryError::Malformed("dfile is not UTF-8"))?
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
         if !r.is_empty() {
             return Err(EntryError::Malformed("trailing bytes"));
         }
@@ -124,7 +160,11 @@ impl Entry {
             },
             _ => return Err(EntryError::Malformed("unknown outcome")),
         };
-        Ok(Entry { outcome, warnings })
+        Ok(Entry {
+            outcome,
+            warnings,
+            dfile,
+        })
     }
 
     /// Whether this entry records a successful compile.
@@ -175,6 +215,12 @@ mod tests {
     fn round_trips_both_outcomes() {
         let ok = Entry::compiled(vec![0xe3, 0, 0, 0], "x.py:1: SyntaxWarning: hi\n".into());
         assert_eq!(Entry::decode(&ok.encode()).unwrap(), ok);
+        let relocatable =
+            Entry::compiled(vec![0xe3, 1], String::new()).with_dfile("/a/é.py".into());
+        let encoded = relocatable.encode();
+        assert_eq!(&encoded[..8], b"pyce\x00\x00\x00\x02");
+        assert_eq!(Entry::decode(&encoded).unwrap(), relocatable);
+        assert!(Entry::decode(&encoded[..encoded.len() - 1]).is_err());
         let bad = Entry::failed(
             "  File \"x.py\", line 1\nSyntaxError: bad\n".into(),
             "".into(),

@@ -129,12 +129,13 @@ pub fn run(session: &Session, args: &SyncArgs, started: Instant) -> Result<i32> 
 /// The one-line summary.
 pub fn summary_line(s: &Summary) -> String {
     format!(
-        "pycache: {} files: {} up to date, {} local hits, {} remote hits, {} compiled, {} uploaded, {} errors; \
+        "pycache: {} files: {} up to date, {} local hits, {} remote hits ({} relocated), {} compiled, {} uploaded, {} errors; \
          {} written, {} down, {} up, {:.2}s ({} workers)",
         s.files,
         s.up_to_date,
         s.local_hits,
         s.remote_hits,
+        s.relocated_hits,
         s.compiled,
         s.uploaded,
         s.errors,

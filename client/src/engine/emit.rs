@@ -100,7 +100,15 @@ impl Results<'_> {
         summary.compiled += 1;
         let entry = Arc::new(entry);
         match (miss, &changed) {
-            (Some(miss), None) => self.sinks.store(&miss.key, &entry),
+            (Some(miss), None) => match &miss.relocatable {
+                // A clean success serves any path: stored under the key without dfile, with
+                // the dfile it was compiled with.
+                Some((key, _)) if entry.is_success() && entry.warnings.is_empty() => {
+                    let stored = (*entry).clone().with_dfile(miss.key.dfile.clone());
+                    self.sinks.store(key, &Arc::new(stored));
+                }
+                _ => self.sinks.store(&miss.key, &entry),
+            },
             (Some(miss), Some(_)) => self.console.warn(
                 WarningKind::SourceChanged,
                 &format!(

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use pycache_proto::{Entry, KeyDigest};
 
-use super::resolve::{Resolution, Slot};
-use super::Summary;
+use super::resolve::{relocated, Resolution, Slot};
+use super::{RunConfig, Summary};
 use crate::remote::RemoteTier;
 
 /// Asks `remote` for the misses of `resolution` that were not handed to the workers yet;
@@ -18,17 +18,25 @@ use crate::remote::RemoteTier;
 pub fn fetch(
     resolution: &mut Resolution,
     remote: Option<&RemoteTier>,
+    cfg: &RunConfig,
     summary: &mut Summary,
 ) -> Result<HashMap<KeyDigest, Arc<Entry>>> {
     let mut found: HashMap<KeyDigest, Arc<Entry>> = HashMap::new();
     let Some(remote) = remote.filter(|r| r.enabled()) else {
         return Ok(found);
     };
+    // Each miss asks for its relocatable key (a tree elsewhere) and its own key.
     let wanted: Vec<KeyDigest> = resolution
         .misses
         .iter()
         .filter(|m| m.job.is_some())
-        .map(|m| m.digest)
+        .flat_map(|m| {
+            m.relocatable
+                .as_ref()
+                .map(|(_, d)| *d)
+                .into_iter()
+                .chain([m.digest])
+        })
         .collect();
     if wanted.is_empty() {
         return Ok(found);
@@ -37,15 +45,30 @@ pub fn fetch(
     summary.bytes_down += answer.bytes;
     summary.corrupt_entries += answer.corrupt.len() as u64;
     found.extend(answer.entries.into_iter().map(|(k, e)| (k, Arc::new(e))));
-    summary.remote_hits = found.len() as u64;
     if found.is_empty() {
         return Ok(found);
     }
     let mut hit_of_job: HashMap<u64, Arc<Entry>> = HashMap::new();
     for (id, miss) in resolution.misses.iter_mut().enumerate() {
-        if let Some(entry) = found.get(&miss.digest) {
+        if miss.job.is_none() {
+            continue;
+        }
+        let moved = miss.relocatable.as_ref().and_then(|(_, d)| {
+            let entry = found.get(d)?;
+            let wanted = miss.key.dfile.as_str();
+            relocated((**entry).clone(), cfg, wanted)
+        });
+        let hit = match moved {
+            Some((entry, rewritten)) => {
+                summary.relocated_hits += u64::from(rewritten);
+                Some(Arc::new(entry))
+            }
+            None => found.get(&miss.digest).cloned(),
+        };
+        if let Some(entry) = hit {
             miss.job = None;
-            hit_of_job.insert(id as u64, Arc::clone(entry));
+            summary.remote_hits += 1;
+            hit_of_job.insert(id as u64, entry);
         }
     }
     for record in &mut resolution.files {

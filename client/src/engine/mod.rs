@@ -67,6 +67,9 @@ pub struct RunConfig {
     pub siphash13: bool,
     /// compileall's stdout encoding, for escaping error messages.
     pub stdout_encoding: String,
+    /// `Some((major, minor))` when entries leave dfile out of their key and a hit for another
+    /// path is rewritten (CPython versions where relocation was measured exact).
+    pub relocation: Option<(u32, u32)>,
 }
 
 /// The cache tiers of a run.
@@ -89,6 +92,8 @@ pub struct Summary {
     pub local_hits: u64,
     /// Results taken from the server.
     pub remote_hits: u64,
+    /// Hits (local or remote) compiled at another path and rewritten for this one.
+    pub relocated_hits: u64,
     /// Results compiled by the workers.
     pub compiled: u64,
     /// .pyc files written.
@@ -156,7 +161,7 @@ pub fn run(
     );
 
     let fetch_started = Instant::now();
-    let fetched = fetch::fetch(&mut resolution, tiers.remote, summary)?;
+    let fetched = fetch::fetch(&mut resolution, tiers.remote, cfg, summary)?;
     summary.fetch_seconds = fetch_started.elapsed().as_secs_f64();
 
     compile::submit_remaining(&mut resolution, compiler);

@@ -54,6 +54,9 @@ pub struct Miss {
     pub key: CacheKey,
     /// Its digest.
     pub digest: KeyDigest,
+    /// The same key without dfile, when results may be relocated: a clean success is stored
+    /// under it (with its dfile), so a tree elsewhere hits it.
+    pub relocatable: Option<(CacheKey, KeyDigest)>,
     /// The source file, as compileall names it.
     pub fullname: std::ffi::OsString,
     /// The compile job, until it is handed to the workers.
@@ -115,6 +118,37 @@ pub fn resolve(
                 levels.push(Slot::Job(id));
                 continue;
             }
+            let wanted = task.recorded_name().to_str();
+            let relocatable = cfg
+                .relocation
+                .and(wanted)
+                .map(|_| key.clone().without_dfile())
+                .map(|k| {
+                    let d = k.digest();
+                    (k, d)
+                });
+            if let (Some((_, reloc_digest)), Some(cache), Some(wanted)) =
+                (&relocatable, local, wanted)
+            {
+                match cache.get(reloc_digest) {
+                    Lookup::Hit(entry) => {
+                        if let Some((entry, moved)) = relocated(entry, cfg, wanted) {
+                            summary.local_hits += 1;
+                            summary.relocated_hits += u64::from(moved);
+                            levels.push(Slot::Ready(Arc::new(entry)));
+                            continue;
+                        }
+                    }
+                    Lookup::Corrupt(why) => {
+                        summary.corrupt_entries += 1;
+                        console.warn(
+                            WarningKind::CorruptLocalEntry,
+                            &format!("a local cache entry was corrupt and is recompiled ({why})"),
+                        );
+                    }
+                    Lookup::Miss => {}
+                }
+            }
             match local.map_or(Lookup::Miss, |cache| cache.get(&digest)) {
                 Lookup::Hit(entry) => {
                     summary.local_hits += 1;
@@ -148,6 +182,7 @@ pub fn resolve(
             out.misses.push(Miss {
                 key,
                 digest,
+                relocatable,
                 fullname: task.fullname.clone(),
                 job,
             });
@@ -159,6 +194,34 @@ pub fn resolve(
         });
     }
     out
+}
+
+/// A relocatable entry served for `wanted`: a clean success (no warnings, whose text would
+/// name the old path) recording its dfile, rewritten when that dfile is another path. `None`
+/// when it cannot be served exactly (then the key with dfile decides). The flag says whether
+/// the body was rewritten.
+pub fn relocated(entry: Entry, cfg: &RunConfig, wanted: &str) -> Option<(Entry, bool)> {
+    let version = cfg.relocation?;
+    let recorded = entry.dfile.as_deref()?;
+    if !entry.warnings.is_empty() {
+        return None;
+    }
+    let pycache_proto::Outcome::Compiled { body } = &entry.outcome else {
+        return None;
+    };
+    if recorded == wanted {
+        return Some((entry, false));
+    }
+    match crate::marshal::relocate(body, version, recorded, wanted) {
+        Ok(body) => Some((
+            Entry::compiled(body, String::new()).with_dfile(wanted.to_owned()),
+            true,
+        )),
+        Err(why) => {
+            tracing::debug!(%why, recorded, wanted, "an entry could not be relocated");
+            None
+        }
+    }
 }
 
 /// Reads and hashes one source; the bytes are dropped unless a hash-based header needs them.

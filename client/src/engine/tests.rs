@@ -114,6 +114,7 @@ fn config(quiet: u32) -> RunConfig {
         settings: "test".into(),
         siphash13: true,
         stdout_encoding: "utf-8".into(),
+        relocation: None,
     }
 }
 

@@ -1,0 +1,165 @@
+//! Entries hit wherever the tree lives: a tree compiled at one path, then copies at other paths
+//! (longer, shorter, non-ASCII, past 255 bytes, relative) with the same local cache — every file
+//! a hit, no worker started, and the bytes of `python -m compileall -q` of that copy (CPython
+//! 3.11+; equal code objects on 3.8–3.10, where compileall is not reproducible by itself).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::compare::code_equal;
+use support::interp::Interp;
+use support::tree::copy_tree;
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
+
+/// Standard-library packages that make the corpus: real code, a few hundred files.
+const PACKAGES: [&str; 4] = ["json", "email", "importlib", "concurrent"];
+
+fn corpus(interp: &Interp, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for pkg in PACKAGES {
+        copy_tree(&interp.stdlib.join(pkg), &dst.join(pkg), &|p| {
+            p.file_name().is_some_and(|n| n == "__pycache__")
+        });
+    }
+}
+
+fn pycs(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "pyc") {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn remove_pycache(root: &Path) {
+    for (rel, _) in pycs(root) {
+        let _ = std::fs::remove_dir_all(root.join(rel).parent().unwrap());
+    }
+}
+
+fn sync_json(interp: &Interp, cwd: &Path, path: &str, cache: &Path) -> serde_json::Value {
+    let out = Command::new(CLIENT)
+        .current_dir(cwd)
+        .env("PYCACHE_CACHE_DIR", cache)
+        .env_remove("PYCACHE_SERVER")
+        .env_remove("PYCACHE_TOKEN")
+        .arg("--python")
+        .arg(&interp.path)
+        .args(["sync", "--json", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_tree_at_another_path_is_all_hits_with_compileall_bytes() {
+    let mut ran = 0;
+    for interp in support::interpreters() {
+        if !interp.cpython_at_least(8) || interp.version >= (3, 14, 0) {
+            continue;
+        }
+        ran += 1;
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        let cache = base.join("cache");
+        let first = base.join("a/lib");
+        corpus(interp, &first);
+        let cold = sync_json(interp, base, &first.to_string_lossy(), &cache);
+        assert!(cold["compiled"].as_u64().unwrap() > 40, "{cold}");
+
+        let long: PathBuf =
+            (0..30).fold(base.join("long"), |p, i| p.join(format!("segment{i:02}")));
+        assert!(long.join("lib").as_os_str().len() > 255);
+        let places: Vec<(PathBuf, String, PathBuf)> = vec![
+            // (cwd, the argument, where the tree is)
+            (
+                base.to_path_buf(),
+                base.join("bb/lib").to_string_lossy().into_owned(),
+                base.join("bb/lib"),
+            ),
+            (
+                base.to_path_buf(),
+                base.join("a-much-longer-directory/lib")
+                    .to_string_lossy()
+                    .into_owned(),
+                base.join("a-much-longer-directory/lib"),
+            ),
+            (
+                base.to_path_buf(),
+                base.join("dïr-ñame/lib").to_string_lossy().into_owned(),
+                base.join("dïr-ñame/lib"),
+            ),
+            (
+                base.to_path_buf(),
+                long.join("lib").to_string_lossy().into_owned(),
+                long.join("lib"),
+            ),
+            (base.join("rel"), "lib".to_owned(), base.join("rel/lib")),
+        ];
+        for (cwd, arg, tree) in places {
+            corpus(interp, &tree);
+            let status = Command::new(&interp.path)
+                .current_dir(&cwd)
+                .args(["-m", "compileall", "-q", &arg])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let reference = pycs(&tree);
+            remove_pycache(&tree);
+            let warm = sync_json(interp, &cwd, &arg, &cache);
+            let label = format!("{} at {arg}", interp.label());
+            assert_eq!(warm["compiled"], 0, "{label}: {warm}");
+            assert_eq!(warm["workers_started"], 0, "{label}: {warm}");
+            assert_eq!(warm["local_hits"], reference.len(), "{label}: {warm}");
+            assert_eq!(warm["relocated_hits"], reference.len(), "{label}: {warm}");
+            let ours = pycs(&tree);
+            assert_eq!(
+                ours.keys().collect::<Vec<_>>(),
+                reference.keys().collect::<Vec<_>>(),
+                "{label}"
+            );
+            if interp.bytes_must_match() {
+                let differ: Vec<_> = ours
+                    .iter()
+                    .filter(|(k, v)| reference[*k] != **v)
+                    .map(|(k, _)| k)
+                    .collect();
+                assert!(
+                    differ.is_empty(),
+                    "{label}: {} files differ: {:?}",
+                    differ.len(),
+                    &differ[..differ.len().min(5)]
+                );
+            } else {
+                let pairs: Vec<(&[u8], &[u8])> = ours
+                    .iter()
+                    .map(|(k, v)| (reference[k].as_slice(), v.as_slice()))
+                    .collect();
+                let verdicts = code_equal(interp, &pairs, base);
+                let unequal = verdicts.iter().filter(|v| !**v).count();
+                assert_eq!(unequal, 0, "{label}: {unequal} files are not code-equal");
+            }
+        }
+    }
+    assert!(ran > 0, "no CPython 3.8-3.13 found");
+}
