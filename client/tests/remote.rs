@@ -3,98 +3,28 @@
 //!
 //! Needs `target/<profile>/pycache-server`, which `cargo test --workspace` builds.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../../server/tests/support/pg.rs"]
-#[allow(dead_code)]
-mod pg;
+use pycache_testkit::pg;
+use pycache_testkit::server::Server;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
 
-fn server_binary() -> PathBuf {
-    let path = Path::new(CLIENT).with_file_name("pycache-server");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so the server is built too",
-        path.display()
-    );
-    path
-}
-
-/// A pycache-server process on 127.0.0.1:0, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    data_dir: PathBuf,
-    database_url: Option<String>,
-}
-
-impl Server {
-    fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
-        let mut cmd = Command::new(server_binary());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data_dir);
-        if let Some(url) = database_url {
-            cmd.args(["--database-url", url]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pycache-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("the server printed its address")
-                .expect("read stdout");
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                break addr.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            url: format!("http://{addr}"),
-            data_dir: data_dir.to_path_buf(),
-            database_url: database_url.map(str::to_owned),
-        }
+/// A pycache-server process on 127.0.0.1:0 over `data_dir` (or `database_url`), logging beside
+/// `data_dir`; killed on drop.
+fn start_server(data_dir: &Path, database_url: Option<&str>) -> Server {
+    let data_dir = data_dir.to_str().expect("a UTF-8 temp path");
+    let mut args = vec!["--data-dir", data_dir];
+    if let Some(url) = database_url {
+        args.extend(["--database-url", url]);
     }
-
-    fn token(&self, scope: &str, name: &str) -> String {
-        let mut cmd = Command::new(server_binary());
-        cmd.args(["token", "create", "--scope", scope, "--name", name]);
-        match &self.database_url {
-            Some(url) => cmd.args(["--database-url", url]),
-            None => cmd.arg("--data-dir").arg(&self.data_dir),
-        };
-        let out = cmd.output().expect("run token create");
-        assert!(
-            out.status.success(),
-            "token create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .expect("a token line")
-            .trim()
-            .to_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let log_dir = Path::new(data_dir)
+        .parent()
+        .expect("the data dir has a parent");
+    Server::start(&args, log_dir)
 }
 
 /// A small project: a package, a subpackage, a file with a SyntaxError and one with a warning.
@@ -231,7 +161,7 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
 /// nothing.
 fn cold_then_warm(database_url: Option<&str>) {
     let (_tmp, base) = setup();
-    let server = Server::start(&base.join("server-data"), database_url);
+    let server = start_server(&base.join("server-data"), database_url);
     let write = server.token("write", "ci");
     let read = server.token("read", "pull-requests");
     let reference = compileall_reference(&base);
@@ -239,7 +169,7 @@ fn cold_then_warm(database_url: Option<&str>) {
     let cold = sync(
         &fresh_copy(&base, "cold"),
         &base.join("cache-cold"),
-        Some(&server.url),
+        Some(&server.base),
         Some(&write),
         &[],
     );
@@ -263,7 +193,7 @@ fn cold_then_warm(database_url: Option<&str>) {
     let warm = sync(
         &warm_dir,
         &base.join("cache-warm"),
-        Some(&server.url),
+        Some(&server.base),
         Some(&read),
         &[],
     );
@@ -316,12 +246,12 @@ fn cold_sync_uploads_and_fresh_copy_is_all_remote_hits_on_postgres() {
 #[test]
 fn corrupt_server_entry_is_detected_recompiled_and_replaced() {
     let (_tmp, base) = setup();
-    let server = Server::start(&base.join("server-data"), None);
+    let server = start_server(&base.join("server-data"), None);
     let write = server.token("write", "ci");
     let first = sync(
         &fresh_copy(&base, "a"),
         &base.join("cache-a"),
-        Some(&server.url),
+        Some(&server.base),
         Some(&write),
         &[],
     );
@@ -353,7 +283,7 @@ fn corrupt_server_entry_is_detected_recompiled_and_replaced() {
     let second = sync(
         &dir,
         &base.join("cache-b"),
-        Some(&server.url),
+        Some(&server.base),
         Some(&write),
         &[],
     );
@@ -372,7 +302,7 @@ fn corrupt_server_entry_is_detected_recompiled_and_replaced() {
     let third = sync(
         &fresh_copy(&base, "c"),
         &base.join("cache-c"),
-        Some(&server.url),
+        Some(&server.base),
         Some(&write),
         &[],
     );
@@ -456,7 +386,7 @@ fn server_that_never_answers_is_given_up_within_the_timeout() {
 #[test]
 fn server_killed_during_the_run_still_gives_correct_pycs() {
     let (_tmp, base) = setup();
-    let mut server = Server::start(&base.join("server-data"), None);
+    let mut server = start_server(&base.join("server-data"), None);
     let write = server.token("write", "ci");
     let dir = fresh_copy(&base, "killed");
     let mut cmd = Command::new(CLIENT);
@@ -466,7 +396,7 @@ fn server_killed_during_the_run_still_gives_correct_pycs() {
         .env("PYCACHE_TIMEOUT", "2")
         .args([
             "--server",
-            &server.url,
+            &server.base,
             "--token",
             &write,
             "sync",
@@ -477,7 +407,7 @@ fn server_killed_during_the_run_still_gives_correct_pycs() {
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(150));
-    server.child.kill().unwrap();
+    server.kill();
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -491,13 +421,13 @@ fn server_killed_during_the_run_still_gives_correct_pycs() {
 #[test]
 fn wrong_token_is_said_loudly_and_the_build_goes_on() {
     let (_tmp, base) = setup();
-    let server = Server::start(&base.join("server-data"), None);
+    let server = start_server(&base.join("server-data"), None);
     let _ = server.token("write", "ci");
     let dir = fresh_copy(&base, "badtoken");
     let run = sync(
         &dir,
         &base.join("cache"),
-        Some(&server.url),
+        Some(&server.base),
         Some("not-a-real-token"),
         &[],
     );
@@ -509,7 +439,7 @@ fn wrong_token_is_said_loudly_and_the_build_goes_on() {
     let strict = sync(
         &fresh_copy(&base, "strict"),
         &base.join("cache2"),
-        Some(&server.url),
+        Some(&server.base),
         Some("nope"),
         &["--require-server"],
     );
@@ -524,7 +454,7 @@ fn wrong_token_is_said_loudly_and_the_build_goes_on() {
 #[test]
 fn compileall_mode_keeps_stdout_exactly_compileall_with_a_server() {
     let (_tmp, base) = setup();
-    let server = Server::start(&base.join("server-data"), None);
+    let server = start_server(&base.join("server-data"), None);
     let write = server.token("write", "ci");
     let reference = base.join("ref");
     std::fs::create_dir_all(&reference).unwrap();
@@ -542,7 +472,7 @@ fn compileall_mode_keeps_stdout_exactly_compileall_with_a_server() {
             .env("PYCACHE_PYTHON", "python3")
             .args([
                 "--server",
-                &server.url,
+                &server.base,
                 "--token",
                 &write,
                 "compileall",
@@ -568,7 +498,7 @@ fn compileall_mode_keeps_stdout_exactly_compileall_with_a_server() {
 #[test]
 fn status_shows_the_scope_and_hides_the_token_and_stats_reads_the_server() {
     let (_tmp, base) = setup();
-    let server = Server::start(&base.join("server-data"), None);
+    let server = start_server(&base.join("server-data"), None);
     let write = server.token("write", "ci");
     let dir = fresh_copy(&base, "s");
     let run = |args: &[&str]| {
@@ -576,7 +506,7 @@ fn status_shows_the_scope_and_hides_the_token_and_stats_reads_the_server() {
             .current_dir(&dir)
             .env("PYCACHE_CACHE_DIR", base.join("cache"))
             .env("PYCACHE_PYTHON", "python3")
-            .args(["--server", &server.url, "--token", &write])
+            .args(["--server", &server.base, "--token", &write])
             .args(args)
             .output()
             .unwrap()
@@ -592,7 +522,7 @@ fn status_shows_the_scope_and_hides_the_token_and_stats_reads_the_server() {
     sync(
         &dir,
         &base.join("cache"),
-        Some(&server.url),
+        Some(&server.base),
         Some(&write),
         &[],
     );

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::pack::Reader;
+use crate::reader::Reader;
 
 /// Version tag that starts an entry encoding without a recorded dfile.
 const ENTRY_ENCODING_TAG: &[u8; 8] = b"pyce\x00\x00\x00\x01";

@@ -88,7 +88,7 @@ impl CacheKey {
 
     /// Parses [`CacheKey::encode`]'s output; the whole input must be one key.
     pub fn decode(bytes: &[u8]) -> Result<Self, KeyError> {
-        let mut r = crate::pack::Reader::new(bytes);
+        let mut r = crate::reader::Reader::new(bytes);
         let tag = r.take(8).map_err(|_| KeyError::Malformed("too short"))?;
         if tag != KEY_ENCODING_TAG {
             return Err(KeyError::UnknownVersion);

@@ -9,6 +9,7 @@ pub mod api;
 pub mod entry;
 pub mod key;
 pub mod pack;
+mod reader;
 
 pub use api::ErrorResponse;
 pub use entry::{Entry, EntryDigest, Outcome};

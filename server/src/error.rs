@@ -51,9 +51,22 @@ pub enum AppError {
     /// 503: the database does not answer.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] StoreError),
+    /// 507: the database's disk is full; nothing of the request was stored.
+    #[error("the database's disk is full: {0}")]
+    InsufficientStorage(#[source] StoreError),
     /// 500: a store failure; details are logged, not sent.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        if err.is_storage_full() {
+            AppError::InsufficientStorage(err)
+        } else {
+            AppError::Store(err)
+        }
+    }
 }
 
 impl AppError {
@@ -87,6 +100,9 @@ impl AppError {
             }
             AppError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            AppError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             AppError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -117,6 +133,12 @@ impl IntoResponse for AppError {
             AppError::Store(err) => {
                 tracing::error!(error = %err, "request failed inside the store");
                 "internal server error; the server log has the details".to_owned()
+            }
+            AppError::InsufficientStorage(err) => {
+                tracing::warn!(error = %err, "database disk full; write refused");
+                "the server's disk is full, so nothing was stored; writes resume once space is \
+                 freed (the server operator must free space or lower --max-size)"
+                    .to_owned()
             }
             AppError::Unavailable(err) => {
                 tracing::warn!(error = %err, "database unavailable");

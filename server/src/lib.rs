@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod maintenance;
 pub mod metrics;
 pub mod routes;
 pub mod state;
@@ -72,7 +73,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            metrics::count_requests,
+            routes::metrics::count_requests,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -85,12 +86,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let maintenance = tokio::spawn(usage::run_maintenance(state.clone()));
+    let maintenance = tokio::spawn(maintenance::run_maintenance(state.clone()));
     let result = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
     maintenance.abort();
-    if let Err(err) = usage::flush_usage(&state).await {
+    if let Err(err) = maintenance::flush_usage(&state).await {
         tracing::warn!(error = %err, "could not flush hit counts at shutdown");
     }
     state.store.close().await;

@@ -5,12 +5,6 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-
-use crate::state::AppState;
-
 /// Counters since the process started.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -45,7 +39,8 @@ impl Metrics {
         counter.load(Ordering::Relaxed)
     }
 
-    fn count_request(&self, method: &str, route: &str, status: u16) {
+    /// Counts one answered request.
+    pub fn count_request(&self, method: &str, route: &str, status: u16) {
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *requests
             .entry((method.to_owned(), route.to_owned(), status))
@@ -125,24 +120,4 @@ impl Metrics {
         }
         out
     }
-}
-
-/// Middleware counting every answered request by its route template (never the raw path, so
-/// keys don't explode the label set).
-pub async fn count_requests(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let response = next.run(request).await;
-    state
-        .metrics
-        .count_request(&method, &route, response.status().as_u16());
-    response
 }

@@ -9,7 +9,7 @@ use pycache_proto::api::{
 };
 use pycache_proto::pack::{decode_pack, encode_pack, Frame};
 use pycache_proto::{Entry, EntryDigest};
-use pycache_server::{usage, Config};
+use pycache_server::{maintenance, Config};
 use serde_json::json;
 use support::router::{get, post_json, request, send, send_pack, token};
 use support::{compiled_frame, failed_frame, not_code_frame, setup};
@@ -387,7 +387,7 @@ async fn maintenance_flushes_hits_and_evicts_least_recently_used() {
         post_json(api::BATCH_GET, Some(&t), &keys_json(&frames[..1])),
     )
     .await;
-    let evicted = usage::maintain(&state).await.unwrap();
+    let evicted = maintenance::maintain(&state).await.unwrap();
     assert!(evicted.entries >= 5, "{evicted:?}");
     let (entries, bytes) = state.store.totals().await.unwrap();
     assert!(bytes <= size * 5 * 9 / 10 + size, "{bytes}");

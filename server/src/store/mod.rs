@@ -32,6 +32,18 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The database has no room left (SQLite `SQLITE_FULL`, PostgreSQL `disk_full`): nothing of
+    /// the failed write was kept, and writes can succeed again once space returns.
+    pub fn is_storage_full(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        // SQLite reports its (extended) result code, PostgreSQL its SQLSTATE.
+        matches!(db.code().as_deref(), Some("13") | Some("53100"))
+    }
+}
+
 /// An entry as stored: its key, its encoded bytes and their digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEntry {

@@ -7,7 +7,9 @@
 use pycache_proto::api::Scope;
 use pycache_proto::{CacheKey, EntryDigest};
 
-use super::{StoreError, StoredEntry, TokenRecord};
+use pycache_proto::KeyDigest;
+
+use super::{NewEntry, StoreError, StoredEntry, TokenRecord};
 
 /// Keys per `IN (…)` list: far below SQLite's and PostgreSQL's bound-variable limits.
 pub(super) const KEYS_PER_QUERY: usize = 500;
@@ -47,6 +49,20 @@ pub(super) fn select_entries(n: usize) -> String {
          FROM entries WHERE key_digest IN ({})",
         list.join(", ")
     )
+}
+
+/// The entries of one batch in the order every writer locks rows in: by key digest, each key
+/// once (the last upload of a key wins, as it would one statement later). Two transactions that
+/// lock overlapping keys in one global order cannot deadlock on them.
+pub(super) fn in_lock_order(entries: &[NewEntry]) -> Vec<(KeyDigest, &NewEntry)> {
+    let mut ordered: Vec<(KeyDigest, &NewEntry)> =
+        entries.iter().map(|e| (e.stored.key.digest(), e)).collect();
+    // Stable, so equal keys keep their upload order and the last one survives `dedup`.
+    ordered.sort_by_key(|e| e.0);
+    ordered.reverse();
+    ordered.dedup_by(|next, kept| next.0 == kept.0);
+    ordered.reverse();
+    ordered
 }
 
 /// One row of [`select_entries`].
@@ -137,6 +153,20 @@ pub(super) fn token_insert_error(err: sqlx::Error, name: &str) -> StoreError {
 /// Implements [`Store`](super::Store) for a type with a `pool: sqlx::Pool<_>` field.
 macro_rules! impl_store_with_sql {
     ($store:ty) => {
+        /// A connection whose write failed is closed instead of going back to the pool: after
+        /// an error such as `SQLITE_FULL` SQLite may have rolled the transaction back itself
+        /// (or not), and a connection whose transaction state is unknown must never serve the
+        /// next batch (its "commit" could release a savepoint of a transaction that never
+        /// ends, acknowledging writes no other connection sees, and holding the write lock).
+        fn discard_on_error<DB: sqlx::Database, T>(
+            conn: &mut sqlx::pool::PoolConnection<DB>,
+            result: &Result<T, $crate::store::StoreError>,
+        ) {
+            if result.is_err() {
+                conn.close_on_drop();
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn get_many(
@@ -163,46 +193,61 @@ macro_rules! impl_store_with_sql {
                 entries: &[$crate::store::NewEntry],
                 now: i64,
             ) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let mut inserted = 0;
-                for new in entries {
-                    let key = &new.stored.key;
-                    let done = sqlx::query($crate::store::sql::INSERT_ENTRY)
-                        .bind(&key.digest().0[..])
-                        .bind(&key.source_hash[..])
-                        .bind(&key.magic[..])
-                        .bind(&key.cache_tag)
-                        .bind(i32::from(key.optimization))
-                        .bind(&key.settings)
-                        .bind(&key.dfile)
-                        .bind(new.success)
-                        .bind(&new.stored.entry_bytes)
-                        .bind(&new.stored.digest.0[..])
-                        .bind(new.stored.entry_bytes.len() as i64)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    inserted += done.rows_affected();
+                let ordered = $crate::store::sql::in_lock_order(entries);
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<u64, $crate::store::StoreError> = async {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    let mut inserted = 0;
+                    for (digest, new) in ordered {
+                        let key = &new.stored.key;
+                        let done = sqlx::query($crate::store::sql::INSERT_ENTRY)
+                            .bind(&digest.0[..])
+                            .bind(&key.source_hash[..])
+                            .bind(&key.magic[..])
+                            .bind(&key.cache_tag)
+                            .bind(i32::from(key.optimization))
+                            .bind(&key.settings)
+                            .bind(&key.dfile)
+                            .bind(new.success)
+                            .bind(&new.stored.entry_bytes)
+                            .bind(&new.stored.digest.0[..])
+                            .bind(new.stored.entry_bytes.len() as i64)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        inserted += done.rows_affected();
+                    }
+                    tx.commit().await?;
+                    Ok(inserted)
                 }
-                tx.commit().await?;
-                Ok(inserted)
+                .await;
+                discard_on_error(&mut conn, &result);
+                result
             }
 
             async fn record_usage(
                 &self,
                 usage: &[$crate::store::Usage],
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                for u in usage {
-                    sqlx::query($crate::store::sql::RECORD_USAGE)
-                        .bind(u.hits as i64)
-                        .bind(u.last_used_at)
-                        .bind(&u.key.0[..])
-                        .execute(&mut *tx)
-                        .await?;
+                let mut ordered: Vec<&$crate::store::Usage> = usage.iter().collect();
+                ordered.sort_by_key(|u| u.key);
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<(), $crate::store::StoreError> = async {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    for u in ordered {
+                        sqlx::query($crate::store::sql::RECORD_USAGE)
+                            .bind(u.hits as i64)
+                            .bind(u.last_used_at)
+                            .bind(&u.key.0[..])
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
                 }
-                tx.commit().await?;
-                Ok(())
+                .await;
+                discard_on_error(&mut conn, &result);
+                result
             }
 
             async fn totals(&self) -> Result<(u64, u64), $crate::store::StoreError> {
@@ -244,21 +289,39 @@ macro_rules! impl_store_with_sql {
                     if candidates.is_empty() {
                         break;
                     }
-                    let mut tx = self.pool.begin().await?;
+                    // Deleted in key order, the order every writer locks rows in.
+                    let mut chosen = Vec::new();
+                    let mut planned = 0u64;
                     for (key, size) in candidates {
-                        if evicted.bytes >= bytes {
+                        if evicted.bytes + planned >= bytes {
                             break;
                         }
-                        let done = sqlx::query(DELETE_ENTRY)
-                            .bind(&key)
-                            .execute(&mut *tx)
-                            .await?;
-                        if done.rows_affected() > 0 {
-                            evicted.entries += 1;
-                            evicted.bytes += size as u64;
-                        }
+                        planned += size as u64;
+                        chosen.push((key, size));
                     }
-                    tx.commit().await?;
+                    chosen.sort();
+                    let mut conn = self.pool.acquire().await?;
+                    let result: Result<$crate::store::Evicted, $crate::store::StoreError> = async {
+                        let mut round = $crate::store::Evicted::default();
+                        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                        for (key, size) in &chosen {
+                            let done = sqlx::query(DELETE_ENTRY)
+                                .bind(key)
+                                .execute(&mut *tx)
+                                .await?;
+                            if done.rows_affected() > 0 {
+                                round.entries += 1;
+                                round.bytes += *size as u64;
+                            }
+                        }
+                        tx.commit().await?;
+                        Ok(round)
+                    }
+                    .await;
+                    discard_on_error(&mut conn, &result);
+                    let round = result?;
+                    evicted.entries += round.entries;
+                    evicted.bytes += round.bytes;
                 }
                 Ok(evicted)
             }

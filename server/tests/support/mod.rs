@@ -1,9 +1,9 @@
 //! Helpers shared by the server's integration tests: sample keys, entries and packs, and an
 //! app state over a temp SQLite file.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-pub mod pg;
-pub mod process;
+pub use pycache_testkit::pg;
+pub use pycache_testkit::server as process;
 
 use std::sync::Arc;
 

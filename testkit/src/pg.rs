@@ -1,14 +1,12 @@
 //! A throwaway PostgreSQL 15 cluster for tests: `initdb` + `pg_ctl` in a temp dir, on a free
 //! port, stopped and deleted on drop.
 //!
-//! Self-contained (std + `tempfile` only) so other crates' tests can include it with
-//! `#[path = "…/server/tests/support/pg.rs"] mod pg;`. PostgreSQL refuses to run as root, so
-//! when the tests run as root the cluster runs as the `postgres` user (`runuser`). If the cluster
-//! cannot start, [`start`] panics with what failed and what to install — the tests fail, they
+//! PostgreSQL refuses to run as root, so when the tests run as root the cluster runs as the
+//! `postgres` user (`runuser`). If the cluster cannot start, [`start`] panics with what failed and what to install — the tests fail, they
 //! never skip.
 //!
 //! ```ignore
-//! let pg = pg::start();
+//! let pg = pycache_testkit::pg::start();
 //! let url = pg.url();                    // postgres://postgres@127.0.0.1:PORT/postgres
 //! let other = pg.create_database("e2e"); // a fresh database on the same cluster
 //! ```

@@ -5,9 +5,25 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-/// The binary under test.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_pycache-server")
+/// The binary under test: `PYCACHE_SERVER_BIN`, else `pycache-server` in the target directory
+/// of the running test (`target/<profile>/`, beside the `deps/` folder tests run from).
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("PYCACHE_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let path = profile_dir.join("pycache-server");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p pycache-server`, or run the tests with \
+         `cargo test --workspace`), or point PYCACHE_SERVER_BIN at it",
+        path.display()
+    );
+    path
 }
 
 /// Runs `pycache-server ARGS` to completion.
@@ -19,7 +35,8 @@ pub fn run(args: &[&str]) -> Output {
         .expect("run pycache-server")
 }
 
-/// `token create`, returning the token from the last line of stdout.
+/// `token create`, returning the token from the last line of stdout. `db_args` names the
+/// database (`--data-dir DIR` or `--database-url URL`).
 pub fn create_token(db_args: &[&str], name: &str, scope: &str) -> String {
     let mut args = vec!["token", "create", "--scope", scope, "--name", name];
     args.extend_from_slice(db_args);
@@ -30,7 +47,12 @@ pub fn create_token(db_args: &[&str], name: &str, scope: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout.lines().last().expect("a last line").to_owned()
+    stdout
+        .lines()
+        .last()
+        .expect("a last line")
+        .trim()
+        .to_owned()
 }
 
 /// A running server; killed on drop if still running.
@@ -39,13 +61,20 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     log: PathBuf,
+    db_args: Vec<String>,
 }
 
 impl Server {
-    /// Starts `pycache-server serve --listen 127.0.0.1:0 ARGS`, logging to `log_dir`.
+    /// Starts `pycache-server serve --listen 127.0.0.1:0 ARGS`, logging to a file in `log_dir`.
     pub fn start(args: &[&str], log_dir: &Path) -> Server {
-        let log = log_dir.join(format!("server-{}.log", std::process::id() ^ rand_suffix()));
-        let mut child = Command::new(binary())
+        Server::start_with(Command::new(binary()), args, log_dir)
+    }
+
+    /// [`Server::start`] with a prepared command (e.g. wrapped in `sh -c 'ulimit …; exec "$@"'`
+    /// or with extra environment); `serve --listen 127.0.0.1:0 ARGS` are appended to it.
+    pub fn start_with(mut command: Command, args: &[&str], log_dir: &Path) -> Server {
+        let log = log_dir.join(format!("server-{}-{}.log", std::process::id(), next_id()));
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("PYCACHE_DATABASE_URL")
@@ -58,7 +87,7 @@ impl Server {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(addr) = line.strip_prefix("listening on ") {
-                        break addr.to_owned();
+                        break addr.trim().to_owned();
                     }
                 }
                 _ => {
@@ -72,16 +101,33 @@ impl Server {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
+        let db_args = args
+            .windows(2)
+            .filter(|w| w[0] == "--data-dir" || w[0] == "--database-url")
+            .flat_map(|w| [w[0].to_owned(), w[1].to_owned()])
+            .collect();
         Server {
             child,
             base: format!("http://{addr}"),
             log,
+            db_args,
         }
     }
 
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Creates a token with `scope` in this server's database (`token create`).
+    pub fn token(&self, scope: &str, name: &str) -> String {
+        let db_args: Vec<&str> = self.db_args.iter().map(String::as_str).collect();
+        create_token(&db_args, name, scope)
     }
 
     /// Sends `signal` (e.g. `TERM`, `KILL`) and waits for the exit; returns whether it succeeded.
@@ -95,6 +141,12 @@ impl Server {
         self.child.wait().unwrap().success()
     }
 
+    /// Kills the server at once (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -103,13 +155,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
-fn rand_suffix() -> u32 {
+fn next_id() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed) << 16
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
