@@ -535,3 +535,52 @@ fn status_shows_the_scope_and_hides_the_token_and_stats_reads_the_server() {
         .unwrap()
         .starts_with("cpython-"));
 }
+
+/// One entry past the server's entry limit does not lose the whole upload: it is skipped (said
+/// once) and the rest is stored, so a fresh copy elsewhere finds everything but that one.
+#[test]
+fn an_oversized_entry_is_skipped_and_the_rest_uploaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let data = base.join("server-data");
+    let data_str = data.to_str().unwrap();
+    let server = Server::start(&["--data-dir", data_str, "--max-entry-size", "64KiB"], base);
+    let write = server.token("write", "ci");
+    let src = base.join("one/src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        std::fs::write(src.join(format!("small{i}.py")), format!("X = {i}\n")).unwrap();
+    }
+    // A generated module whose compiled body is far past 64 KiB.
+    let big: String = (0..4000)
+        .map(|i| format!("V{i} = 'value number {i}'\n"))
+        .collect();
+    std::fs::write(src.join("generated.py"), big).unwrap();
+    let cold = sync(
+        &base.join("one"),
+        &base.join("cache-one"),
+        Some(&server.base),
+        Some(&write),
+        &[],
+    );
+    assert_eq!(cold.out.status.code(), Some(0), "{}", stderr(&cold));
+    assert_eq!(cold.json["uploaded"], 8, "{}", cold.json);
+    assert_eq!(cold.json["upload_too_large"], 1, "{}", cold.json);
+    assert_eq!(
+        stderr(&cold).matches("larger than the server").count(),
+        1,
+        "said once: {}",
+        stderr(&cold)
+    );
+    copy_tree(&base.join("one"), &base.join("two"));
+    std::fs::remove_dir_all(base.join("two/src/__pycache__")).unwrap();
+    let warm = sync(
+        &base.join("two"),
+        &base.join("cache-two"),
+        Some(&server.base),
+        Some(&write),
+        &[],
+    );
+    assert_eq!(warm.json["remote_hits"], 8, "{}", warm.json);
+    assert_eq!(warm.json["compiled"], 1, "{}", warm.json);
+}
