@@ -163,3 +163,109 @@ fn a_tree_at_another_path_is_all_hits_with_compileall_bytes() {
     }
     assert!(ran > 0, "no CPython 3.8-3.13 found");
 }
+
+fn default_interp() -> &'static Interp {
+    support::interpreters()
+        .iter()
+        .find(|i| i.is_default)
+        .expect("the default python3")
+}
+
+/// Through the server: a tree elsewhere, with an empty local cache, is all remote hits,
+/// rewritten for its path, byte-identical to compileall's.
+#[test]
+fn a_tree_at_another_path_hits_through_the_server() {
+    let interp = default_interp();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let data = base.join("server-data");
+    let server =
+        pycache_testkit::server::Server::start(&["--data-dir", data.to_str().unwrap()], base);
+    let token = server.token("write", "ci");
+    let run = |tree: &Path, cache: &Path| -> serde_json::Value {
+        let out = Command::new(CLIENT)
+            .current_dir(base)
+            .env("PYCACHE_CACHE_DIR", cache)
+            .env("PYCACHE_SERVER", &server.base)
+            .env("PYCACHE_TOKEN", &token)
+            .arg("--python")
+            .arg(&interp.path)
+            .args(["sync", "--json"])
+            .arg(tree)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = base.join("ci-runner-1/workspace/lib");
+    corpus(interp, &first);
+    let cold = run(&first, &base.join("cache-1"));
+    let files = cold["compiled"].as_u64().unwrap();
+    assert_eq!(cold["uploaded"], files, "{cold}");
+
+    let other = base.join("another-runner/builds/project/lib");
+    corpus(interp, &other);
+    let status = Command::new(&interp.path)
+        .args(["-m", "compileall", "-q"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reference = pycs(&other);
+    remove_pycache(&other);
+    let warm = run(&other, &base.join("cache-2"));
+    assert_eq!(warm["remote_hits"], files, "{warm}");
+    assert_eq!(warm["relocated_hits"], files, "{warm}");
+    assert_eq!(warm["workers_started"], 0, "{warm}");
+    assert_eq!(pycs(&other), reference);
+}
+
+/// Two virtualenvs at different paths with the same packages (pip and its vendored packages,
+/// as `venv` installs them): every file of the second is a hit.
+#[test]
+fn a_second_virtualenv_elsewhere_is_all_hits() {
+    let interp = default_interp();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let mut summaries = Vec::new();
+    for name in ["service-a/.venv", "services/another-service/.venv"] {
+        let venv = tmp.path().join(name);
+        let made = Command::new(&interp.path)
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let site = Command::new(venv.join("bin/python"))
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ])
+            .output()
+            .unwrap();
+        let site = String::from_utf8(site.stdout).unwrap().trim().to_owned();
+        let out = Command::new(CLIENT)
+            .env("PYCACHE_CACHE_DIR", &cache)
+            .env_remove("PYCACHE_SERVER")
+            .arg("--python")
+            .arg(venv.join("bin/python"))
+            .args(["sync", "--json", "-f", &site])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        summaries.push(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap());
+    }
+    let (first, second) = (&summaries[0], &summaries[1]);
+    assert!(first["compiled"].as_u64().unwrap() > 100, "{first}");
+    assert_eq!(second["compiled"], 0, "{second}");
+    assert_eq!(second["workers_started"], 0, "{second}");
+    assert_eq!(second["local_hits"], first["compiled"], "{second}");
+}
