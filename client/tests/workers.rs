@@ -90,7 +90,7 @@ fn probe_fields_match_what_python_says() {
         let expect_13 = interp.implementation == "cpython" && v >= (3, 11, 0);
         assert_eq!(interp.hash_based_siphash13, expect_13, "{exe:?}");
         assert!(
-            interp.settings.starts_with("v1;ndr="),
+            interp.settings.starts_with("v2;impl="),
             "{}",
             interp.settings
         );

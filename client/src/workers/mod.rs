@@ -150,6 +150,7 @@ impl WorkerPool {
         let shared = Arc::new(Shared {
             launch: Launch {
                 executable: interp.real_executable.clone(),
+                shown: interp.executable.clone(),
                 cwd: config.cwd,
                 start_gate: config.start_gate,
             },

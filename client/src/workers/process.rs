@@ -30,6 +30,8 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 pub(super) struct Launch {
     /// The target interpreter.
     pub executable: PathBuf,
+    /// The interpreter as the user named it (a shim, a venv's `bin/python`), for messages.
+    pub shown: PathBuf,
     /// Working directory (job paths may be relative to it); `None` inherits ours.
     pub cwd: Option<PathBuf>,
     /// Test hook: wait for this file before starting a worker.
@@ -83,7 +85,7 @@ impl WorkerProcess {
         let mut child = command.spawn().map_err(|err| {
             format!(
                 "could not start the Python interpreter {}: {err}",
-                launch.executable.display()
+                launch.shown.display()
             )
         })?;
         started.fetch_add(1, Ordering::Relaxed);
@@ -101,7 +103,7 @@ impl WorkerProcess {
             stdin,
             events,
             stderr_tail,
-            executable: launch.executable.clone(),
+            executable: launch.shown.clone(),
         };
         match process.wait_event(timeout, stopping) {
             Ok(Event::Ready) => Ok(process),

@@ -327,6 +327,7 @@ fn a_hanging_job_times_out_and_is_reported() {
 fn a_missing_interpreter_is_reported_through_the_results() {
     let mut interp = probe(&interpreters().pop().unwrap());
     interp.executable = PathBuf::from("/nonexistent/bin/python3");
+    interp.real_executable = interp.executable.clone();
     let pool = WorkerPool::new(&interp, 2);
     for id in 1..=3 {
         let outcome = compile_one(&pool, job(id, "x.py"));
