@@ -338,6 +338,32 @@ fn exclude_regex() -> Case {
     )
 }
 
+fn exclude_python_re() -> Case {
+    // The files -x skips are those the interpreter's `re` matches; patterns it rejects fail as
+    // compileall fails (traceback, exit 1); its warnings are compileall's; `-x ''` crashes it.
+    let steps = [
+        &["-x", "[[:alpha:]]", "proj"][..],
+        &["-x", "[a-z&&[^x]]", "proj"],
+        &["-x", r"\s", "proj"],
+        &["-x", r"q\w\.py$", "proj"],
+        &["-x", r"\udcff", "proj"],
+        &["-x", r"\p{L}", "proj"],
+        &["-x", r"\z", "proj"],
+        &["-x", "(?U)x", "proj"],
+        &["-x", "p(?i)KG", "proj"],
+        &["-x", "od++", "proj"],
+        &["-x", "", "proj"],
+        &["-q", "-x", "sub", "proj/pkg/sub/deep.py", "proj/top.py"],
+    ]
+    .iter()
+    .map(|args| Step::new(args).fresh())
+    .chain([Step::new(&["-q", "-x", "[[:alpha:]]", "proj"])
+        .fresh()
+        .env("PYTHONWARNINGS", "error")])
+    .collect();
+    case("exclude_python_re", regex_names, steps)
+}
+
 fn file_lists() -> Case {
     case(
         "file_lists",
@@ -439,6 +465,7 @@ cases! {
     strip_and_prepend => Full,
     destdir_with_strip => Full,
     exclude_regex => Full,
+    exclude_python_re => Core,
     file_lists => Full,
     symlinked_paths => Full,
     hardlink_dupes => Full,

@@ -3,16 +3,18 @@
 //! compileall, unchanged, so usage errors and `--help` are the real ones.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
+use std::rc::Rc;
 
 use anyhow::{Context, Result};
 
 use crate::compileall::args::{self, CompileallArgs, Dialect, Parsed};
-use crate::compileall::plan::{Event, FileOptions, PlanContext, Planner};
+use crate::compileall::exclude::{Exclusion, Start};
+use crate::compileall::plan::{Event, Exclude, FileOptions, PlanContext, Planner};
 use crate::engine::{self, EngineConfig, RemoteTier, Style, Summary};
 use crate::interpreter::Interpreter;
 use crate::local_cache::LocalCache;
@@ -31,26 +33,27 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
         Parsed::Run(a) => *a,
         Parsed::Delegate(why) => return delegate(&interp.executable, &raw_args, why),
     };
-    let rx = match &args.rx {
-        Some(pattern) => match fancy_regex::Regex::new(pattern) {
-            Ok(r) => Some(r),
-            Err(_) => {
-                return delegate(
-                    &interp.executable,
-                    &raw_args,
-                    "regex pycache cannot compile",
-                )
-            }
+    let (rx, rx_warnings) = match &args.rx {
+        Some(pattern) => match Exclusion::start(&interp.executable, pattern) {
+            Start::Ready {
+                exclusion,
+                warnings,
+            } => (Some(Rc::new(exclusion)), warnings),
+            Start::Delegate(why) => return delegate(&interp.executable, &raw_args, &why),
         },
-        None => None,
+        None => (None, Vec::new()),
     };
+    // compileall compiles the pattern first thing in main(): its warnings come before anything.
+    write_stderr(&rx_warnings).context("writing compileall's warnings failed")?;
     let cwd = std::env::current_dir().context("the current directory is not accessible")?;
     let ctx = plan_context(&interp, &cwd);
     let opts = FileOptions {
         force: args.force,
         quiet: args.quiet,
         legacy: args.legacy,
-        rx,
+        rx: rx
+            .clone()
+            .map(|r| Box::new(SharedExclusion(r)) as Box<dyn Exclude>),
         optimize: args.opt_levels.clone().unwrap_or_else(|| vec![-1]),
         stripdir: args.stripdir.clone(),
         prependdir: args.prependdir.clone(),
@@ -107,7 +110,35 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
         }
     }
     let events = planner.events;
+    if let Some(rx) = rx {
+        drop(opts);
+        if rx.failed() {
+            return delegate(
+                &interp.executable,
+                &raw_args,
+                "the -x helper stopped answering",
+            );
+        }
+        if let Ok(exclusion) = Rc::try_unwrap(rx) {
+            exclusion.finish();
+        }
+    }
     execute(settings, &interp, events, &args)
+}
+
+fn write_stderr(bytes: &[u8]) -> io::Result<()> {
+    let mut stderr = io::stderr().lock();
+    stderr.write_all(bytes)?;
+    stderr.flush()
+}
+
+/// The `-x` helper, shared between the walk's options and the check after the walk.
+struct SharedExclusion(Rc<Exclusion>);
+
+impl Exclude for SharedExclusion {
+    fn excludes(&self, fullname: &std::ffi::OsStr) -> bool {
+        self.0.excludes(fullname)
+    }
 }
 
 fn execute(

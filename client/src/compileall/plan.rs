@@ -34,7 +34,6 @@ pub struct PlanContext {
 }
 
 /// `compile_file`'s parameters that stay the same for a whole run.
-#[derive(Debug)]
 pub struct FileOptions {
     /// `-f`.
     pub force: bool,
@@ -42,8 +41,8 @@ pub struct FileOptions {
     pub quiet: u32,
     /// `-b`.
     pub legacy: bool,
-    /// `-x`.
-    pub rx: Option<fancy_regex::Regex>,
+    /// `-x`: which paths the walk skips.
+    pub rx: Option<Box<dyn Exclude + 'static>>,
     /// Optimization levels as compileall passes them (`-1` = the interpreter's).
     pub optimize: Vec<i64>,
     /// `-s` (3.9+).
@@ -52,6 +51,20 @@ pub struct FileOptions {
     pub prependdir: Option<OsString>,
     /// `-e`.
     pub limit_sl_dest: Option<OsString>,
+}
+
+/// compileall's `rx.search(fullname)`: true when the walk skips `fullname`.
+pub trait Exclude {
+    /// Whether the pattern matches `fullname` (the path as compileall built it).
+    fn excludes(&self, fullname: &OsStr) -> bool;
+}
+
+/// `sync --exclude`: a Rust regular expression over the path (lossily decoded).
+impl Exclude for fancy_regex::Regex {
+    fn excludes(&self, fullname: &OsStr) -> bool {
+        let text = String::from_utf8_lossy(fullname.as_bytes());
+        self.is_match(&text).unwrap_or(false)
+    }
 }
 
 /// One optimization level of a file to compile.
@@ -260,8 +273,7 @@ impl<'a> Planner<'a> {
         optimize.dedup();
 
         if let Some(rx) = &self.opts.rx {
-            let text = String::from_utf8_lossy(fullname.as_bytes());
-            if rx.is_match(&text).unwrap_or(false) {
+            if rx.excludes(fullname) {
                 return;
             }
         }

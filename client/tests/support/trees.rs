@@ -79,6 +79,15 @@ pub fn mixed(t: &mut Tree, interp: &Interp) {
         .file("proj/pkg/warn.py", "x = 1\nif x is 1:\n    pass\n");
 }
 
+/// `mixed` plus names where Python's `re` and other engines disagree: a U+001C separator
+/// (`\s` in Python), a superscript two (`\w` in Python), a non-UTF-8 byte (a surrogate escape).
+pub fn regex_names(t: &mut Tree, interp: &Interp) {
+    mixed(t, interp);
+    t.file("proj/sep\u{1c}x.py", "s = 1\n")
+        .file("proj/sq\u{b2}.py", "q = 1\n")
+        .file(os_path(b"proj/pkg/raw\xff.py"), "r = 1\n");
+}
+
 /// Thirteen levels of directories, one module each: deeper than 3.8's default of 10.
 pub fn deep(t: &mut Tree, _: &Interp) {
     let mut rel = PathBuf::from("proj");
