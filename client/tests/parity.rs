@@ -364,6 +364,28 @@ fn exclude_python_re() -> Case {
     case("exclude_python_re", regex_names, steps)
 }
 
+fn narrow_stdout() -> Case {
+    // A stdout codec that cannot encode a path: compileall fails with UnicodeEncodeError (exit
+    // 1) at the line printing it, after compiling what came before; encodable non-ASCII paths
+    // are printed in that codec, not in UTF-8.
+    let io =
+        |args: &[&str], encoding: &str| Step::new(args).fresh().env("PYTHONIOENCODING", encoding);
+    case(
+        "narrow_stdout",
+        wide_names,
+        vec![
+            io(&["proj"], "latin-1"),
+            io(&["proj"], "ascii"),
+            io(&["proj"], "latin-1:replace"),
+            io(&["-q", "proj"], "latin-1"),
+            io(&["-q", "proj"], "ascii"),
+            io(&["-qq", "proj"], "ascii"),
+            io(&["proj/pkg"], "latin-1"),
+            io(&["proj/top.py", "proj/pkg/mod.py"], "ascii"),
+        ],
+    )
+}
+
 fn file_lists() -> Case {
     case(
         "file_lists",
@@ -466,6 +488,7 @@ cases! {
     destdir_with_strip => Full,
     exclude_regex => Full,
     exclude_python_re => Core,
+    narrow_stdout => Core,
     file_lists => Full,
     symlinked_paths => Full,
     hardlink_dupes => Full,

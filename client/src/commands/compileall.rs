@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 
 use crate::compileall::args::{self, CompileallArgs, Dialect, Parsed};
 use crate::compileall::exclude::{Exclusion, Start};
+use crate::compileall::narrow_stdout::reason_to_delegate;
 use crate::compileall::plan::{Event, Exclude, FileOptions, PlanContext, Planner};
 use crate::engine::{self, EngineConfig, RemoteTier, Style, Summary};
 use crate::interpreter::Interpreter;
@@ -43,8 +44,6 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
         },
         None => (None, Vec::new()),
     };
-    // compileall compiles the pattern first thing in main(): its warnings come before anything.
-    write_stderr(&rx_warnings).context("writing compileall's warnings failed")?;
     let cwd = std::env::current_dir().context("the current directory is not accessible")?;
     let ctx = plan_context(&interp, &cwd);
     let opts = FileOptions {
@@ -64,6 +63,7 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
         match read_file_list(flist) {
             Ok(lines) => dests.extend(lines),
             Err(_) => {
+                write_stderr(&rx_warnings).context("writing compileall's warnings failed")?;
                 if args.quiet < 2 {
                     println!("Error reading file list {}", flist.to_string_lossy());
                 }
@@ -89,7 +89,12 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
             .map(|s| OsString::from_vec(s.into_bytes()))
             .collect();
         path_planner.compile_path(&sys_path);
-        return execute(settings, &interp, path_planner.events, &args);
+        let events = path_planner.events;
+        if let Some(why) = reason_to_delegate(&events, args.quiet, &interp.stdout_encoding) {
+            return delegate(&interp.executable, &raw_args, why);
+        }
+        write_stderr(&rx_warnings).context("writing compileall's warnings failed")?;
+        return execute(settings, &interp, events, &args);
     }
     let maxlevels = args.recursion.or(args.maxlevels);
     for dest in &dests {
@@ -110,6 +115,9 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
         }
     }
     let events = planner.events;
+    if let Some(why) = reason_to_delegate(&events, args.quiet, &interp.stdout_encoding) {
+        return delegate(&interp.executable, &raw_args, why);
+    }
     if let Some(rx) = rx {
         drop(opts);
         if rx.failed() {
@@ -123,6 +131,8 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
             exclusion.finish();
         }
     }
+    // compileall compiles the pattern first thing in main(): its warnings precede its output.
+    write_stderr(&rx_warnings).context("writing compileall's warnings failed")?;
     execute(settings, &interp, events, &args)
 }
 

@@ -2,4 +2,5 @@
 
 pub mod args;
 pub mod exclude;
+pub mod narrow_stdout;
 pub mod plan;

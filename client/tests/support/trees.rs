@@ -88,6 +88,15 @@ pub fn regex_names(t: &mut Tree, interp: &Interp) {
         .file(os_path(b"proj/pkg/raw\xff.py"), "r = 1\n");
 }
 
+/// `package` plus non-ASCII names: one Latin-1 can encode, one it cannot, and a failing file
+/// whose name only Latin-1 can encode (printed under `-q`).
+pub fn wide_names(t: &mut Tree, interp: &Interp) {
+    package(t, interp);
+    t.file("proj/caf\u{e9}.py", "c = 1\n")
+        .file("proj/pkg/\u{4e2d}.py", "z = 1\n")
+        .file("proj/bad_\u{e9}.py", "def f(:\n");
+}
+
 /// Thirteen levels of directories, one module each: deeper than 3.8's default of 10.
 pub fn deep(t: &mut Tree, _: &Interp) {
     let mut rel = PathBuf::from("proj");
