@@ -386,6 +386,38 @@ fn narrow_stdout() -> Case {
     )
 }
 
+fn parser_overflow() -> Case {
+    // 3.8's parser (3.9's with PYTHONOLDPARSER) prints `s_push: parser stack overflow` on
+    // stderr; the line belongs to the compile and comes back from the cache.
+    let s = Step::new(&["proj"]);
+    case(
+        "parser_overflow",
+        deep_nesting,
+        vec![
+            s.clone(),
+            s.clone().fresh(),
+            Step::new(&["-q", "proj"])
+                .fresh()
+                .env("PYTHONOLDPARSER", "1"),
+        ],
+    )
+}
+
+fn mtime_past_2038() -> Case {
+    // 3.8 packs the mtime as a signed 32-bit number in its up-to-date check: struct.error,
+    // traceback, exit 1, after compiling what came before; -f skips the check.
+    case(
+        "mtime_past_2038",
+        far_mtimes,
+        vec![
+            Step::new(&["proj"]),
+            Step::new(&["-q", "proj"]),
+            Step::new(&["-f", "proj"]).fresh(),
+            Step::new(&["proj/c_1960.py", "proj/b_2040.py"]).fresh(),
+        ],
+    )
+}
+
 fn file_lists() -> Case {
     case(
         "file_lists",
@@ -489,6 +521,8 @@ cases! {
     exclude_regex => Full,
     exclude_python_re => Core,
     narrow_stdout => Core,
+    parser_overflow => Core,
+    mtime_past_2038 => Core,
     file_lists => Full,
     symlinked_paths => Full,
     hardlink_dupes => Full,

@@ -89,6 +89,9 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
             .map(|s| OsString::from_vec(s.into_bytes()))
             .collect();
         path_planner.compile_path(&sys_path);
+        if path_planner.mtime_struct_error {
+            return delegate(&interp.executable, &raw_args, MTIME_STRUCT_ERROR);
+        }
         let events = path_planner.events;
         if let Some(why) = reason_to_delegate(&events, args.quiet, &interp.stdout_encoding) {
             return delegate(&interp.executable, &raw_args, why);
@@ -114,6 +117,9 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
             planner.compile_dir(dest, levels, args.ddir.as_deref(), args.workers != 1);
         }
     }
+    if planner.mtime_struct_error {
+        return delegate(&interp.executable, &raw_args, MTIME_STRUCT_ERROR);
+    }
     let events = planner.events;
     if let Some(why) = reason_to_delegate(&events, args.quiet, &interp.stdout_encoding) {
         return delegate(&interp.executable, &raw_args, why);
@@ -135,6 +141,9 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
     write_stderr(&rx_warnings).context("writing compileall's warnings failed")?;
     execute(settings, &interp, events, &args)
 }
+
+/// Why a run with a source mtime 3.8 cannot pack is compileall's own.
+const MTIME_STRUCT_ERROR: &str = "a source mtime outside 3.8's signed 32-bit up-to-date check";
 
 fn write_stderr(bytes: &[u8]) -> io::Result<()> {
     let mut stderr = io::stderr().lock();

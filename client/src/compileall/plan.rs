@@ -120,6 +120,10 @@ pub struct Planner<'a> {
     pub python_files: u64,
     /// Files compileall found up to date.
     pub up_to_date: u64,
+    /// 3.8's up-to-date check packs the source mtime as a signed 32-bit number: from 2038 on
+    /// (or before 1901) it raises `struct.error` and compileall stops with a traceback. Set
+    /// when the walk reaches such a file; the run is then compileall's own.
+    pub mtime_struct_error: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -131,6 +135,7 @@ impl<'a> Planner<'a> {
             events: Vec::new(),
             python_files: 0,
             up_to_date: 0,
+            mtime_struct_error: false,
         }
     }
 
@@ -326,7 +331,11 @@ impl<'a> Planner<'a> {
             })
             .collect();
         if !self.opts.force {
-            let expect = pyc::expected_timestamp_prefix(self.ctx.magic, pyc::python_mtime(&meta));
+            let mtime = pyc::python_mtime(&meta);
+            if !self.at_least(9) && i32::try_from(mtime).is_err() {
+                self.mtime_struct_error = true;
+            }
+            let expect = pyc::expected_timestamp_prefix(self.ctx.magic, mtime);
             // 3.8 checks its one pyc; 3.9+ every level's.
             if levels
                 .iter()
