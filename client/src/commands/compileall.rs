@@ -16,6 +16,7 @@ use crate::compileall::args::{self, CompileallArgs, Dialect, Parsed};
 use crate::compileall::exclude::{Exclusion, Start};
 use crate::compileall::narrow_stdout::reason_to_delegate;
 use crate::compileall::plan::{Event, Exclude, FileOptions, PlanContext, Planner};
+use crate::compileall::pypy_cold;
 use crate::engine::{self, EngineConfig, RemoteTier, Style, Summary};
 use crate::interpreter::Interpreter;
 use crate::local_cache::LocalCache;
@@ -96,8 +97,7 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
         if let Some(why) = reason_to_delegate(&events, args.quiet, &interp.stdout_encoding) {
             return delegate(&interp.executable, &raw_args, why);
         }
-        write_stderr(&rx_warnings).context("writing compileall's warnings failed")?;
-        return execute(settings, &interp, events, &args);
+        return finish(settings, &interp, events, &args, &raw_args, &rx_warnings);
     }
     let maxlevels = args.recursion.or(args.maxlevels);
     for dest in &dests {
@@ -137,9 +137,35 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
             exclusion.finish();
         }
     }
+    finish(settings, &interp, events, &args, &raw_args, &rx_warnings)
+}
+
+/// Runs the plan: on PyPy with nothing cached in compileall's own process (see
+/// [`pypy_cold`]), else in the engine after the `-x` pattern's warnings.
+fn finish(
+    settings: &Settings,
+    interp: &Interpreter,
+    events: Vec<Event>,
+    args: &CompileallArgs,
+    raw_args: &[OsString],
+    rx_warnings: &[u8],
+) -> Result<i32> {
+    let local = if settings.local_cache {
+        LocalCache::open(&settings.cache_dir).ok()
+    } else {
+        None
+    };
+    if pypy_cold::applies(&events, interp, settings.server.as_deref(), local.as_ref()) {
+        tracing_log("PyPy run with nothing cached: compileall's own process compiles it");
+        let mode = args
+            .invalidation_mode
+            .unwrap_or_else(InvalidationMode::default_from_env);
+        return pypy_cold::run(interp, raw_args, &events, mode, local.as_ref());
+    }
+    drop(local);
     // compileall compiles the pattern first thing in main(): its warnings precede its output.
-    write_stderr(&rx_warnings).context("writing compileall's warnings failed")?;
-    execute(settings, &interp, events, &args)
+    write_stderr(rx_warnings).context("writing compileall's warnings failed")?;
+    execute(settings, interp, events, args)
 }
 
 /// Why a run with a source mtime 3.8 cannot pack is compileall's own.

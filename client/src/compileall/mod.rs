@@ -4,3 +4,4 @@ pub mod args;
 pub mod exclude;
 pub mod narrow_stdout;
 pub mod plan;
+pub mod pypy_cold;
