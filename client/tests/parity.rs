@@ -382,6 +382,8 @@ fn narrow_stdout() -> Case {
             io(&["-qq", "proj"], "ascii"),
             io(&["proj/pkg"], "latin-1"),
             io(&["proj/top.py", "proj/pkg/mod.py"], "ascii"),
+            // The list was read from stdin before the run was handed to compileall.
+            io(&["-i", "-"], "latin-1").stdin(b"proj/top.py\nproj/pkg\n"),
         ],
     )
 }

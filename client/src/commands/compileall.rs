@@ -3,7 +3,7 @@
 //! compileall, unchanged, so usage errors and `--help` are the real ones.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -60,8 +60,9 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
         limit_sl_dest: args.limit_sl_dest.clone(),
     };
     let mut dests = args.dests.clone();
+    let mut stdin_copy: Option<Vec<u8>> = None;
     if let Some(flist) = &args.flist {
-        match read_file_list(flist) {
+        match read_file_list(flist, &mut stdin_copy) {
             Ok(lines) => dests.extend(lines),
             Err(_) => {
                 write_stderr(&rx_warnings).context("writing compileall's warnings failed")?;
@@ -91,13 +92,27 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
             .collect();
         path_planner.compile_path(&sys_path);
         if path_planner.mtime_struct_error {
-            return delegate(&interp.executable, &raw_args, MTIME_STRUCT_ERROR);
+            return delegate_fed(
+                &interp.executable,
+                &raw_args,
+                MTIME_STRUCT_ERROR,
+                stdin_copy.as_deref(),
+            );
         }
         let events = path_planner.events;
         if let Some(why) = reason_to_delegate(&events, args.quiet, &interp.stdout_encoding) {
-            return delegate(&interp.executable, &raw_args, why);
+            return delegate_fed(&interp.executable, &raw_args, why, stdin_copy.as_deref());
         }
-        return finish(settings, &interp, events, &args, &raw_args, &rx_warnings);
+        let stdin = stdin_copy.as_deref();
+        return finish(
+            settings,
+            &interp,
+            events,
+            &args,
+            &raw_args,
+            &rx_warnings,
+            stdin,
+        );
     }
     let maxlevels = args.recursion.or(args.maxlevels);
     for dest in &dests {
@@ -118,26 +133,41 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
         }
     }
     if planner.mtime_struct_error {
-        return delegate(&interp.executable, &raw_args, MTIME_STRUCT_ERROR);
+        return delegate_fed(
+            &interp.executable,
+            &raw_args,
+            MTIME_STRUCT_ERROR,
+            stdin_copy.as_deref(),
+        );
     }
     let events = planner.events;
     if let Some(why) = reason_to_delegate(&events, args.quiet, &interp.stdout_encoding) {
-        return delegate(&interp.executable, &raw_args, why);
+        return delegate_fed(&interp.executable, &raw_args, why, stdin_copy.as_deref());
     }
     if let Some(rx) = rx {
         drop(opts);
         if rx.failed() {
-            return delegate(
+            return delegate_fed(
                 &interp.executable,
                 &raw_args,
                 "the -x helper stopped answering",
+                stdin_copy.as_deref(),
             );
         }
         if let Ok(exclusion) = Rc::try_unwrap(rx) {
             exclusion.finish();
         }
     }
-    finish(settings, &interp, events, &args, &raw_args, &rx_warnings)
+    let stdin = stdin_copy.as_deref();
+    finish(
+        settings,
+        &interp,
+        events,
+        &args,
+        &raw_args,
+        &rx_warnings,
+        stdin,
+    )
 }
 
 /// Runs the plan: on PyPy with nothing cached in compileall's own process (see
@@ -149,6 +179,7 @@ fn finish(
     args: &CompileallArgs,
     raw_args: &[OsString],
     rx_warnings: &[u8],
+    stdin: Option<&[u8]>,
 ) -> Result<i32> {
     let local = if settings.local_cache {
         LocalCache::open(&settings.cache_dir).ok()
@@ -160,7 +191,7 @@ fn finish(
         let mode = args
             .invalidation_mode
             .unwrap_or_else(InvalidationMode::default_from_env);
-        return pypy_cold::run(interp, raw_args, &events, mode, local.as_ref());
+        return pypy_cold::run(interp, raw_args, stdin, &events, mode, local.as_ref());
     }
     drop(local);
     // compileall compiles the pattern first thing in main(): its warnings precede its output.
@@ -288,9 +319,13 @@ pub fn plan_context(interp: &Interpreter, cwd: &Path) -> PlanContext {
 }
 
 /// `-i FILE` / `-i -`: one path per line, stripped of surrounding whitespace.
-fn read_file_list(flist: &OsString) -> io::Result<Vec<OsString>> {
+fn read_file_list(flist: &OsString, stdin_copy: &mut Option<Vec<u8>>) -> io::Result<Vec<OsString>> {
     let reader: Box<dyn BufRead> = if flist == "-" {
-        Box::new(io::stdin().lock())
+        // Kept: a run handed to compileall afterwards gets the same list on its stdin.
+        let mut bytes = Vec::new();
+        io::stdin().lock().read_to_end(&mut bytes)?;
+        *stdin_copy = Some(bytes.clone());
+        Box::new(io::Cursor::new(bytes))
     } else {
         Box::new(io::BufReader::new(std::fs::File::open(flist)?))
     };
@@ -314,6 +349,24 @@ fn read_file_list(flist: &OsString) -> io::Result<Vec<OsString>> {
         }
     }
     Ok(out)
+}
+
+/// `delegate`, for a run whose `-i -` list was already read from stdin: compileall runs as a
+/// child and gets the same bytes on its stdin.
+fn delegate_fed(
+    python: &Path,
+    raw_args: &[OsString],
+    why: &str,
+    stdin: Option<&[u8]>,
+) -> Result<i32> {
+    let Some(bytes) = stdin else {
+        return delegate(python, raw_args, why);
+    };
+    tracing_log(why);
+    let mut command = Command::new(python);
+    command.arg("-m").arg("compileall").args(raw_args);
+    crate::compileall::pypy_cold::run_fed(&mut command, bytes)
+        .with_context(|| format!("could not run {} -m compileall", python.display()))
 }
 
 /// Replaces this process with `python -m compileall ARGS`.

@@ -17,7 +17,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
 use pycache_proto::{CacheKey, Entry};
@@ -63,23 +63,30 @@ pub fn applies(
 pub fn run(
     interp: &Interpreter,
     raw_args: &[OsString],
+    stdin: Option<&[u8]>,
     events: &[Event],
     mode: InvalidationMode,
     local: Option<&LocalCache>,
 ) -> Result<i32> {
-    let mut child = Command::new(&interp.executable)
+    let mut command = Command::new(&interp.executable);
+    command
         .arg("-m")
         .arg("compileall")
         .args(raw_args)
         .env_remove("PYCACHE_PYTHON")
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "could not run {} -m compileall",
-                interp.executable.display()
-            )
-        })?;
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().with_context(|| {
+        format!(
+            "could not run {} -m compileall",
+            interp.executable.display()
+        )
+    })?;
+    let feeder = feed(&mut child, stdin);
     let mut child_stderr = child.stderr.take().expect("piped stderr");
     let mut printed_on_stderr = false;
     let mut chunk = [0u8; 8192];
@@ -98,6 +105,9 @@ pub fn run(
             .context("writing compileall's stderr failed")?;
     }
     let status = child.wait().context("waiting for compileall failed")?;
+    if let Some(feeder) = feeder {
+        let _ = feeder.join();
+    }
     if let (Some(cache), false) = (local, printed_on_stderr) {
         harvest(interp, events, mode, cache);
     }
@@ -138,6 +148,26 @@ fn harvest(interp: &Interpreter, events: &[Event], mode: InvalidationMode, cache
             }
         }
     }
+}
+
+/// Runs `command` with `stdin` as its standard input (output inherited); returns its status.
+pub fn run_fed(command: &mut Command, stdin: &[u8]) -> io::Result<i32> {
+    let mut child = command.stdin(Stdio::piped()).spawn()?;
+    let feeder = feed(&mut child, Some(stdin));
+    let status = child.wait()?;
+    if let Some(feeder) = feeder {
+        let _ = feeder.join();
+    }
+    Ok(status.code().unwrap_or(1))
+}
+
+/// Writes `bytes` to the child's stdin from a thread, then closes it.
+fn feed(child: &mut Child, bytes: Option<&[u8]>) -> Option<std::thread::JoinHandle<()>> {
+    let bytes = bytes?.to_vec();
+    let mut pipe = child.stdin.take()?;
+    Some(std::thread::spawn(move || {
+        let _ = pipe.write_all(&bytes);
+    }))
 }
 
 fn tasks(events: &[Event]) -> impl Iterator<Item = &FileTask> {
