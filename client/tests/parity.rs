@@ -338,6 +338,88 @@ fn exclude_regex() -> Case {
     )
 }
 
+fn exclude_python_re() -> Case {
+    // The files -x skips are those the interpreter's `re` matches; patterns it rejects fail as
+    // compileall fails (traceback, exit 1); its warnings are compileall's; `-x ''` crashes it.
+    let steps = [
+        &["-x", "[[:alpha:]]", "proj"][..],
+        &["-x", "[a-z&&[^x]]", "proj"],
+        &["-x", r"\s", "proj"],
+        &["-x", r"q\w\.py$", "proj"],
+        &["-x", r"\udcff", "proj"],
+        &["-x", r"\p{L}", "proj"],
+        &["-x", r"\z", "proj"],
+        &["-x", "(?U)x", "proj"],
+        &["-x", "p(?i)KG", "proj"],
+        &["-x", "od++", "proj"],
+        &["-x", "", "proj"],
+        &["-q", "-x", "sub", "proj/pkg/sub/deep.py", "proj/top.py"],
+    ]
+    .iter()
+    .map(|args| Step::new(args).fresh())
+    .chain([Step::new(&["-q", "-x", "[[:alpha:]]", "proj"])
+        .fresh()
+        .env("PYTHONWARNINGS", "error")])
+    .collect();
+    case("exclude_python_re", regex_names, steps)
+}
+
+fn narrow_stdout() -> Case {
+    // A stdout codec that cannot encode a path: compileall fails with UnicodeEncodeError (exit
+    // 1) at the line printing it, after compiling what came before; encodable non-ASCII paths
+    // are printed in that codec, not in UTF-8.
+    let io =
+        |args: &[&str], encoding: &str| Step::new(args).fresh().env("PYTHONIOENCODING", encoding);
+    case(
+        "narrow_stdout",
+        wide_names,
+        vec![
+            io(&["proj"], "latin-1"),
+            io(&["proj"], "ascii"),
+            io(&["proj"], "latin-1:replace"),
+            io(&["-q", "proj"], "latin-1"),
+            io(&["-q", "proj"], "ascii"),
+            io(&["-qq", "proj"], "ascii"),
+            io(&["proj/pkg"], "latin-1"),
+            io(&["proj/top.py", "proj/pkg/mod.py"], "ascii"),
+            // The list was read from stdin before the run was handed to compileall.
+            io(&["-i", "-"], "latin-1").stdin(b"proj/top.py\nproj/pkg\n"),
+        ],
+    )
+}
+
+fn parser_overflow() -> Case {
+    // 3.8's parser (3.9's with PYTHONOLDPARSER) prints `s_push: parser stack overflow` on
+    // stderr; the line belongs to the compile and comes back from the cache.
+    let s = Step::new(&["proj"]);
+    case(
+        "parser_overflow",
+        deep_nesting,
+        vec![
+            s.clone(),
+            s.clone().fresh(),
+            Step::new(&["-q", "proj"])
+                .fresh()
+                .env("PYTHONOLDPARSER", "1"),
+        ],
+    )
+}
+
+fn mtime_past_2038() -> Case {
+    // 3.8 packs the mtime as a signed 32-bit number in its up-to-date check: struct.error,
+    // traceback, exit 1, after compiling what came before; -f skips the check.
+    case(
+        "mtime_past_2038",
+        far_mtimes,
+        vec![
+            Step::new(&["proj"]),
+            Step::new(&["-q", "proj"]),
+            Step::new(&["-f", "proj"]).fresh(),
+            Step::new(&["proj/c_1960.py", "proj/b_2040.py"]).fresh(),
+        ],
+    )
+}
+
 fn file_lists() -> Case {
     case(
         "file_lists",
@@ -439,6 +521,10 @@ cases! {
     strip_and_prepend => Full,
     destdir_with_strip => Full,
     exclude_regex => Full,
+    exclude_python_re => Core,
+    narrow_stdout => Core,
+    parser_overflow => Core,
+    mtime_past_2038 => Core,
     file_lists => Full,
     symlinked_paths => Full,
     hardlink_dupes => Full,

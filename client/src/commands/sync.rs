@@ -38,9 +38,9 @@ pub fn run(session: &Session, args: &SyncArgs, started: Instant) -> Result<i32> 
     let ctx = session.plan_context();
     let exclude = args.exclude.clone().or_else(|| settings.exclude.clone());
     let rx = match exclude {
-        Some(p) => Some(fancy_regex::Regex::new(&p).with_context(|| {
+        Some(p) => Some(Box::new(fancy_regex::Regex::new(&p).with_context(|| {
             format!("the exclude pattern {p:?} is not a valid regular expression")
-        })?),
+        })?) as Box<dyn crate::compileall::plan::Exclude>),
         None => None,
     };
     let optimize = if !args.optimize.is_empty() {

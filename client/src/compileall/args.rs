@@ -29,7 +29,7 @@ pub struct CompileallArgs {
     /// `-p PREPENDDIR`.
     pub prependdir: Option<OsString>,
     /// `-x REGEXP`.
-    pub rx: Option<String>,
+    pub rx: Option<OsString>,
     /// `-i FILE`.
     pub flist: Option<OsString>,
     /// Positional `FILE|DIR` arguments.
@@ -238,7 +238,7 @@ fn apply_value(
     match option {
         'r' => out.recursion = Some(python_int(&value)?),
         'd' => out.ddir = Some(value),
-        'x' => out.rx = Some(value.into_string().map_err(|_| "non-UTF-8 regex")?),
+        'x' => out.rx = Some(value),
         'i' => out.flist = Some(value),
         'j' => out.workers = python_int(&value)?,
         's' | 'p' | 'o' | 'e' if !dialect.has_39_options => {

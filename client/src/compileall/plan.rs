@@ -34,7 +34,6 @@ pub struct PlanContext {
 }
 
 /// `compile_file`'s parameters that stay the same for a whole run.
-#[derive(Debug)]
 pub struct FileOptions {
     /// `-f`.
     pub force: bool,
@@ -42,8 +41,8 @@ pub struct FileOptions {
     pub quiet: u32,
     /// `-b`.
     pub legacy: bool,
-    /// `-x`.
-    pub rx: Option<fancy_regex::Regex>,
+    /// `-x`: which paths the walk skips.
+    pub rx: Option<Box<dyn Exclude + 'static>>,
     /// Optimization levels as compileall passes them (`-1` = the interpreter's).
     pub optimize: Vec<i64>,
     /// `-s` (3.9+).
@@ -55,6 +54,20 @@ pub struct FileOptions {
     /// The run writes timestamp pycs (`--invalidation-mode timestamp`, the default): a pyc it
     /// wrote is up to date for a later visit of the same file in the same run.
     pub timestamp_pycs: bool,
+}
+
+/// compileall's `rx.search(fullname)`: true when the walk skips `fullname`.
+pub trait Exclude {
+    /// Whether the pattern matches `fullname` (the path as compileall built it).
+    fn excludes(&self, fullname: &OsStr) -> bool;
+}
+
+/// `sync --exclude`: a Rust regular expression over the path (lossily decoded).
+impl Exclude for fancy_regex::Regex {
+    fn excludes(&self, fullname: &OsStr) -> bool {
+        let text = String::from_utf8_lossy(fullname.as_bytes());
+        self.is_match(&text).unwrap_or(false)
+    }
 }
 
 /// One optimization level of a file to compile.
@@ -118,6 +131,10 @@ pub struct Planner<'a> {
     pub up_to_date: u64,
     /// Every pyc an earlier task of this run writes (normalized paths).
     planned: std::collections::HashSet<PathBuf>,
+    /// 3.8's up-to-date check packs the source mtime as a signed 32-bit number: from 2038 on
+    /// (or before 1901) it raises `struct.error` and compileall stops with a traceback. Set
+    /// when the walk reaches such a file; the run is then compileall's own.
+    pub mtime_struct_error: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -130,6 +147,7 @@ impl<'a> Planner<'a> {
             python_files: 0,
             up_to_date: 0,
             planned: Default::default(),
+            mtime_struct_error: false,
         }
     }
 
@@ -272,8 +290,7 @@ impl<'a> Planner<'a> {
         optimize.dedup();
 
         if let Some(rx) = &self.opts.rx {
-            let text = String::from_utf8_lossy(fullname.as_bytes());
-            if rx.is_match(&text).unwrap_or(false) {
+            if rx.excludes(fullname) {
                 return;
             }
         }
@@ -331,7 +348,11 @@ impl<'a> Planner<'a> {
             .collect();
         let mut revisit = false;
         if !self.opts.force {
-            let expect = pyc::expected_timestamp_prefix(self.ctx.magic, pyc::python_mtime(&meta));
+            let mtime = pyc::python_mtime(&meta);
+            if !self.at_least(9) && i32::try_from(mtime).is_err() {
+                self.mtime_struct_error = true;
+            }
+            let expect = pyc::expected_timestamp_prefix(self.ctx.magic, mtime);
             // 3.8 checks its one pyc; 3.9+ every level's. A pyc this run writes counts as up to
             // date when the run writes timestamp pycs (the check happens after that write).
             let current: Vec<bool> = levels

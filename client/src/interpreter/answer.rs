@@ -35,6 +35,8 @@ pub(super) struct ProbeAnswer {
     #[serde(default)]
     bytes_warning: u8,
     int_max_str_digits: Option<i64>,
+    #[serde(default)]
+    old_parser: bool,
     hash_seed: Option<String>,
     /// `sys.version_info` in full, e.g. `3.13.5final0`.
     release: Option<String>,
@@ -122,6 +124,7 @@ impl ProbeAnswer {
     /// - `w` — 16 hex digits of blake3 over the effective `warnings.filters` (`PYTHONWARNINGS`,
     ///   `-W`, dev mode): `error` turns a compile warning into a failure, `ignore` silences it;
     /// - `dev`, `bw` — dev mode and `-b` (only when set);
+    /// - `oldparser` — 3.9 running its pgen parser (`PYTHONOLDPARSER`; only when set);
     /// - `digits` — `sys.get_int_max_str_digits()` (a long int literal is a SyntaxError past it);
     /// - `rl` — the recursion limit (deep nesting is a RecursionError below it, up to 3.11);
     /// - `seed` — `PYTHONHASHSEED` when fixed, on CPython < 3.11 and PyPy, whose bodies depend on
@@ -144,6 +147,9 @@ impl ProbeAnswer {
         }
         if self.bytes_warning != 0 {
             out.push_str(&format!(";bw={}", self.bytes_warning));
+        }
+        if self.old_parser {
+            out.push_str(";oldparser=1");
         }
         if let Some(digits) = self.int_max_str_digits {
             out.push_str(&format!(";digits={digits}"));

@@ -42,6 +42,14 @@ try:
     )
     _out["dev_mode"] = bool(getattr(sys.flags, "dev_mode", False))
     _out["bytes_warning"] = sys.flags.bytes_warning
+    # 3.9's pgen parser (-X oldparser, PYTHONOLDPARSER) fails differently on deep nesting; only
+    # the PEG parser accepts parenthesized context managers there.
+    _out["old_parser"] = False
+    if sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 9):
+        try:
+            compile("with (a as b, c as d): pass", "<probe>", "exec")
+        except SyntaxError:
+            _out["old_parser"] = True
     _get_digits = getattr(sys, "get_int_max_str_digits", None)
     _out["int_max_str_digits"] = _get_digits() if _get_digits else None
     _seed = os.environ.get("PYTHONHASHSEED")

@@ -52,6 +52,14 @@ def _pcw_serve(*_pcw_args, **_pcw_kwargs):
     _pcw_encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     _pcw_errors = getattr(sys.stderr, "errors", None) or "backslashreplace"
     _pcw_real_stderr = sys.stderr
+    # CPython's pgen parser (3.8, and 3.9 with -X oldparser) writes `s_push: parser stack
+    # overflow` with C stdio straight to fd 2: capture fd 2 around each compile, so the line is
+    # part of the compile's warnings text, in order, and replayed from the cache.
+    _pcw_fd2 = None
+    if sys.implementation.name == "cpython" and sys.version_info < (3, 10):
+        _pcw_fd2 = os.open(_pcw_cfile + ".stderr", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.unlink(_pcw_cfile + ".stderr")
+        _pcw_fd2_saved = os.dup(2)
 
     def _pcw_capture(_pcw_path, _pcw_data, _pcw_mode=0o666):
         _pcw_captured.append(_pcw_data)
@@ -85,6 +93,8 @@ def _pcw_serve(*_pcw_args, **_pcw_kwargs):
         sys.stderr = _pcw_stderr
         _pcw_bootstrap._write_atomic = _pcw_capture
         _pcw_loader_class.get_data = _pcw_record_read
+        if _pcw_fd2 is not None:
+            os.dup2(_pcw_fd2, 2)
         try:
             py_compile.compile(fullname, _pcw_cfile, dfile, True, optimize=_pcw_opt,
                                invalidation_mode=_pcw_timestamp)
@@ -100,14 +110,20 @@ def _pcw_serve(*_pcw_args, **_pcw_kwargs):
             _pcw_a = e.__class__.__name__.encode("utf-8", "backslashreplace")
             _pcw_b = str(e).encode("utf-8", "backslashreplace")
         finally:
+            if _pcw_fd2 is not None:
+                os.dup2(_pcw_fd2_saved, 2)
             _pcw_bootstrap._write_atomic = _pcw_write_atomic
             _pcw_loader_class.get_data = _pcw_get_data
             _pcw_read.clear()
             sys.stderr = _pcw_real_stderr
             _pcw_captured.clear()
         _pcw_warn = b""
+        if _pcw_fd2 is not None and os.lseek(_pcw_fd2, 0, os.SEEK_CUR):
+            _pcw_warn = os.pread(_pcw_fd2, os.lseek(_pcw_fd2, 0, os.SEEK_CUR), 0)
+            os.ftruncate(_pcw_fd2, 0)
+            os.lseek(_pcw_fd2, 0, os.SEEK_SET)
         if _pcw_stderr.tell():
-            _pcw_warn = _pcw_stderr.getvalue().encode(_pcw_encoding, _pcw_errors)
+            _pcw_warn += _pcw_stderr.getvalue().encode(_pcw_encoding, _pcw_errors)
             _pcw_stderr.seek(0)
             _pcw_stderr.truncate()
         _pcw_out.write(_pcw_reply.pack(

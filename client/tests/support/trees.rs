@@ -79,6 +79,43 @@ pub fn mixed(t: &mut Tree, interp: &Interp) {
         .file("proj/pkg/warn.py", "x = 1\nif x is 1:\n    pass\n");
 }
 
+/// `mixed` plus names where Python's `re` and other engines disagree: a U+001C separator
+/// (`\s` in Python), a superscript two (`\w` in Python), a non-UTF-8 byte (a surrogate escape).
+pub fn regex_names(t: &mut Tree, interp: &Interp) {
+    mixed(t, interp);
+    t.file("proj/sep\u{1c}x.py", "s = 1\n")
+        .file("proj/sq\u{b2}.py", "q = 1\n")
+        .file(os_path(b"proj/pkg/raw\xff.py"), "r = 1\n");
+}
+
+/// `package` plus non-ASCII names: one Latin-1 can encode, one it cannot, and a failing file
+/// whose name only Latin-1 can encode (printed under `-q`).
+pub fn wide_names(t: &mut Tree, interp: &Interp) {
+    package(t, interp);
+    t.file("proj/caf\u{e9}.py", "c = 1\n")
+        .file("proj/pkg/\u{4e2d}.py", "z = 1\n")
+        .file("proj/bad_\u{e9}.py", "def f(:\n");
+}
+
+/// Sources nested deeper than 3.8's parser stack (it prints `s_push: parser stack overflow`
+/// on stderr and fails with MemoryError), next to good files.
+pub fn deep_nesting(t: &mut Tree, _: &Interp) {
+    let nested = |n: usize| format!("x = {}{}\n", "(".repeat(n), ")".repeat(n));
+    t.file("proj/a_ok.py", "a = 1\n")
+        .file("proj/b_deep.py", nested(100))
+        .file("proj/d_deep.py", format!("y = 1\n{}", nested(120)))
+        .file("proj/e_nearly.py", nested(90));
+}
+
+/// A source whose mtime is past 2038 (and one before 1970) between ordinary ones.
+pub fn far_mtimes(t: &mut Tree, _: &Interp) {
+    t.file("proj/a.py", "a = 1\n")
+        .file("proj/b_2040.py", "b = 1\n")
+        .file("proj/c_1960.py", "c = 1\n")
+        .file("proj/sub/d.py", "d = 1\n");
+    set_mtime(&t.root().join("proj/b_2040.py"), 2_208_988_800);
+}
+
 /// Thirteen levels of directories, one module each: deeper than 3.8's default of 10.
 pub fn deep(t: &mut Tree, _: &Interp) {
     let mut rel = PathBuf::from("proj");
