@@ -131,6 +131,9 @@ pub struct Planner<'a> {
     pub up_to_date: u64,
     /// Every pyc an earlier task of this run writes (normalized paths).
     planned: std::collections::HashSet<PathBuf>,
+    /// The walk is in a directory whose listing has no `__pycache__`: its pycs are missing, no
+    /// need to try opening each.
+    no_pycache_here: bool,
     /// 3.8's up-to-date check packs the source mtime as a signed 32-bit number: from 2038 on
     /// (or before 1901) it raises `struct.error` and compileall stops with a traceback. Set
     /// when the walk reaches such a file; the run is then compileall's own.
@@ -147,6 +150,7 @@ impl<'a> Planner<'a> {
             python_files: 0,
             up_to_date: 0,
             planned: Default::default(),
+            no_pycache_here: false,
             mtime_struct_error: false,
         }
     }
@@ -207,6 +211,7 @@ impl<'a> Planner<'a> {
             }
         };
         names.sort_by_cached_key(|n| crate::pyrepr::code_points(n));
+        let no_pycache = !names.iter().any(|n| n.as_bytes() == b"__pycache__");
         for name in names {
             if name.as_bytes() == b"__pycache__" {
                 continue;
@@ -214,6 +219,7 @@ impl<'a> Planner<'a> {
             let fullname = os_path_join(dir, &name);
             let is_dir = fs::metadata(&fullname).map(|m| m.is_dir()).unwrap_or(false);
             if !is_dir {
+                self.no_pycache_here = no_pycache;
                 match naming {
                     Naming::Strip {
                         stripdir,
@@ -226,6 +232,7 @@ impl<'a> Planner<'a> {
                     ),
                     Naming::Ddir(ddir) => self.compile_file(&fullname, ddir.as_deref(), None, None),
                 }
+                self.no_pycache_here = false;
             } else if maxlevels > 0
                 && name.as_bytes() != b"."
                 && name.as_bytes() != b".."
@@ -355,11 +362,16 @@ impl<'a> Planner<'a> {
             let expect = pyc::expected_timestamp_prefix(self.ctx.magic, mtime);
             // 3.8 checks its one pyc; 3.9+ every level's. A pyc this run writes counts as up to
             // date when the run writes timestamp pycs (the check happens after that write).
+            // Without a `__pycache__` beside the source (and pycs in the default place), there is
+            // nothing to open.
+            let surely_missing = self.no_pycache_here
+                && !self.opts.legacy
+                && self.ctx.pycache_prefix.is_none();
             let current: Vec<bool> = levels
                 .iter()
                 .map(|l| {
                     (l.planned_before && self.opts.timestamp_pycs)
-                        || pyc::starts_with(Path::new(&l.cfile), &expect)
+                        || (!surely_missing && pyc::starts_with(Path::new(&l.cfile), &expect))
                 })
                 .collect();
             if current.iter().all(|c| *c) {
