@@ -95,16 +95,9 @@ pub fn run(session: &Session, raw_args: Vec<OsString>) -> Result<i32> {
             .map(|s| OsString::from_vec(s.into_bytes()))
             .collect();
         path_planner.compile_path(&sys_path);
-        if path_planner.mtime_struct_error {
-            return delegate_fed(
-                &interp.executable,
-                &raw_args,
-                MTIME_STRUCT_ERROR,
-                stdin_copy.as_deref(),
-            );
-        }
+        let struct_error = path_planner.mtime_struct_error;
         let events = path_planner.events;
-        if let Some(why) = reason_to_delegate(&events, args.quiet, &interp.stdout_encoding) {
+        if let Some(why) = handoff_after_walk(struct_error, &events, &args, interp) {
             return delegate_fed(&interp.executable, &raw_args, why, stdin_copy.as_deref());
         }
         let stdin = stdin_copy.as_deref();
@@ -136,16 +129,9 @@ pub fn run(session: &Session, raw_args: Vec<OsString>) -> Result<i32> {
             planner.compile_dir(dest, levels, args.ddir.as_deref(), args.workers != 1);
         }
     }
-    if planner.mtime_struct_error {
-        return delegate_fed(
-            &interp.executable,
-            &raw_args,
-            MTIME_STRUCT_ERROR,
-            stdin_copy.as_deref(),
-        );
-    }
+    let struct_error = planner.mtime_struct_error;
     let events = planner.events;
-    if let Some(why) = reason_to_delegate(&events, args.quiet, &interp.stdout_encoding) {
+    if let Some(why) = handoff_after_walk(struct_error, &events, &args, interp) {
         return delegate_fed(&interp.executable, &raw_args, why, stdin_copy.as_deref());
     }
     if let Some(rx) = rx {
@@ -208,6 +194,20 @@ fn finish(
         .console
         .stderr_text(&String::from_utf8_lossy(rx_warnings));
     execute(session, events, args, invalidation_mode)
+}
+
+/// Why the walked plan is better run by compileall itself, if it is: a source mtime 3.8 cannot
+/// pack, or a path the narrow stdout encoding cannot print.
+fn handoff_after_walk(
+    mtime_struct_error: bool,
+    events: &[Event],
+    args: &CompileallArgs,
+    interp: &crate::interpreter::Interpreter,
+) -> Option<&'static str> {
+    if mtime_struct_error {
+        return Some(MTIME_STRUCT_ERROR);
+    }
+    reason_to_delegate(events, args.quiet, &interp.stdout_encoding)
 }
 
 /// Why a run with a source mtime 3.8 cannot pack is compileall's own.

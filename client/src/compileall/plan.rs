@@ -364,9 +364,8 @@ impl<'a> Planner<'a> {
             // date when the run writes timestamp pycs (the check happens after that write).
             // Without a `__pycache__` beside the source (and pycs in the default place), there is
             // nothing to open.
-            let surely_missing = self.no_pycache_here
-                && !self.opts.legacy
-                && self.ctx.pycache_prefix.is_none();
+            let surely_missing =
+                self.no_pycache_here && !self.opts.legacy && self.ctx.pycache_prefix.is_none();
             let current: Vec<bool> = levels
                 .iter()
                 .map(|l| {

@@ -130,39 +130,19 @@ pub fn resolve(
             if let (Some((_, reloc_digest)), Some(cache), Some(wanted)) =
                 (&relocatable, local, wanted)
             {
-                match cache.get(reloc_digest) {
-                    Lookup::Hit(entry) => {
-                        if let Some((entry, moved)) = relocated(entry, cfg, wanted) {
-                            summary.local_hits += 1;
-                            summary.relocated_hits += u64::from(moved);
-                            levels.push(Slot::Ready(Arc::new(entry)));
-                            continue;
-                        }
-                    }
-                    Lookup::Corrupt(why) => {
-                        summary.corrupt_entries += 1;
-                        console.warn(
-                            WarningKind::CorruptLocalEntry,
-                            &format!("a local cache entry was corrupt and is recompiled ({why})"),
-                        );
-                    }
-                    Lookup::Miss => {}
-                }
-            }
-            match local.map_or(Lookup::Miss, |cache| cache.get(&digest)) {
-                Lookup::Hit(entry) => {
+                let found = local_get(cache, reloc_digest, console, summary);
+                if let Some((entry, moved)) = found.and_then(|e| relocated(e, cfg, wanted)) {
                     summary.local_hits += 1;
+                    summary.relocated_hits += u64::from(moved);
                     levels.push(Slot::Ready(Arc::new(entry)));
                     continue;
                 }
-                Lookup::Corrupt(why) => {
-                    summary.corrupt_entries += 1;
-                    console.warn(
-                        WarningKind::CorruptLocalEntry,
-                        &format!("a local cache entry was corrupt and is recompiled ({why})"),
-                    );
-                }
-                Lookup::Miss => {}
+            }
+            if let Some(entry) = local.and_then(|cache| local_get(cache, &digest, console, summary))
+            {
+                summary.local_hits += 1;
+                levels.push(Slot::Ready(Arc::new(entry)));
+                continue;
             }
             let id = out.misses.len() as u64;
             let job = CompileJob {
@@ -194,6 +174,27 @@ pub fn resolve(
         });
     }
     out
+}
+
+/// One local lookup: a corrupt entry is counted and said (once a run), and is a miss.
+fn local_get(
+    cache: &LocalCache,
+    digest: &KeyDigest,
+    console: &Console,
+    summary: &mut Summary,
+) -> Option<Entry> {
+    match cache.get(digest) {
+        Lookup::Hit(entry) => Some(entry),
+        Lookup::Corrupt(why) => {
+            summary.corrupt_entries += 1;
+            console.warn(
+                WarningKind::CorruptLocalEntry,
+                &format!("a local cache entry was corrupt and is recompiled ({why})"),
+            );
+            None
+        }
+        Lookup::Miss => None,
+    }
 }
 
 /// A relocatable entry served for `wanted`: a clean success (no warnings, whose text would
