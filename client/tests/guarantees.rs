@@ -431,3 +431,35 @@ fn temporary_files_of_a_killed_run_are_removed_later() {
     );
     assert_eq!(files(&pycache).len(), 2);
 }
+
+/// A source with a coding cookie makes the compile import its codec, a second read inside the
+/// worker: the check of what was compiled must look at the source's own bytes, so the result
+/// is cached like any other.
+#[test]
+fn a_source_with_a_coding_cookie_is_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    for copy in ["one", "two"] {
+        let src = tmp.path().join(copy).join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(
+            src.join("cyrillic.py"),
+            b"# coding: iso-8859-5\nNAME = '\xbf\xe0\xd8\xd2\xd5\xe2'\n",
+        )
+        .unwrap();
+    }
+    let sync = |copy: &str| -> serde_json::Value {
+        let out = client(&tmp.path().join(copy), &cache)
+            .args(["sync", "--json", "src"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("changed while"), "{stderr}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(sync("one")["compiled"], 1);
+    let second = sync("two");
+    assert_eq!(second["compiled"], 0, "{second}");
+    assert_eq!(second["local_hits"], 1, "{second}");
+}

@@ -69,8 +69,11 @@ def _pcw_serve(*_pcw_args, **_pcw_kwargs):
     _pcw_get_data = _pcw_loader_class.get_data
 
     def _pcw_record_read(self, path):
+        # py_compile's first read is the source; later ones are modules the compile imports
+        # (a coding cookie's codec, traceback on an error).
         _pcw_data = _pcw_get_data(self, path)
-        _pcw_read.append(_pcw_data)
+        if not _pcw_read:
+            _pcw_read.append(_pcw_data)
         return _pcw_data
 
     _pcw_out.write(b"\x00PYCACHE-WORKER-READY\n")
@@ -99,7 +102,7 @@ def _pcw_serve(*_pcw_args, **_pcw_kwargs):
             py_compile.compile(fullname, _pcw_cfile, dfile, True, optimize=_pcw_opt,
                                invalidation_mode=_pcw_timestamp)
             _pcw_a = _pcw_captured.pop()
-            _pcw_b = _pcw_read[-1]
+            _pcw_b = _pcw_read[0] if _pcw_read else b""
         except py_compile.PyCompileError as err:
             _pcw_kind = 1
             _pcw_a = err.msg.encode("utf-8", "backslashreplace")
