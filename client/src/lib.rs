@@ -10,4 +10,5 @@ pub mod pyc;
 pub mod pyrepr;
 pub mod remote;
 pub mod settings;
+pub mod venv;
 pub mod workers;

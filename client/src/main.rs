@@ -33,6 +33,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    // Needs no settings: a broken pyproject.toml must not break the shell's completion.
+    if let Command::Completions { shell } = cli.command {
+        return commands::completions::run(shell);
+    }
     let cwd = std::env::current_dir()?;
     let settings = Settings::resolve(&cli, &cwd)?;
     match cli.command {
@@ -40,5 +44,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sync(args) => commands::sync::run(&settings, &args),
         Command::Status => commands::status::status(&settings),
         Command::Stats => commands::status::stats(&settings),
+        Command::Completions { shell } => commands::completions::run(shell),
     }
 }

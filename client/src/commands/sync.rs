@@ -35,9 +35,16 @@ struct SyncReport<'a> {
 /// Runs sync; returns the exit status.
 pub fn run(settings: &Settings, args: &SyncArgs) -> Result<i32> {
     let started = Instant::now();
-    let python = crate::interpreter::resolve_interpreter(settings.python.as_deref())?;
-    let interp = Interpreter::probe(&python, &settings.cache_dir)?;
     let cwd = std::env::current_dir().context("the current directory is not accessible")?;
+    let venv = match &args.venv {
+        Some(path) => Some(crate::venv::Environment::locate(path.as_deref(), &cwd)?),
+        None => None,
+    };
+    let python = match &venv {
+        Some(env) => env.target_interpreter(settings.python.as_deref()),
+        None => crate::interpreter::resolve_interpreter(settings.python.as_deref())?,
+    };
+    let interp = Interpreter::probe(&python, &settings.cache_dir)?;
     let ctx = plan_context(&interp, &cwd);
     let exclude = args.exclude.clone().or_else(|| settings.exclude.clone());
     let rx = match exclude {
@@ -72,7 +79,9 @@ pub fn run(settings: &Settings, args: &SyncArgs) -> Result<i32> {
         prependdir: None,
         limit_sl_dest: None,
     };
-    let paths: Vec<PathBuf> = if args.paths.is_empty() {
+    let paths: Vec<PathBuf> = if let Some(env) = venv {
+        env.site_packages
+    } else if args.paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
         args.paths.clone()
