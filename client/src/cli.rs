@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "pycache-client", version, about, propagate_version = true)]
 pub struct Cli {
-    /// The target Python interpreter (else PYCACHE_PYTHON, the active virtualenv, python3).
+    /// The target Python interpreter (else PYCACHE_PYTHON, the active virtualenv, the virtualenv
+    /// pycache-client is installed in, python3).
     #[arg(long, global = true, env = "PYCACHE_PYTHON", value_name = "PATH")]
     pub python: Option<PathBuf>,
     /// The local cache directory (default: the user's cache dir, e.g. ~/.cache/pycache).
@@ -76,6 +77,12 @@ pub enum Command {
     Status,
     /// Show the server's statistics (JSON).
     Stats,
+    /// Print a shell completion script (e.g. `pycache-client completions bash > ~/.local/share/bash-completion/completions/pycache-client`).
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `pycache-client sync` options.
@@ -84,6 +91,10 @@ pub struct SyncArgs {
     /// Files and directories to compile.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Compile a virtual environment's site-packages with that environment's own interpreter
+    /// (default: the active environment, else ./.venv).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with = "paths")]
+    pub venv: Option<Option<PathBuf>>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,

@@ -26,8 +26,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 const MIN_VERSION: (u32, u32) = (3, 8);
 
 /// Picks the interpreter: `explicit` (`--python`, `PYCACHE_PYTHON`, `[tool.pycache] python`, as
-/// the settings resolved it) > `virtual_env/bin/python` (the active virtualenv) > `python3` on
-/// `PATH`.
+/// the settings resolved it) > `virtual_env/bin/python` (the active virtualenv) > the `bin/python` of the virtualenv
+/// pycache-client is installed in > `python3` on `PATH`.
 ///
 /// A bare name (no `/`) is looked up on `PATH`; a path is made absolute against the current
 /// directory without resolving symlinks (a venv's `bin/python` is a symlink that must stay one).
@@ -39,7 +39,10 @@ pub fn resolve_interpreter(
     let chosen = match (explicit, virtual_env) {
         (Some(path), _) => path.to_path_buf(),
         (None, Some(venv)) => venv.join("bin").join("python"),
-        (None, None) => PathBuf::from("python3"),
+        (None, None) => crate::venv::installed_environment().map_or_else(
+            || PathBuf::from("python3"),
+            |env| env.join("bin").join("python"),
+        ),
     };
     if chosen.components().count() == 1 && !chosen.as_os_str().as_encoded_bytes().contains(&b'/') {
         return find_on_path(&chosen).ok_or_else(|| {

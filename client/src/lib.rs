@@ -14,4 +14,5 @@ pub mod pyrepr;
 pub mod remote;
 pub mod session;
 pub mod settings;
+pub mod venv;
 pub mod workers;

@@ -47,6 +47,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, console: &Console, started: Instant) -> anyhow::Result<i32> {
+    // Needs no settings: a broken pyproject.toml must not break the shell's completion.
+    if let Command::Completions { shell } = cli.command {
+        return commands::completions::run(shell);
+    }
     let cwd = std::env::current_dir()?;
     let settings = Settings::resolve(&cli, &cwd)?;
     init_logging(settings.log_filter.as_deref(), console);
@@ -56,11 +60,23 @@ fn run(cli: Cli, console: &Console, started: Instant) -> anyhow::Result<i32> {
             commands::compileall::run(&session, args)
         }
         Command::Sync(args) => {
+            let mut settings = settings;
+            let venv = match &args.venv {
+                Some(path) => Some(pycache_client::venv::Environment::locate(
+                    path.as_deref(),
+                    &cwd,
+                )?),
+                None => None,
+            };
+            if let Some(env) = &venv {
+                settings.python = Some(env.target_interpreter(settings.python.as_deref(), console));
+            }
             let session = Session::open(settings, console.clone())?;
-            commands::sync::run(&session, &args, started)
+            commands::sync::run(&session, &args, started, venv)
         }
         Command::Status => commands::status::status(&settings, console),
         Command::Stats => commands::status::stats(&settings, console),
+        Command::Completions { shell } => commands::completions::run(shell),
     }
 }
 

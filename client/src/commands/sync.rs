@@ -33,7 +33,12 @@ struct SyncReport<'a> {
 }
 
 /// Runs sync; returns the exit status.
-pub fn run(session: &Session, args: &SyncArgs, started: Instant) -> Result<i32> {
+pub fn run(
+    session: &Session,
+    args: &SyncArgs,
+    started: Instant,
+    venv: Option<crate::venv::Environment>,
+) -> Result<i32> {
     let settings = &session.settings;
     let ctx = session.plan_context();
     let exclude = args.exclude.clone().or_else(|| settings.exclude.clone());
@@ -70,7 +75,9 @@ pub fn run(session: &Session, args: &SyncArgs, started: Instant) -> Result<i32> 
         prependdir: None,
         limit_sl_dest: None,
     };
-    let paths: Vec<PathBuf> = if args.paths.is_empty() {
+    let paths: Vec<PathBuf> = if let Some(env) = venv {
+        env.site_packages
+    } else if args.paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
         args.paths.clone()

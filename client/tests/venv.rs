@@ -1,0 +1,271 @@
+//! Virtual environments with the real client binary and real `python -m venv` environments:
+//! a client installed in a venv targets that venv's interpreter by default, and
+//! `sync --venv [PATH]` compiles an environment's site-packages with its own interpreter, byte
+//! for byte as `python -m compileall` does.
+//!
+//! Environments live under the system temporary directory, never under `target/`: a
+//! `CACHEDIR.TAG` above an environment marks it as a tool manager's (uvx), see `venv.rs`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
+
+/// A fresh `python3 -m venv --without-pip` at `root`.
+fn make_venv(root: &Path) {
+    let status = Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "python3 -m venv {}", root.display());
+}
+
+/// The venv's site-packages, as its interpreter reports it.
+fn site_packages(root: &Path) -> PathBuf {
+    let out = Command::new(root.join("bin/python"))
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A small package with nested modules, a warning and a failure, written into `dir`.
+fn write_package(dir: &Path) {
+    let pkg = dir.join("demo_pkg");
+    std::fs::create_dir_all(pkg.join("sub")).unwrap();
+    std::fs::write(pkg.join("__init__.py"), "from .core import f\n").unwrap();
+    std::fs::write(
+        pkg.join("core.py"),
+        "def f(x):\n    return [i * x for i in range(3)]\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("sub/__init__.py"), "").unwrap();
+    std::fs::write(
+        pkg.join("sub/deep.py"),
+        "class A:\n    '''doc'''\n    def g(self):\n        assert self\n        return 1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("single_module.py"), "VALUE = 'x' * 3\n").unwrap();
+}
+
+/// A command for the client at `exe`, with pycache's and Python's variables removed.
+fn client_at(exe: &Path, cwd: &Path, cache: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(cwd).env("PYCACHE_CACHE_DIR", cache);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("PYTHON") || key.starts_with("PYCACHE_") || key == "VIRTUAL_ENV" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("PYCACHE_CACHE_DIR", cache);
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Every `.pyc` below `root`, by path relative to it.
+fn pycs(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if path.extension().is_some_and(|e| e == "pyc") {
+                let rel = path.strip_prefix(root).unwrap().to_path_buf();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn remove_pycache(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().unwrap() == "__pycache__" {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                remove_pycache(&path);
+            }
+        }
+    }
+}
+
+/// The `python:` line of `pycache-client status`.
+fn status_python(cmd: &mut Command) -> String {
+    let out = cmd.arg("status").output().unwrap();
+    let all = text(&out);
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("python:"))
+        .unwrap_or_else(|| panic!("no python line\n{all}"))
+        .to_string();
+    line.trim_start_matches("python:").trim().to_string()
+}
+
+#[test]
+fn a_client_installed_in_a_venv_targets_that_venvs_interpreter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let venv = tmp.path().join("env");
+    make_venv(&venv);
+    let exe = venv.join("bin/pycache-client");
+    std::fs::copy(CLIENT, &exe).unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let cache = tmp.path().join("cache");
+
+    // Installed in the venv, nothing else said: the venv's interpreter.
+    let python = status_python(&mut client_at(&exe, &work, &cache));
+    let want = venv.join("bin/python").display().to_string();
+    assert!(python.starts_with(&format!("{want} (")), "{python}");
+
+    // The active environment and PYCACHE_PYTHON still come first.
+    let other = tmp.path().join("other");
+    make_venv(&other);
+    let python = status_python(client_at(&exe, &work, &cache).env("VIRTUAL_ENV", &other));
+    let want_other = other.join("bin/python").display().to_string();
+    assert!(python.starts_with(&format!("{want_other} (")), "{python}");
+    let python = status_python(
+        client_at(&exe, &work, &cache).env("PYCACHE_PYTHON", other.join("bin/python")),
+    );
+    assert!(python.starts_with(&format!("{want_other} (")), "{python}");
+
+    // A tool manager's environment (uv tool install, pipx) is pycache's own, not a target.
+    std::fs::write(venv.join("uv-receipt.toml"), "[tool]\n").unwrap();
+    let python = status_python(&mut client_at(&exe, &work, &cache));
+    assert!(!python.starts_with(&want), "{python}");
+    assert!(python.contains("python3"), "{python}");
+}
+
+#[test]
+fn sync_venv_compiles_site_packages_like_compileall() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let venv = project.join(".venv");
+    make_venv(&venv);
+    let sp = site_packages(&venv);
+    write_package(&sp);
+    let cache = tmp.path().join("cache");
+
+    // The reference: the venv's own `python -m compileall` of its site-packages.
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-m", "compileall", "-q"])
+        .arg(&sp)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let want = pycs(&sp);
+    assert_eq!(want.len(), 5, "{:?}", want.keys());
+    remove_pycache(&sp);
+
+    // `sync --venv` with no path: ./.venv of the current directory, with its interpreter
+    // (python3 on PATH is not asked: PATH holds no Python here).
+    let out = client_at(Path::new(CLIENT), &project, &cache)
+        .env("PATH", "/nonexistent")
+        .args(["sync", "--venv", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["python"],
+        venv.join("bin/python").display().to_string()
+    );
+    assert_eq!(report["files"], 5, "{report}");
+    assert_eq!(report["compiled"], 5, "{report}");
+    assert_eq!(pycs(&sp), want, "sync --venv differs from compileall");
+
+    // The active environment is the default before ./.venv; a second run from the cache is
+    // all hits and starts no Python worker.
+    remove_pycache(&sp);
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let out = client_at(Path::new(CLIENT), &elsewhere, &cache)
+        .env("VIRTUAL_ENV", &venv)
+        .args(["sync", "--venv", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["local_hits"], 5, "{report}");
+    assert_eq!(report["compiled"], 0, "{report}");
+    assert_eq!(report["workers_started"], 0, "{report}");
+    assert_eq!(pycs(&sp), want, "hits differ from compileall");
+}
+
+#[test]
+fn sync_venv_refuses_what_is_not_an_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let run = |args: &[&str]| {
+        client_at(Path::new(CLIENT), tmp.path(), &cache)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // No ./.venv and no active environment.
+    let out = run(&["sync", "--venv"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(".venv") && stderr.contains("does not exist") && stderr.contains("--venv"),
+        "{stderr}"
+    );
+    // A directory that is not an environment.
+    std::fs::create_dir(tmp.path().join("plain")).unwrap();
+    let out = run(&["sync", "--venv", "plain"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no pyvenv.cfg"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Paths and --venv together are a usage error.
+    let out = run(&["sync", "src", "--venv"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A broken pyproject.toml does not stop completions.
+    std::fs::write(tmp.path().join("pyproject.toml"), "[tool.pycache\n").unwrap();
+    for (shell, marker, venv_option) in [
+        ("bash", "complete -F", "--venv"),
+        ("zsh", "#compdef pycache-client", "--venv"),
+        ("fish", "complete -c pycache-client", "-l venv"),
+    ] {
+        let out = client_at(Path::new(CLIENT), tmp.path(), &tmp.path().join("cache"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {}", text(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains(venv_option),
+            "{shell}: no --venv in the script"
+        );
+    }
+    let out = client_at(Path::new(CLIENT), tmp.path(), &tmp.path().join("cache"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
