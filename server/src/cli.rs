@@ -106,6 +106,9 @@ pub struct ServeArgs {
     /// Seconds between flushes of hit counts and eviction rounds.
     #[arg(long, env = "PYCACHE_MAINTENANCE_INTERVAL", default_value_t = 10.0)]
     pub maintenance_interval: f64,
+    /// Heavy requests (batch get, uploads) served at once; more wait for a slot.
+    #[arg(long, env = "PYCACHE_MAX_HEAVY_REQUESTS", default_value_t = 16)]
+    pub max_heavy_requests: usize,
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {

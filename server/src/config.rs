@@ -17,6 +17,8 @@ pub struct Config {
     pub max_store_bytes: Option<u64>,
     /// How often hit counts are flushed and eviction runs.
     pub maintenance_interval: Duration,
+    /// Heavy requests (batch get, uploads) served at once; more wait for a slot.
+    pub max_heavy_requests: usize,
 }
 
 impl Default for Config {
@@ -28,6 +30,7 @@ impl Default for Config {
             max_batch_keys: 50_000,
             max_store_bytes: Some(10 << 30),
             maintenance_interval: Duration::from_secs(10),
+            max_heavy_requests: 16,
         }
     }
 }

@@ -63,6 +63,8 @@ impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
         if err.is_storage_full() {
             AppError::InsufficientStorage(err)
+        } else if err.is_unavailable() {
+            AppError::Unavailable(err)
         } else {
             AppError::Store(err)
         }

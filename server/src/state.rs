@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -18,6 +20,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Hits not yet written to the store.
     pub usage: Arc<UsageLog>,
+    /// Slots for heavy requests (batch get and uploads), so a burst of them queues instead of
+    /// multiplying the memory each may take.
+    heavy: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -25,9 +30,19 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
         AppState {
             store,
+            heavy: Arc::new(Semaphore::new(config.max_heavy_requests.max(1))),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             usage: Arc::new(UsageLog::default()),
         }
+    }
+
+    /// Waits for a heavy-request slot; it is freed when the permit drops.
+    pub async fn heavy_slot(&self) -> OwnedSemaphorePermit {
+        self.heavy
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the heavy-request semaphore is never closed")
     }
 }

@@ -49,6 +49,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         max_batch_keys: args.max_batch_keys,
         max_store_bytes: (args.max_size > 0).then_some(args.max_size),
         maintenance_interval: Duration::from_secs_f64(args.maintenance_interval),
+        max_heavy_requests: args.max_heavy_requests.max(1),
     })
 }
 
