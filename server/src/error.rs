@@ -34,6 +34,9 @@ pub enum AppError {
     /// 409: the request conflicts with what is stored (e.g. a token name in use).
     #[error("{0}")]
     Conflict(String),
+    /// 408: the request body did not arrive within the body timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 413: a body, entry or batch over a limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -57,6 +60,16 @@ pub enum AppError {
     /// 500: a store failure; details are logged, not sent.
     #[error(transparent)]
     Store(StoreError),
+}
+
+impl AppError {
+    /// A 408 for a body that did not arrive within `timeout`.
+    pub fn body_timeout(timeout: std::time::Duration) -> Self {
+        AppError::RequestTimeout(format!(
+            "the request body did not arrive within {}s; send it faster or in smaller batches",
+            timeout.as_secs_f64()
+        ))
+    }
 }
 
 impl From<StoreError> for AppError {
@@ -96,6 +109,7 @@ impl AppError {
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AppError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AppError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod maintenance;
 pub mod metrics;
@@ -87,9 +88,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let maintenance = tokio::spawn(maintenance::run_maintenance(state.clone()));
-    let result = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = connections::serve(
+        listener,
+        app(state.clone()),
+        state.config.connections,
+        shutdown,
+    )
+    .await;
     maintenance.abort();
     if let Err(err) = maintenance::flush_usage(&state).await {
         tracing::warn!(error = %err, "could not flush hit counts at shutdown");

@@ -165,3 +165,87 @@ fn postgres_down_is_a_quick_503() {
     assert_eq!(get.json::<ErrorResponse>().unwrap().code, "unavailable");
     assert!(took < Duration::from_secs(4), "batch get took {took:?}");
 }
+
+/// A server whose process may open at most 1,024 files (systemd's default soft limit).
+fn server_with_fd_limit(dir: &std::path::Path, extra: &[&str]) -> Server {
+    let data = dir.join("data");
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", "ulimit -n 1024 && exec \"$0\" \"$@\""]);
+    command.arg(pycache_testkit::server::binary());
+    let mut args = vec!["--data-dir", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Server::start_with(command, &args, dir)
+}
+
+#[test]
+fn healthz_answers_within_a_second_beside_1100_idle_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_fd_limit(dir.path(), &["--header-timeout", "60"]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let idle: Vec<std::net::TcpStream> = (0..1100)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect an idle socket"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for round in 0..5 {
+        let started = Instant::now();
+        let answer = http.get(server.url(api::HEALTHZ)).send();
+        let took = started.elapsed();
+        let status = answer.map(|r| r.status().as_u16());
+        assert!(
+            matches!(status, Ok(200)) && took < Duration::from_secs(1),
+            "round {round}: /healthz {status:?} after {took:?}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(idle);
+    assert!(
+        !server.log().contains("Too many open files"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn slowloris_headers_are_cut_after_the_header_timeout() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_fd_limit(dir.path(), &["--header-timeout", "1"]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .unwrap();
+    let started = Instant::now();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let closed_after = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a connection dripping its headers is still open after {:?}",
+            started.elapsed()
+        );
+        let mut buf = [0u8; 256];
+        match socket.read(&mut buf) {
+            Ok(0) => break started.elapsed(),
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break started.elapsed(),
+        }
+        if socket.write_all(b"X").is_err() {
+            break started.elapsed();
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "{closed_after:?}"
+    );
+}

@@ -127,8 +127,10 @@ async fn read_keys(
              the request"
         ))
     };
-    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let bytes = tokio::time::timeout(config.body_timeout, read)
         .await
+        .map_err(|_| AppError::body_timeout(config.body_timeout))?
         .map_err(|_| too_many())?;
     let keys = if binary {
         api::decode_key_list(&bytes).map_err(|e| AppError::bad_request("bad_key", e.to_string()))?
