@@ -1,8 +1,9 @@
 //! [`AppState`]: what every handler shares.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -23,6 +24,11 @@ pub struct AppState {
     /// Slots for heavy requests (batch get and uploads), so a burst of them queues instead of
     /// multiplying the memory each may take.
     heavy: Arc<Semaphore>,
+    /// Held while an eviction round runs, so concurrent writes do not evict twice.
+    pub eviction: Arc<Mutex<()>>,
+    /// Set when entries were evicted since the last time space was given back to the file
+    /// system.
+    pub reclaim_due: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -31,6 +37,8 @@ impl AppState {
         AppState {
             store,
             heavy: Arc::new(Semaphore::new(config.max_heavy_requests.max(1))),
+            eviction: Arc::new(Mutex::new(())),
+            reclaim_due: Arc::new(AtomicBool::new(false)),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             usage: Arc::new(UsageLog::default()),

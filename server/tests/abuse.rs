@@ -249,3 +249,58 @@ fn slowloris_headers_are_cut_after_the_header_timeout() {
         "{closed_after:?}"
     );
 }
+
+#[test]
+fn max_size_holds_at_every_write_and_space_returns_to_the_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let token = create_token(&["--data-dir", data_arg], "ci", "write");
+    let limit: u64 = 5 << 20;
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data_arg,
+            "--max-size",
+            "5MiB",
+            "--maintenance-interval",
+            "0.5",
+        ],
+        dir.path(),
+    );
+    let http = reqwest::blocking::Client::new();
+    for round in 0..40u32 {
+        let frames: Vec<Frame> = (0..50)
+            .map(|n| compiled_frame(round * 50 + n, 20_000))
+            .collect();
+        let response = http
+            .post(server.url(api::BATCH_PUT))
+            .bearer_auth(&token)
+            .body(encode_pack(&frames))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let stats: api::StatsResponse = http
+            .get(server.url(api::STATS))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(
+            stats.bytes <= limit + limit / 10,
+            "after batch {round} the store holds {} bytes, over 5 MiB + 10%",
+            stats.bytes
+        );
+    }
+    // One maintenance round later the files hold about what the store holds.
+    std::thread::sleep(Duration::from_millis(1500));
+    let on_disk: u64 = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        on_disk < limit + limit / 2,
+        "{on_disk} bytes on disk for a 5 MiB store after 40 MB went through it"
+    );
+}

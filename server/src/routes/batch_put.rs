@@ -53,6 +53,7 @@ pub async fn store_upload(
     let inserted = if upload.accepted.is_empty() {
         0
     } else {
+        crate::maintenance::make_room(state, upload.accepted_bytes).await?;
         state
             .store
             .put_many(&upload.accepted, unix_millis())

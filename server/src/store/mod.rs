@@ -156,6 +156,10 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Returns the space of deleted rows to the file system where the database can (SQLite:
+    /// incremental vacuum and a WAL checkpoint); PostgreSQL leaves it to autovacuum.
+    async fn reclaim_space(&self) -> Result<(), StoreError>;
+
     /// Stores a new token by its hash.
     async fn create_token(
         &self,

@@ -3,7 +3,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::SqlitePool;
 
 use super::ConnectError;
@@ -26,7 +28,10 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Evicted pages go back to the file system (`reclaim`); a new file gets this before
+            // its first table, an older one is switched over by one VACUUM below.
+            .auto_vacuum(SqliteAutoVacuum::Incremental);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -36,7 +41,29 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|cause| ConnectError::migrate(url, cause))?;
+        let (mode,): (i64,) = sqlx::query_as("PRAGMA auto_vacuum")
+            .fetch_one(&pool)
+            .await
+            .map_err(unreachable)?;
+        if mode != 2 {
+            tracing::info!("switching the SQLite file to incremental auto-vacuum (one VACUUM)");
+            sqlx::query("VACUUM")
+                .execute(&pool)
+                .await
+                .map_err(unreachable)?;
+        }
         Ok(SqliteStore { pool })
+    }
+
+    /// Gives the pages of deleted rows back to the file system and truncates the WAL.
+    async fn reclaim(&self) -> Result<(), super::StoreError> {
+        sqlx::query("PRAGMA incremental_vacuum")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
