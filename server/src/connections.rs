@@ -46,6 +46,13 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// Most headers the connection's parser reads; the router refuses more than
+/// [`crate::routes::fallback::MAX_HEADERS`] with a JSON 431, past this the parser answers a bare
+/// 431.
+const MAX_PARSED_HEADERS: usize = 400;
+/// The connection's read buffer: bounds the memory of a request's headers.
+pub const MAX_HEADER_BUFFER: usize = 256 << 10;
+
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -216,6 +223,8 @@ pub async fn serve(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            .max_headers(MAX_PARSED_HEADERS)
+            .max_buf_size(MAX_HEADER_BUFFER)
             .keep_alive(true);
         let connection = graceful.watch(builder.serve_connection(io, service));
         let registry = registry.clone();

@@ -40,6 +40,9 @@ pub enum AppError {
     /// 413: a body, entry or batch over a limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 431: too many or too large request headers.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// 415: a body in an encoding the server does not read.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -115,6 +118,10 @@ impl AppError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             AppError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            AppError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")

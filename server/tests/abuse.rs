@@ -304,3 +304,17 @@ fn max_size_holds_at_every_write_and_space_returns_to_the_file_system() {
         "{on_disk} bytes on disk for a 5 MiB store after 40 MB went through it"
     );
 }
+
+#[test]
+fn too_many_headers_is_a_json_431() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _token) = sqlite_server(dir.path());
+    let mut request = reqwest::blocking::Client::new().get(server.url(api::HEALTHZ));
+    for n in 0..200 {
+        request = request.header(format!("x-filler-{n}"), "y".repeat(40));
+    }
+    let response = request.send().unwrap();
+    assert_eq!(response.status(), 431);
+    let err: ErrorResponse = response.json().expect("a JSON ErrorResponse");
+    assert_eq!(err.code, "headers_too_large");
+}
