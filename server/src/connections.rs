@@ -112,6 +112,10 @@ struct Tracked {
 /// The open connections, oldest first.
 struct Registry {
     open: Mutex<BTreeMap<u64, Arc<Tracked>>>,
+    /// Sockets not yet closed (a shed connection counts until its socket is dropped).
+    live: AtomicUsize,
+    /// Told whenever a socket is closed.
+    closed: Notify,
     epoch: Instant,
 }
 
@@ -147,6 +151,8 @@ pub async fn serve(
 ) -> io::Result<()> {
     let registry = Arc::new(Registry {
         open: Mutex::new(BTreeMap::new()),
+        live: AtomicUsize::new(0),
+        closed: Notify::new(),
         epoch: Instant::now(),
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -154,6 +160,15 @@ pub async fn serve(
     let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
     loop {
+        // Make room before taking another socket, so open files never pass the limit.
+        if registry.live.load(Ordering::Acquire) >= limits.max_connections && registry.shed_one() {
+            let closed = registry.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if registry.live.load(Ordering::Acquire) >= limits.max_connections {
+                let _ = tokio::time::timeout(Duration::from_millis(100), closed).await;
+            }
+        }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -240,6 +255,9 @@ pub async fn serve(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
+            // The select dropped the connection, and with it the socket.
+            registry.live.fetch_sub(1, Ordering::AcqRel);
+            registry.closed.notify_waiters();
         });
     }
     drop(listener);
