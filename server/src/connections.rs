@@ -187,19 +187,15 @@ pub async fn serve(
                 continue;
             }
         };
-        let full = registry
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-            >= limits.max_connections;
-        if full && !registry.shed_one() {
+        if registry.live.load(Ordering::Acquire) >= limits.max_connections {
+            // Every connection is busy (none could be shed): refuse this one at once.
             tracing::debug!(
                 "connection limit reached and every connection busy; closing a new one"
             );
             drop(stream);
             continue;
         }
+        registry.live.fetch_add(1, Ordering::AcqRel);
         let _ = stream.set_nodelay(true);
         next_id += 1;
         let id = next_id;

@@ -28,10 +28,7 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            // Evicted pages go back to the file system (`reclaim`); a new file gets this before
-            // its first table, an older one is switched over by one VACUUM below.
-            .auto_vacuum(SqliteAutoVacuum::Incremental);
+            .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -46,9 +43,17 @@ impl SqliteStore {
             .await
             .map_err(unreachable)?;
         if mode != 2 {
+            // Evicted pages go back to the file system (`reclaim`) only in incremental mode,
+            // which a file takes with one VACUUM. Set once here rather than on every new
+            // connection: a connection must open (and read) even when the disk is full.
             tracing::info!("switching the SQLite file to incremental auto-vacuum (one VACUUM)");
+            let mut conn = pool.acquire().await.map_err(unreachable)?;
+            sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+                .execute(&mut *conn)
+                .await
+                .map_err(unreachable)?;
             sqlx::query("VACUUM")
-                .execute(&pool)
+                .execute(&mut *conn)
                 .await
                 .map_err(unreachable)?;
         }
