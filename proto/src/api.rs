@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::key::KeyDigest;
 
-/// `POST`: body [`BatchGetRequest`] (JSON); answer a pack of the entries found
-/// (`Content-Encoding: zstd` when the request accepts it).
+/// `POST`: body [`BatchGetRequest`] (JSON) or a binary key list ([`KEY_LIST_CONTENT_TYPE`],
+/// [`encode_key_list`]); answer a pack of the entries found (`Content-Encoding: zstd` when the
+/// request accepts it).
 pub const BATCH_GET: &str = "/api/v1/batch/get";
 /// `POST`: body a pack; answer [`BatchPutResponse`].
 pub const BATCH_PUT: &str = "/api/v1/batch/put";
@@ -36,6 +37,37 @@ pub const TOKEN: &str = "/api/v1/tokens/{name}";
 pub const ENTRY_CONTENT_TYPE: &str = "application/x-pycache-entry";
 /// Response header of `GET`/`HEAD` [`ENTRY`]: the blake3 digest of the entry bytes, hex.
 pub const ENTRY_DIGEST_HEADER: &str = "x-pycache-entry-digest";
+
+/// Media type of a binary key list, the compact body of a batch get: the key digests back to
+/// back, 32 bytes each, nothing else ([`encode_key_list`] / [`decode_key_list`]).
+pub const KEY_LIST_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Bytes of one key in a binary key list.
+pub const KEY_LIST_KEY_BYTES: usize = 32;
+
+/// The binary key list of `keys` ([`KEY_LIST_CONTENT_TYPE`]).
+pub fn encode_key_list<'a>(keys: impl IntoIterator<Item = &'a KeyDigest>) -> Vec<u8> {
+    keys.into_iter().flat_map(|k| k.0).collect()
+}
+
+/// The keys of a binary key list; its length must be a multiple of 32 bytes.
+pub fn decode_key_list(bytes: &[u8]) -> Result<Vec<KeyDigest>, KeyListError> {
+    let chunks = bytes.chunks_exact(KEY_LIST_KEY_BYTES);
+    if !chunks.remainder().is_empty() {
+        return Err(KeyListError { len: bytes.len() });
+    }
+    Ok(chunks
+        .map(|c| KeyDigest(c.try_into().expect("32 bytes")))
+        .collect())
+}
+
+/// A binary key list whose length is not a multiple of 32 bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a binary key list is 32 bytes per key, but this one is {len} bytes long")]
+pub struct KeyListError {
+    /// The body's length.
+    pub len: usize,
+}
 
 /// The path of one entry.
 pub fn entry_path(key: &KeyDigest) -> String {
@@ -209,5 +241,20 @@ impl std::str::FromStr for Scope {
             "admin" => Ok(Scope::Admin),
             other => Err(format!("unknown scope {other:?}: use read, write or admin")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_lists_round_trip_and_refuse_partial_keys() {
+        let keys: Vec<KeyDigest> = (0..3u8).map(|n| KeyDigest([n; 32])).collect();
+        let bytes = encode_key_list(&keys);
+        assert_eq!(bytes.len(), 96);
+        assert_eq!(decode_key_list(&bytes).unwrap(), keys);
+        assert_eq!(decode_key_list(&[]).unwrap(), vec![]);
+        assert_eq!(decode_key_list(&bytes[..95]), Err(KeyListError { len: 95 }));
     }
 }

@@ -106,6 +106,22 @@ pub struct ServeArgs {
     /// Seconds between flushes of hit counts and eviction rounds.
     #[arg(long, env = "PYCACHE_MAINTENANCE_INTERVAL", default_value_t = 10.0)]
     pub maintenance_interval: f64,
+    /// Heavy requests (batch get, uploads) served at once; more wait for a slot.
+    #[arg(long, env = "PYCACHE_MAX_HEAVY_REQUESTS", default_value_t = 16)]
+    pub max_heavy_requests: usize,
+    /// Open connections at most (lowered to fit the open-file limit, whose soft value is
+    /// raised to the hard one at start).
+    #[arg(long, env = "PYCACHE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, env = "PYCACHE_HEADER_TIMEOUT", default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a request body may take to arrive in full.
+    #[arg(long, env = "PYCACHE_BODY_TIMEOUT", default_value_t = 60.0)]
+    pub body_timeout: f64,
+    /// Seconds a connection may sit idle (no request, no traffic) before it is closed.
+    #[arg(long, env = "PYCACHE_IDLE_TIMEOUT", default_value_t = 60.0)]
+    pub idle_timeout: f64,
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::connections::ConnectionLimits;
+
 /// What the running server enforces and advertises.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -17,6 +19,12 @@ pub struct Config {
     pub max_store_bytes: Option<u64>,
     /// How often hit counts are flushed and eviction runs.
     pub maintenance_interval: Duration,
+    /// Heavy requests (batch get, uploads) served at once; more wait for a slot.
+    pub max_heavy_requests: usize,
+    /// Time a request body may take to arrive in full.
+    pub body_timeout: Duration,
+    /// Open connections, header and idle timeouts.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for Config {
@@ -28,6 +36,9 @@ impl Default for Config {
             max_batch_keys: 50_000,
             max_store_bytes: Some(10 << 30),
             maintenance_interval: Duration::from_secs(10),
+            max_heavy_requests: 16,
+            body_timeout: Duration::from_secs(60),
+            connections: ConnectionLimits::default(),
         }
     }
 }

@@ -34,9 +34,15 @@ pub enum AppError {
     /// 409: the request conflicts with what is stored (e.g. a token name in use).
     #[error("{0}")]
     Conflict(String),
+    /// 408: the request body did not arrive within the body timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 413: a body, entry or batch over a limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 431: too many or too large request headers.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// 415: a body in an encoding the server does not read.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -59,10 +65,22 @@ pub enum AppError {
     Store(StoreError),
 }
 
+impl AppError {
+    /// A 408 for a body that did not arrive within `timeout`.
+    pub fn body_timeout(timeout: std::time::Duration) -> Self {
+        AppError::RequestTimeout(format!(
+            "the request body did not arrive within {}s; send it faster or in smaller batches",
+            timeout.as_secs_f64()
+        ))
+    }
+}
+
 impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
         if err.is_storage_full() {
             AppError::InsufficientStorage(err)
+        } else if err.is_unavailable() {
+            AppError::Unavailable(err)
         } else {
             AppError::Store(err)
         }
@@ -94,11 +112,16 @@ impl AppError {
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AppError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AppError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             AppError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            AppError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod maintenance;
 pub mod metrics;
@@ -75,6 +76,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             routes::metrics::count_requests,
         ))
+        .layer(axum::middleware::from_fn(routes::fallback::header_limits))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -87,9 +89,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let maintenance = tokio::spawn(maintenance::run_maintenance(state.clone()));
-    let result = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = connections::serve(
+        listener,
+        app(state.clone()),
+        state.config.connections,
+        shutdown,
+    )
+    .await;
     maintenance.abort();
     if let Err(err) = maintenance::flush_usage(&state).await {
         tracing::warn!(error = %err, "could not flush hit counts at shutdown");

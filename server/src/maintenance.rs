@@ -25,18 +25,38 @@ pub async fn flush_usage(state: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One maintenance round: flush hits, then evict while over `--max-size`.
+/// One maintenance round: flush hits, evict while over `--max-size`, and give the space of
+/// what was evicted back to the file system.
 pub async fn maintain(state: &AppState) -> Result<Evicted, StoreError> {
     flush_usage(state).await?;
+    let evicted = make_room(state, 0).await?;
+    if state.reclaim_due.swap(false, Ordering::AcqRel) {
+        if let Err(err) = state.store.reclaim_space().await {
+            state.reclaim_due.store(true, Ordering::Release);
+            return Err(err);
+        }
+    }
+    Ok(evicted)
+}
+
+/// Evicts least-recently-used entries when storing `incoming` more bytes would take the store
+/// past `--max-size`, down to 90% of it less `incoming`; called before every write that adds
+/// entries, so the limit holds at every moment, not only after a maintenance round. Rounds are
+/// serialized within the process.
+pub async fn make_room(state: &AppState, incoming: u64) -> Result<Evicted, StoreError> {
     let Some(limit) = state.config.max_store_bytes else {
         return Ok(Evicted::default());
     };
+    let _one_at_a_time = state.eviction.lock().await;
     let (_, bytes) = state.store.totals().await?;
-    if bytes <= limit {
+    if bytes.saturating_add(incoming) <= limit {
         return Ok(Evicted::default());
     }
-    let target = limit / 100 * LOW_WATERMARK_PERCENT;
-    let evicted = state.store.evict_lru(bytes - target).await?;
+    let target = (limit / 100 * LOW_WATERMARK_PERCENT).saturating_sub(incoming);
+    let evicted = state.store.evict_lru(bytes.saturating_sub(target)).await?;
+    if evicted.entries > 0 {
+        state.reclaim_due.store(true, Ordering::Release);
+    }
     let metrics = &state.metrics;
     metrics
         .evicted_entries
@@ -47,6 +67,7 @@ pub async fn maintain(state: &AppState) -> Result<Evicted, StoreError> {
     tracing::info!(
         entries = evicted.entries,
         bytes = evicted.bytes,
+        incoming,
         limit,
         "evicted least-recently-used entries"
     );

@@ -1,6 +1,9 @@
 //! [`AppState`]: what every handler shares.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -18,6 +21,14 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Hits not yet written to the store.
     pub usage: Arc<UsageLog>,
+    /// Slots for heavy requests (batch get and uploads), so a burst of them queues instead of
+    /// multiplying the memory each may take.
+    heavy: Arc<Semaphore>,
+    /// Held while an eviction round runs, so concurrent writes do not evict twice.
+    pub eviction: Arc<Mutex<()>>,
+    /// Set when entries were evicted since the last time space was given back to the file
+    /// system.
+    pub reclaim_due: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -25,9 +36,21 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
         AppState {
             store,
+            heavy: Arc::new(Semaphore::new(config.max_heavy_requests.max(1))),
+            eviction: Arc::new(Mutex::new(())),
+            reclaim_due: Arc::new(AtomicBool::new(false)),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             usage: Arc::new(UsageLog::default()),
         }
+    }
+
+    /// Waits for a heavy-request slot; it is freed when the permit drops.
+    pub async fn heavy_slot(&self) -> OwnedSemaphorePermit {
+        self.heavy
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the heavy-request semaphore is never closed")
     }
 }

@@ -103,9 +103,17 @@ fn get(
         .bearer_auth(token)
         .json(&serde_json::json!({ "keys": hex }))
         .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    decode_pack(&response.bytes().unwrap(), 1 << 24).unwrap()
+        .unwrap_or_else(|e| panic!("batch get: {e}\n{}", server.log()));
+    let status = response.status();
+    let body = response.bytes().unwrap();
+    assert_eq!(
+        status,
+        200,
+        "batch get: {}\n{}",
+        String::from_utf8_lossy(&body),
+        server.log()
+    );
+    decode_pack(&body, 1 << 24).unwrap()
 }
 
 #[test]

@@ -129,6 +129,16 @@ impl TestPostgres {
         self.url_of(name)
     }
 
+    /// Stops the cluster at once (`pg_ctl stop -m immediate`), as a crashed or unreachable
+    /// database looks to its clients; its files stay until drop.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        let mut stop = self.command("pg_ctl");
+        stop.args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(&data);
+        self.run(&mut stop, "pg_ctl stop");
+    }
+
     /// A PostgreSQL program, run as the `postgres` user when we are root.
     fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);

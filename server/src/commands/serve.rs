@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use super::{database_url, open_store};
 use crate::cli::ServeArgs;
 use crate::config::Config;
+use crate::connections::{fit_to_fd_limit, ConnectionLimits};
 use crate::state::AppState;
 use crate::store::redact_url;
 
@@ -38,17 +39,36 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn config(args: &ServeArgs) -> anyhow::Result<Config> {
-    anyhow::ensure!(
-        args.maintenance_interval.is_finite() && args.maintenance_interval > 0.0,
-        "--maintenance-interval must be a positive number of seconds"
-    );
+    let seconds = |value: f64, flag: &str| -> anyhow::Result<Duration> {
+        anyhow::ensure!(
+            value.is_finite() && value > 0.0,
+            "{flag} must be a positive number of seconds, not {value}"
+        );
+        Ok(Duration::from_secs_f64(value))
+    };
+    let maintenance_interval = seconds(args.maintenance_interval, "--maintenance-interval")?;
+    let max_connections = fit_to_fd_limit(args.max_connections.max(1));
+    if max_connections < args.max_connections {
+        tracing::warn!(
+            wanted = args.max_connections,
+            max_connections,
+            "the open-file limit allows fewer connections than --max-connections"
+        );
+    }
     Ok(Config {
         public_read: args.public_read,
         max_entry_bytes: args.max_entry_size,
         max_request_bytes: args.max_request_size,
         max_batch_keys: args.max_batch_keys,
         max_store_bytes: (args.max_size > 0).then_some(args.max_size),
-        maintenance_interval: Duration::from_secs_f64(args.maintenance_interval),
+        maintenance_interval,
+        max_heavy_requests: args.max_heavy_requests.max(1),
+        body_timeout: seconds(args.body_timeout, "--body-timeout")?,
+        connections: ConnectionLimits {
+            max_connections,
+            header_timeout: seconds(args.header_timeout, "--header-timeout")?,
+            idle_timeout: seconds(args.idle_timeout, "--idle-timeout")?,
+        },
     })
 }
 

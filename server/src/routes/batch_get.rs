@@ -9,13 +9,14 @@
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use pycache_proto::api::{BatchGetRequest, Scope};
+use pycache_proto::api::{self, BatchGetRequest, Scope};
 use pycache_proto::pack::{Frame, PackWriter, PACK_CONTENT_TYPE, PACK_MAGIC};
 use pycache_proto::{ErrorResponse, KeyDigest};
 
-use super::Json;
 use crate::auth::Caller;
+use crate::config::Config;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -29,7 +30,10 @@ const KEYS_PER_CHUNK: usize = 500;
     post,
     path = "/api/v1/batch/get",
     tag = "entries",
-    request_body = BatchGetRequest,
+    request_body(content(
+        (BatchGetRequest = "application/json"),
+        (Vec<u8> = "application/octet-stream"),
+    )),
     responses(
         (status = 200, content_type = "application/x-pycache-pack", body = Vec<u8>,
          description = "A pack of the entries found (zstd with Accept-Encoding: zstd)"),
@@ -42,22 +46,16 @@ const KEYS_PER_CHUNK: usize = 500;
 pub async fn batch_get(
     State(state): State<AppState>,
     caller: Caller,
-    Json(request): Json<BatchGetRequest>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, AppError> {
     caller.require(Scope::Read, state.config.public_read)?;
-    let limit = state.config.max_batch_keys;
-    if request.keys.len() as u64 > limit {
-        return Err(AppError::PayloadTooLarge(format!(
-            "{} keys asked for; the server answers at most {limit} per batch: split the request",
-            request.keys.len()
-        )));
-    }
+    // Heavy requests take a slot: a burst of them waits instead of multiplying memory.
+    let permit = state.heavy_slot().await;
+    let keys = read_keys(&headers, body, &state.config).await?;
     let mut seen = std::collections::HashSet::new();
-    let keys: Vec<KeyDigest> = request
-        .keys
-        .into_iter()
-        .filter(|k| seen.insert(*k))
-        .collect();
+    let keys: Vec<KeyDigest> = keys.into_iter().filter(|k| seen.insert(*k)).collect();
+    drop(seen);
     let mut chunks = keys.chunks(KEYS_PER_CHUNK).map(<[KeyDigest]>::to_vec);
     let first = match chunks.next() {
         Some(chunk) => lookup(&state, &chunk).await?,
@@ -66,6 +64,7 @@ pub async fn batch_get(
     let rest: Vec<Vec<KeyDigest>> = chunks.collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
+        let _permit = permit;
         let mut count: u32 = 0;
         let mut head = PACK_MAGIC.to_vec();
         count += first.len() as u32;
@@ -93,6 +92,69 @@ pub async fn batch_get(
     });
     let body = Body::from_stream(tokio_stream(rx));
     Ok(([(CONTENT_TYPE, PACK_CONTENT_TYPE)], body).into_response())
+}
+
+/// Bytes of JSON per key that a batch get body may use: a 64-digit hex string in quotes, a
+/// comma and some white space.
+const JSON_BYTES_PER_KEY: u64 = 72;
+
+/// The keys of a batch get body, JSON or a binary key list by its `Content-Type`. The body is
+/// read only up to what `max_keys` keys can take, so a huge request costs no memory before it
+/// is refused.
+async fn read_keys(
+    headers: &HeaderMap,
+    body: Body,
+    config: &Config,
+) -> Result<Vec<KeyDigest>, AppError> {
+    let max_keys = config.max_batch_keys;
+    let binary = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(api::KEY_LIST_CONTENT_TYPE));
+    let per_key = if binary {
+        api::KEY_LIST_KEY_BYTES as u64
+    } else {
+        JSON_BYTES_PER_KEY
+    };
+    let limit = max_keys
+        .saturating_mul(per_key)
+        .saturating_add(1024)
+        .min(config.max_request_bytes);
+    let too_many = || {
+        AppError::PayloadTooLarge(format!(
+            "the batch get body is over {limit} bytes (the server's request limit, or what \
+             {max_keys} keys can take; it answers at most {max_keys} keys per batch): split \
+             the request"
+        ))
+    };
+    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let bytes = tokio::time::timeout(config.body_timeout, read)
+        .await
+        .map_err(|_| AppError::body_timeout(config.body_timeout))?
+        .map_err(|_| too_many())?;
+    let keys = if binary {
+        api::decode_key_list(&bytes).map_err(|e| AppError::bad_request("bad_key", e.to_string()))?
+    } else {
+        serde_json::from_slice::<BatchGetRequest>(&bytes)
+            .map_err(|e| {
+                AppError::bad_request(
+                    "bad_json",
+                    format!(
+                        "{e}; send {{\"keys\": [\"<64 hex digits>\", …]}} with Content-Type: \
+                         application/json, or the keys as {} (32 bytes each)",
+                        api::KEY_LIST_CONTENT_TYPE
+                    ),
+                )
+            })?
+            .keys
+    };
+    if keys.len() as u64 > max_keys {
+        return Err(AppError::PayloadTooLarge(format!(
+            "{} keys asked for; the server answers at most {max_keys} per batch: split the request",
+            keys.len()
+        )));
+    }
+    Ok(keys)
 }
 
 /// Looks up one chunk of keys in request order and counts hits, misses and bytes.

@@ -38,6 +38,7 @@ pub async fn batch_put(
     body: Body,
 ) -> Result<Json<BatchPutResponse>, AppError> {
     caller.require(Scope::Write, state.config.public_read)?;
+    let _slot = state.heavy_slot().await;
     let upload = read_upload(&headers, body, &state.config).await?;
     let (response, _) = store_upload(&state, upload).await?;
     Ok(Json(response))
@@ -52,6 +53,7 @@ pub async fn store_upload(
     let inserted = if upload.accepted.is_empty() {
         0
     } else {
+        crate::maintenance::make_room(state, upload.accepted_bytes).await?;
         state
             .store
             .put_many(&upload.accepted, unix_millis())

@@ -111,6 +111,7 @@ pub async fn put_entry(
 ) -> Result<(StatusCode, Json<BatchPutResponse>), AppError> {
     caller.require(Scope::Write, state.config.public_read)?;
     let key = parse_key(&raw_key)?;
+    let _slot = state.heavy_slot().await;
     let upload = read_upload(&headers, body, &state.config).await?;
     let keys: Vec<_> = upload
         .accepted

@@ -42,3 +42,28 @@ pub async fn json_unsupported_encoding(request: Request, next: Next) -> Response
     ))
     .into_response()
 }
+
+/// Most headers one request may carry.
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of header names and values one request may carry.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// 431 with the JSON error for a request with too many or too large headers. (Past what the
+/// connection's parser reads at all ([`crate::connections::MAX_HEADER_BUFFER`]) the connection itself
+/// answers a bare 431 and closes.)
+pub async fn header_limits(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return AppError::HeadersTooLarge(format!(
+            "the request has {} headers of {bytes} bytes; the server takes at most \
+             {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them",
+            headers.len()
+        ))
+        .into_response();
+    }
+    next.run(request).await
+}

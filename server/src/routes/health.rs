@@ -1,9 +1,15 @@
 //! `/healthz` (the process answers) and `/readyz` (the database answers too).
 
+use std::time::Duration;
+
 use axum::extract::State;
 
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::store::StoreError;
+
+/// `/readyz` answers within this, so a load balancer's probe never hangs on a dead database.
+const READY_WITHIN: Duration = Duration::from_millis(800);
 
 /// Liveness: always `ok` while the process serves requests.
 #[utoipa::path(get, path = "/healthz", tag = "server", responses((status = 200, body = String)))]
@@ -22,6 +28,11 @@ pub async fn healthz() -> &'static str {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppError> {
-    state.store.ping().await.map_err(AppError::Unavailable)?;
-    Ok("ready\n")
+    match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
+        Ok(Ok(())) => Ok("ready\n"),
+        Ok(Err(err)) => Err(AppError::Unavailable(err)),
+        Err(_) => Err(AppError::Unavailable(StoreError::Database(
+            sqlx::Error::PoolTimedOut,
+        ))),
+    }
 }

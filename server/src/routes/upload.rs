@@ -26,8 +26,19 @@ pub struct Upload {
     pub accepted_bytes: u64,
 }
 
-/// Streams `body` through the pack decoder, enforcing the request and entry limits.
+/// Streams `body` through the pack decoder, enforcing the request and entry limits and the body
+/// timeout.
 pub async fn read_upload(
+    headers: &HeaderMap,
+    body: Body,
+    config: &Config,
+) -> Result<Upload, AppError> {
+    tokio::time::timeout(config.body_timeout, decode_upload(headers, body, config))
+        .await
+        .map_err(|_| AppError::body_timeout(config.body_timeout))?
+}
+
+async fn decode_upload(
     headers: &HeaderMap,
     body: Body,
     config: &Config,

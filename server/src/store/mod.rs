@@ -42,6 +42,26 @@ impl StoreError {
         // SQLite reports its (extended) result code, PostgreSQL its SQLSTATE.
         matches!(db.code().as_deref(), Some("13") | Some("53100"))
     }
+
+    /// The database cannot be reached or is not accepting work right now (connection refused
+    /// or lost, no pooled connection within the acquire timeout, PostgreSQL shutting down):
+    /// worth a retry later, not a server bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            // SQLSTATE class 08 (connection exception) and 57P (operator intervention).
+            StoreError::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        }
+    }
 }
 
 /// An entry as stored: its key, its encoded bytes and their digest.
@@ -135,6 +155,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Returns the space of deleted rows to the file system where the database can (SQLite:
+    /// incremental vacuum and a WAL checkpoint); PostgreSQL leaves it to autovacuum.
+    async fn reclaim_space(&self) -> Result<(), StoreError>;
 
     /// Stores a new token by its hash.
     async fn create_token(

@@ -10,6 +10,9 @@ use super::ConnectError;
 
 /// How long start-up waits for the database before failing with a clear message.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a pooled connection once serving: short, so a database that is
+/// down costs a quick 503 `unavailable`, not a hung request.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A [`Store`](super::Store) in a PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -31,7 +34,7 @@ impl PgStore {
         let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(CONNECT_TIMEOUT)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(unreachable)?;
@@ -40,6 +43,11 @@ impl PgStore {
             .await
             .map_err(|cause| ConnectError::migrate(url, cause))?;
         Ok(PgStore { pool })
+    }
+
+    /// Nothing: autovacuum makes the space of deleted rows reusable (see the 0002 migration).
+    async fn reclaim(&self) -> Result<(), super::StoreError> {
+        Ok(())
     }
 }
 

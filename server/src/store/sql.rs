@@ -326,6 +326,10 @@ macro_rules! impl_store_with_sql {
                 Ok(evicted)
             }
 
+            async fn reclaim_space(&self) -> Result<(), $crate::store::StoreError> {
+                self.reclaim().await
+            }
+
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())

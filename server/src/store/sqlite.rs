@@ -36,7 +36,37 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|cause| ConnectError::migrate(url, cause))?;
+        let (mode,): (i64,) = sqlx::query_as("PRAGMA auto_vacuum")
+            .fetch_one(&pool)
+            .await
+            .map_err(unreachable)?;
+        if mode != 2 {
+            // Evicted pages go back to the file system (`reclaim`) only in incremental mode,
+            // which a file takes with one VACUUM. Set once here rather than on every new
+            // connection: a connection must open (and read) even when the disk is full.
+            tracing::info!("switching the SQLite file to incremental auto-vacuum (one VACUUM)");
+            let mut conn = pool.acquire().await.map_err(unreachable)?;
+            sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+                .execute(&mut *conn)
+                .await
+                .map_err(unreachable)?;
+            sqlx::query("VACUUM")
+                .execute(&mut *conn)
+                .await
+                .map_err(unreachable)?;
+        }
         Ok(SqliteStore { pool })
+    }
+
+    /// Gives the pages of deleted rows back to the file system and truncates the WAL.
+    async fn reclaim(&self) -> Result<(), super::StoreError> {
+        sqlx::query("PRAGMA incremental_vacuum")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
