@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use pycache_proto::api::{self, BatchGetRequest, BatchPutResponse, ServerInfo, StatsResponse};
+use pycache_proto::api::{self, BatchPutResponse, ServerInfo, StatsResponse};
 use pycache_proto::pack::{Frame, PackDecoder, PACK_CONTENT_TYPE};
 use pycache_proto::{Entry, ErrorResponse, KeyDigest};
 use reqwest::blocking::{Client, Response};
@@ -174,12 +174,11 @@ impl ServerClient {
     /// the deadline, and the answer may not exceed what the keys asked for can weigh.
     pub fn batch_get(&self, keys: &[KeyDigest]) -> Result<Fetched, RemoteError> {
         let started = Instant::now();
-        let body = BatchGetRequest {
-            keys: keys.to_vec(),
-        };
+        // The binary key list: 32 bytes a key instead of about 70 of JSON.
         let mut resp = self.send(
             self.request(reqwest::Method::POST, api::BATCH_GET)
-                .json(&body),
+                .header(reqwest::header::CONTENT_TYPE, api::KEY_LIST_CONTENT_TYPE)
+                .body(api::encode_key_list(keys)),
         )?;
         let most = (keys.len() as u64).saturating_mul(self.max_entry_bytes as u64 + FRAME_OVERHEAD)
             + FRAME_OVERHEAD;
