@@ -24,6 +24,9 @@ use crate::workers::WorkerPool;
 pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
     let python = crate::interpreter::resolve_interpreter(settings.python.as_deref())?;
     let interp = Interpreter::probe(&python, &settings.cache_dir)?;
+    if let Some(why) = interp.unchecked() {
+        return delegate(&interp.executable, &raw_args, &why.to_string());
+    }
     let dialect = Dialect {
         has_39_options: interp.version >= (3, 9, 0),
     };
@@ -207,6 +210,7 @@ pub fn plan_context(interp: &Interpreter, cwd: &Path) -> PlanContext {
         interp_optimize: interp.optimize,
         pycache_prefix: interp.pycache_prefix.clone().map(OsString::from),
         recursion_limit: i64::from(interp.recursion_limit),
+        process_pool: interp.process_pool,
         cwd: cwd.to_path_buf(),
     }
 }

@@ -37,6 +37,14 @@ pub fn run(settings: &Settings, args: &SyncArgs) -> Result<i32> {
     let started = Instant::now();
     let python = crate::interpreter::resolve_interpreter(settings.python.as_deref())?;
     let interp = Interpreter::probe(&python, &settings.cache_dir)?;
+    if let Some(why) = interp.unchecked() {
+        bail!(
+            "{} is {why}: pycache does not guess its .pyc rules. Run `pycache-client compileall` \
+             (it hands such an interpreter to its own `python -m compileall`) or a pycache \
+             release that knows it",
+            interp.executable.display()
+        );
+    }
     let cwd = std::env::current_dir().context("the current directory is not accessible")?;
     let ctx = plan_context(&interp, &cwd);
     let exclude = args.exclude.clone().or_else(|| settings.exclude.clone());

@@ -36,6 +36,7 @@ pub(super) struct ProbeAnswer {
     bytes_warning: u8,
     int_max_str_digits: Option<i64>,
     hash_seed: Option<String>,
+    process_pool: Option<bool>,
 }
 
 impl ProbeAnswer {
@@ -86,7 +87,8 @@ impl ProbeAnswer {
                 .implementation
                 .ok_or_else(|| missing("implementation"))?,
             magic,
-            cache_tag: self.cache_tag.ok_or_else(|| missing("cache tag"))?,
+            // None is a real answer (3.15's compileall reports it): see `support.rs`.
+            cache_tag: self.cache_tag.unwrap_or_default(),
             optimize: self.optimize.ok_or_else(|| missing("optimization level"))?,
             pycache_prefix: self.pycache_prefix,
             settings,
@@ -97,6 +99,9 @@ impl ProbeAnswer {
             recursion_limit: self
                 .recursion_limit
                 .ok_or_else(|| missing("recursion limit"))?,
+            process_pool: self
+                .process_pool
+                .ok_or_else(|| missing("process pool check"))?,
         })
     }
 

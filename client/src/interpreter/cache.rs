@@ -189,6 +189,7 @@ mod tests {
             safe_path: false,
             hash_based_siphash13: true,
             recursion_limit: 1000,
+            process_pool: true,
         };
         store(dir.path(), "k", &interp);
         assert_eq!(load(dir.path(), "k"), Some(interp));
