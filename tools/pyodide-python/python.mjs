@@ -197,11 +197,18 @@ let exitCode = 0;
 try {
   // `-c pass` makes CPython's config parse the options (and see `-c` for sys.path's first entry);
   // the real program runs below, once the host file system is mounted.
-  const py = await loadPyodide({ args: [...options, "-c", "pass"], env, stdout: () => {}, stderr: () => {} });
+  // The host is mounted before CPython starts, so that start-up sees it (PYTHONPATH,
+  // sitecustomize, .pth files, the current directory).
+  const fsInit = async (FS) => {
+    mountHost(FS);
+    FS.chdir(process.cwd());
+  };
+  const py = await loadPyodide({
+    args: [...options, "-c", "pass"], env, fsInit, stdout: () => {}, stderr: () => {},
+  });
   py.setStdin(reader(0));
   py.setStdout(writer(1));
   py.setStderr(writer(2));
-  mountHost(py.FS);
   const main = py.runPython(RUNNER);
   exitCode = main(mode, target, rest, executable, process.cwd());
 } catch (err) {

@@ -254,3 +254,18 @@ pub fn full_matrix(interp: &Interp) -> bool {
         || Some(interp.version) == oldest
         || Some(interp.version) == newest
 }
+
+/// CPython `3.minor` on Pyodide; panics with what to run when it is not installed, so a test
+/// that needs it fails rather than passing without it.
+pub fn pyodide_cpython(minor: u32) -> &'static Interp {
+    interpreters()
+        .iter()
+        .find(|i| i.pyodide && i.version.0 == 3 && i.version.1 == minor)
+        .unwrap_or_else(|| {
+            panic!(
+                "CPython 3.{minor} on Pyodide is not installed in {}/bin: run \
+                 tools/pyodide-python/install.sh",
+                pyodide_dir().0.display()
+            )
+        })
+}

@@ -181,3 +181,23 @@ pub fn corrupt_pyc_tail(root: &Path, interp: &Interp) {
     bytes.extend_from_slice(b"junk after the body");
     std::fs::write(&pyc, bytes).unwrap();
 }
+
+/// `package` plus `site/sitecustomize.py` making the interpreter report no cache tag
+/// (`sys.implementation.cache_tag = None`), for `PYTHONPATH={root}/site`.
+pub fn no_cache_tag_tree(t: &mut Tree, interp: &Interp) {
+    package(t, interp);
+    t.file(
+        "site/sitecustomize.py",
+        "import sys\nsys.implementation.cache_tag = None\n",
+    );
+}
+
+/// `package` plus `site/sitecustomize.py` making the interpreter report Python 3.16 (a version
+/// newer than pycache knows), for `PYTHONPATH={root}/site`.
+pub fn newer_version(t: &mut Tree, interp: &Interp) {
+    package(t, interp);
+    t.file(
+        "site/sitecustomize.py",
+        "import sys\nsys.version_info = (3, 16, 0, 'alpha', 1)\n",
+    );
+}
