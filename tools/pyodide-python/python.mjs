@@ -23,6 +23,7 @@ const { loadPyodide } = await import(pathToFileURL(path.join(pyodideDir, "pyodid
 // --- the command line, split as CPython's getopt does ----------------------------------------
 const WITH_VALUE = new Set(["X", "W", "c", "m", "Q"]);
 const options = [];
+const warnOptions = []; // -W values, applied after Pyodide's bootstrap (see warningsFromEnv)
 let mode = null; // "c", "m", "script" or "stdin"
 let target = null;
 let i = 0;
@@ -46,6 +47,7 @@ for (; i < argv.length; i++) {
       value = argv[i];
     }
     if (letter === "c" || letter === "m") { mode = letter; target = value; }
+    else if (letter === "W") warnOptions.push(value);
     else options.push("-" + letter, value);
     break;
   }
@@ -96,6 +98,11 @@ function reader(fd) {
 const env = { ...process.env };
 const executable = env.PYODIDE_PYTHON_EXECUTABLE || process.argv[1];
 delete env.PYODIDE_PYTHON_EXECUTABLE;
+// Pyodide's own bootstrap trips over warnings turned into errors (PYTHONWARNINGS=error: its
+// event loop uses a deprecated asyncio name), so -W and PYTHONWARNINGS are applied once it is
+// done, the way warnings.py applies sys.warnoptions when it is imported.
+const warningsFromEnv = env.PYTHONWARNINGS;
+delete env.PYTHONWARNINGS;
 function exitStatus(err) {
   if (err && (err.name === "ExitStatus" || typeof err.status === "number")) return err.status;
   const match = /Program terminated with exit\((\d+)\)/.exec(String(err && err.message));
@@ -121,10 +128,20 @@ function mountHost(FS) {
 
 // The Python side: runs the program as CPython's pymain_run_python does and returns the status.
 const RUNNER = String.raw`
-def _pyodide_python_main(mode, target, argv, executable, cwd):
+def _pyodide_python_main(mode, target, argv, executable, cwd, warn_env, warn_options):
     import os, sys
     sys.executable = sys._base_executable = executable
     os.chdir(cwd)
+    options = []
+    if warn_env is not None:
+        os.environ["PYTHONWARNINGS"] = warn_env
+        if not sys.flags.ignore_environment:
+            options = [part.strip() for part in warn_env.split(",") if part.strip()]
+    options += list(warn_options)
+    if options:
+        import warnings
+        sys.warnoptions[:] = options
+        warnings._processoptions(options)
     status = 0
     try:
         try:
@@ -210,7 +227,7 @@ try {
   py.setStdout(writer(1));
   py.setStderr(writer(2));
   const main = py.runPython(RUNNER);
-  exitCode = main(mode, target, rest, executable, process.cwd());
+  exitCode = main(mode, target, rest, executable, process.cwd(), warningsFromEnv, warnOptions);
 } catch (err) {
   exitCode = exitStatus(err);
 }
