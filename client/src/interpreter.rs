@@ -132,6 +132,9 @@ pub struct Interpreter {
     /// `concurrent.futures.process._check_system_limits()` refuses (Emscripten/Pyodide, too few
     /// semaphores), and compileall 3.10+ then compiles serially.
     pub process_pool: bool,
+    /// `os.link` exists (not on Emscripten/Pyodide, where `--hardlink-dupes` raises
+    /// AttributeError at the first duplicate: such runs go to the interpreter's compileall).
+    pub hardlinks: bool,
 }
 
 impl Interpreter {

@@ -34,6 +34,13 @@ pub fn run(settings: &Settings, raw_args: Vec<OsString>) -> Result<i32> {
         Parsed::Run(a) => *a,
         Parsed::Delegate(why) => return delegate(&interp.executable, &raw_args, why),
     };
+    if args.hardlink_dupes && !interp.hardlinks {
+        return delegate(
+            &interp.executable,
+            &raw_args,
+            "--hardlink-dupes without os.link",
+        );
+    }
     let rx = match &args.rx {
         Some(pattern) => match fancy_regex::Regex::new(pattern) {
             Ok(r) => Some(r),

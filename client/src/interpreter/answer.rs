@@ -37,6 +37,7 @@ pub(super) struct ProbeAnswer {
     int_max_str_digits: Option<i64>,
     hash_seed: Option<String>,
     process_pool: Option<bool>,
+    hardlinks: Option<bool>,
 }
 
 impl ProbeAnswer {
@@ -102,6 +103,7 @@ impl ProbeAnswer {
             process_pool: self
                 .process_pool
                 .ok_or_else(|| missing("process pool check"))?,
+            hardlinks: self.hardlinks.ok_or_else(|| missing("os.link check"))?,
         })
     }
 

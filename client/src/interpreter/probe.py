@@ -44,6 +44,7 @@ try:
         _out["process_pool"] = True
     except (ImportError, NotImplementedError):
         _out["process_pool"] = False
+    _out["hardlinks"] = hasattr(os, "link")
     _get_digits = getattr(sys, "get_int_max_str_digits", None)
     _out["int_max_str_digits"] = _get_digits() if _get_digits else None
     _seed = os.environ.get("PYTHONHASHSEED")

@@ -75,6 +75,7 @@ mod tests {
             hash_based_siphash13: true,
             recursion_limit: 1000,
             process_pool: true,
+            hardlinks: true,
         }
     }
 
