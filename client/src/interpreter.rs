@@ -8,6 +8,9 @@
 
 mod answer;
 mod cache;
+mod support;
+
+pub use support::{Unchecked, KNOWN_IMPLEMENTATIONS, NEWEST_KNOWN};
 
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
@@ -112,7 +115,8 @@ pub struct Interpreter {
     pub version: (u32, u32, u32),
     /// `importlib.util.MAGIC_NUMBER`.
     pub magic: [u8; 4],
-    /// `sys.implementation.cache_tag`, e.g. `cpython-311`.
+    /// `sys.implementation.cache_tag`, e.g. `cpython-311`; empty when it is None (then
+    /// [`Interpreter::unchecked`] hands the run to the interpreter's compileall).
     pub cache_tag: String,
     /// `sys.flags.optimize` (`-O`, `PYTHONOPTIMIZE`).
     pub optimize: u8,
@@ -131,6 +135,13 @@ pub struct Interpreter {
     pub hash_based_siphash13: bool,
     /// `sys.getrecursionlimit()`, compileall's default `maxlevels` on 3.9+.
     pub recursion_limit: u32,
+    /// Whether compileall's `-j` can start a process pool: false where
+    /// `concurrent.futures.process._check_system_limits()` refuses (Emscripten/Pyodide, too few
+    /// semaphores), and compileall 3.10+ then compiles serially.
+    pub process_pool: bool,
+    /// `os.link` exists (not on Emscripten/Pyodide, where `--hardlink-dupes` raises
+    /// AttributeError at the first duplicate: such runs go to the interpreter's compileall).
+    pub hardlinks: bool,
 }
 
 impl Interpreter {

@@ -159,6 +159,7 @@ pub fn plan_context(interp: &Interpreter, cwd: &Path) -> PlanContext {
         interp_optimize: interp.optimize,
         pycache_prefix: interp.pycache_prefix.clone().map(Into::into),
         recursion_limit: i64::from(interp.recursion_limit),
+        process_pool: interp.process_pool,
         cwd: cwd.to_path_buf(),
     }
 }

@@ -470,6 +470,32 @@ fn hardlink_dupes() -> Case {
     )
 }
 
+/// An interpreter pycache does not know is handed to its own compileall, whose output and files
+/// the client must then reproduce exactly (3.15 prints "No cache tag ...", older ones raise).
+fn handed_over(name: &'static str, tree: support::case::TreeFn) -> Case {
+    let env = |s: Step| {
+        s.env("PYTHONPATH", "{root}/site")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+    };
+    case(
+        name,
+        tree,
+        vec![
+            env(Step::new(&["proj"])),
+            env(Step::new(&["-q", "-b", "proj"])),
+            env(Step::new(&["-j", "2", "proj"]).fresh().unordered()),
+        ],
+    )
+}
+
+fn no_cache_tag() -> Case {
+    handed_over("no_cache_tag", no_cache_tag_tree)
+}
+
+fn newer_than_known() -> Case {
+    handed_over("newer_than_known", newer_version)
+}
+
 fn obstacles_in_the_way() -> Case {
     let s = Step::new(&["proj"]);
     case("obstacles_in_the_way", obstacles, vec![s.clone(), s])
@@ -529,6 +555,8 @@ cases! {
     symlinked_paths => Full,
     hardlink_dupes => Full,
     obstacles_in_the_way => Full,
+    no_cache_tag => Core,
+    newer_than_known => Core,
 }
 
 /// The target given with `--python PATH` instead of `PYCACHE_PYTHON`.

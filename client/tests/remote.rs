@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use pycache_testkit::pg;
 use pycache_testkit::server::Server;
 
@@ -70,12 +72,24 @@ fn sync(
     token: Option<&str>,
     extra: &[&str],
 ) -> Run {
+    sync_with(Path::new("python3"), cwd, cache, server, token, extra)
+}
+
+/// `sync` with another target interpreter.
+fn sync_with(
+    python: &Path,
+    cwd: &Path,
+    cache: &Path,
+    server: Option<&str>,
+    token: Option<&str>,
+    extra: &[&str],
+) -> Run {
     let mut cmd = Command::new(CLIENT);
     cmd.current_dir(cwd)
         .env_remove("PYCACHE_SERVER")
         .env_remove("PYCACHE_TOKEN")
         .env("PYCACHE_CACHE_DIR", cache)
-        .env("PYCACHE_PYTHON", "python3")
+        .env("PYCACHE_PYTHON", python)
         .env("PYCACHE_TIMEOUT", "2");
     if let Some(s) = server {
         cmd.args(["--server", s]);
@@ -125,11 +139,11 @@ fn pycs(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// compileall's own result for the same tree, as the reference.
-fn compileall_reference(base: &Path) -> PathBuf {
+fn compileall_reference(python: &Path, base: &Path) -> PathBuf {
     let dir = base.join("reference");
     std::fs::create_dir_all(&dir).unwrap();
     copy_tree(&base.join("pristine/src"), &dir.join("src"));
-    let out = Command::new("python3")
+    let out = Command::new(python)
         .current_dir(&dir)
         .args(["-m", "compileall", "-q", "src"])
         .output()
@@ -160,13 +174,18 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
 /// with no Python started, byte-identical to compileall; a read-only token reads and uploads
 /// nothing.
 fn cold_then_warm(database_url: Option<&str>) {
+    cold_then_warm_on(Path::new("python3"), database_url);
+}
+
+fn cold_then_warm_on(python: &Path, database_url: Option<&str>) {
     let (_tmp, base) = setup();
     let server = start_server(&base.join("server-data"), database_url);
     let write = server.token("write", "ci");
     let read = server.token("read", "pull-requests");
-    let reference = compileall_reference(&base);
+    let reference = compileall_reference(python, &base);
 
-    let cold = sync(
+    let cold = sync_with(
+        python,
         &fresh_copy(&base, "cold"),
         &base.join("cache-cold"),
         Some(&server.base),
@@ -190,7 +209,8 @@ fn cold_then_warm(database_url: Option<&str>) {
     assert!(stderr(&cold).contains("SyntaxError"), "{}", stderr(&cold));
 
     let warm_dir = fresh_copy(&base, "warm");
-    let warm = sync(
+    let warm = sync_with(
+        python,
         &warm_dir,
         &base.join("cache-warm"),
         Some(&server.base),
@@ -230,6 +250,13 @@ fn cold_then_warm(database_url: Option<&str>) {
         pycs(&reference),
         ".pyc files must equal compileall's"
     );
+}
+
+/// The same on CPython 3.14 (Pyodide): the server tier serves a version no native interpreter
+/// here has.
+#[test]
+fn cold_sync_uploads_and_fresh_copy_is_all_remote_hits_on_cpython_314() {
+    cold_then_warm_on(&support::interp::pyodide_cpython(14).path, None);
 }
 
 #[test]
@@ -278,7 +305,7 @@ fn corrupt_server_entry_is_detected_recompiled_and_replaced() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let reference = compileall_reference(&base);
+    let reference = compileall_reference(Path::new("python3"), &base);
     let dir = fresh_copy(&base, "b");
     let second = sync(
         &dir,
@@ -325,7 +352,7 @@ fn server_down_costs_a_warning_not_the_build() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let reference = compileall_reference(&base);
+    let reference = compileall_reference(Path::new("python3"), &base);
     let dir = fresh_copy(&base, "down");
     let run = sync(&dir, &base.join("cache"), Some(&url), Some("whatever"), &[]);
     assert_eq!(
@@ -380,7 +407,10 @@ fn server_that_never_answers_is_given_up_within_the_timeout() {
         "{}",
         stderr(&run)
     );
-    assert_eq!(pycs(&dir), pycs(&compileall_reference(&base)));
+    assert_eq!(
+        pycs(&dir),
+        pycs(&compileall_reference(Path::new("python3"), &base))
+    );
 }
 
 #[test]
@@ -415,7 +445,10 @@ fn server_killed_during_the_run_still_gives_correct_pycs() {
         "only broken.py fails: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(pycs(&dir), pycs(&compileall_reference(&base)));
+    assert_eq!(
+        pycs(&dir),
+        pycs(&compileall_reference(Path::new("python3"), &base))
+    );
 }
 
 #[test]
@@ -434,7 +467,10 @@ fn wrong_token_is_said_loudly_and_the_build_goes_on() {
     assert_eq!(run.out.status.code(), Some(1), "only broken.py fails");
     assert!(stderr(&run).contains("WARNING"), "{}", stderr(&run));
     assert!(stderr(&run).contains("401"), "{}", stderr(&run));
-    assert_eq!(pycs(&dir), pycs(&compileall_reference(&base)));
+    assert_eq!(
+        pycs(&dir),
+        pycs(&compileall_reference(Path::new("python3"), &base))
+    );
 
     let strict = sync(
         &fresh_copy(&base, "strict"),

@@ -25,6 +25,9 @@ use crate::session::{Plan, Session};
 /// Runs compileall; returns the process exit status.
 pub fn run(session: &Session, raw_args: Vec<OsString>) -> Result<i32> {
     let interp = &session.interpreter;
+    if let Some(why) = interp.unchecked() {
+        return delegate(&interp.executable, &raw_args, &why.to_string());
+    }
     let dialect = Dialect {
         has_39_options: interp.version >= (3, 9, 0),
     };
@@ -32,6 +35,13 @@ pub fn run(session: &Session, raw_args: Vec<OsString>) -> Result<i32> {
         Parsed::Run(a) => *a,
         Parsed::Delegate(why) => return delegate(&interp.executable, &raw_args, why),
     };
+    if args.hardlink_dupes && !interp.hardlinks {
+        return delegate(
+            &interp.executable,
+            &raw_args,
+            "--hardlink-dupes without os.link",
+        );
+    }
     let (rx, rx_warnings) = match &args.rx {
         Some(pattern) => match Exclusion::start(&interp.executable, pattern) {
             Start::Ready {

@@ -41,6 +41,14 @@ pub fn run(
 ) -> Result<i32> {
     let settings = &session.settings;
     let ctx = session.plan_context();
+    if let Some(why) = session.interpreter.unchecked() {
+        bail!(
+            "{} is {why}: pycache does not guess its .pyc rules. Run `pycache-client compileall` \
+             (it hands such an interpreter to its own `python -m compileall`) or a pycache \
+             release that knows it",
+            session.interpreter.executable.display()
+        );
+    }
     let exclude = args.exclude.clone().or_else(|| settings.exclude.clone());
     let rx = match exclude {
         Some(p) => Some(Box::new(fancy_regex::Regex::new(&p).with_context(|| {

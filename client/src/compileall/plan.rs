@@ -29,6 +29,8 @@ pub struct PlanContext {
     pub pycache_prefix: Option<OsString>,
     /// `sys.getrecursionlimit()`.
     pub recursion_limit: i64,
+    /// compileall `-j` can use a process pool; without one it compiles serially.
+    pub process_pool: bool,
     /// The working directory.
     pub cwd: PathBuf,
 }
@@ -159,7 +161,8 @@ impl<'a> Planner<'a> {
         self.ctx.version >= (3, minor)
     }
 
-    /// `compile_dir(dir, maxlevels, ddir, ...)`; `parallel` is compileall's `workers != 1`.
+    /// `compile_dir(dir, maxlevels, ddir, ...)`; `parallel` is compileall's `workers != 1`
+    /// (serial all the same where the interpreter has no process pool, as compileall falls back).
     pub fn compile_dir(
         &mut self,
         dir: &OsStr,
@@ -183,7 +186,7 @@ impl<'a> Planner<'a> {
             Naming::Ddir(ddir.map(OsStr::to_os_string))
         };
         self.walk(dir, maxlevels, &naming);
-        if parallel {
+        if parallel && self.ctx.process_pool {
             // The process pool consumes the whole walk before any file result is printed.
             let tail: Vec<Event> = self.events.drain(start..).collect();
             let (walk, rest): (Vec<Event>, Vec<Event>) = tail

@@ -44,6 +44,8 @@ pub(super) struct ProbeAnswer {
     implementation_version: Option<String>,
     /// `sys.executable` as the interpreter sees itself (the real binary behind a wrapper).
     real_executable: Option<String>,
+    process_pool: Option<bool>,
+    hardlinks: Option<bool>,
 }
 
 impl ProbeAnswer {
@@ -102,7 +104,8 @@ impl ProbeAnswer {
                 .implementation
                 .ok_or_else(|| missing("implementation"))?,
             magic,
-            cache_tag: self.cache_tag.ok_or_else(|| missing("cache tag"))?,
+            // None is a real answer (3.15's compileall reports it): see `support.rs`.
+            cache_tag: self.cache_tag.unwrap_or_default(),
             optimize: self.optimize.ok_or_else(|| missing("optimization level"))?,
             pycache_prefix: self.pycache_prefix,
             settings,
@@ -113,6 +116,10 @@ impl ProbeAnswer {
             recursion_limit: self
                 .recursion_limit
                 .ok_or_else(|| missing("recursion limit"))?,
+            process_pool: self
+                .process_pool
+                .ok_or_else(|| missing("process pool check"))?,
+            hardlinks: self.hardlinks.ok_or_else(|| missing("os.link check"))?,
         })
     }
 

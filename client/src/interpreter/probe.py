@@ -50,6 +50,18 @@ try:
             compile("with (a as b, c as d): pass", "<probe>", "exec")
         except SyntaxError:
             _out["old_parser"] = True
+    try:
+        # compileall -j: 3.10+ falls back to serial when this refuses (Emscripten, few semaphores).
+        if sys.version_info >= (3, 10):
+            from concurrent.futures.process import _check_system_limits
+
+            _check_system_limits()
+        else:
+            from concurrent.futures import ProcessPoolExecutor  # noqa: F401
+        _out["process_pool"] = True
+    except (ImportError, NotImplementedError):
+        _out["process_pool"] = False
+    _out["hardlinks"] = hasattr(os, "link")
     _get_digits = getattr(sys, "get_int_max_str_digits", None)
     _out["int_max_str_digits"] = _get_digits() if _get_digits else None
     _seed = os.environ.get("PYTHONHASHSEED")

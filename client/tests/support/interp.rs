@@ -1,7 +1,12 @@
 //! Discovery of the target interpreters the parity suites run against.
 //!
 //! Every CPython 3.8+ under `$(pyenv root)/versions/*/bin/python3`, plus `/usr/bin/pypy3` when it
-//! exists. The default `python3` on `PATH` must be among them: discovery panics otherwise, and
+//! exists, plus CPython 3.14 and 3.15 on Pyodide (`python3.14`/`python3.15` in the `bin` folder
+//! `tools/pyodide-python/install.sh` fills: `$PYCACHE_PYODIDE_DIR`, else
+//! `~/.cache/pycache/pyodide-python`; `.ci/run` installs them and sets `PYCACHE_PYODIDE_DIR`,
+//! which makes them required). Their standard library lives in the package's
+//! `python_stdlib.zip`; it is extracted once per machine into the Cargo target's tmp folder, and
+//! `Interp::stdlib` points there. The default `python3` on `PATH` must be among them: discovery panics otherwise, and
 //! also when nothing is found, so a machine without interpreters fails the suite instead of
 //! passing it silently. `PYCACHE_PARITY_PYTHONS` (paths separated by `:`) replaces discovery,
 //! for a quick local run against one interpreter.
@@ -25,6 +30,9 @@ pub struct Interp {
     pub stdlib: PathBuf,
     /// True for the interpreter the default `python3` resolves to.
     pub is_default: bool,
+    /// CPython compiled to WebAssembly (Pyodide, `sys.platform == "emscripten"`): no
+    /// subprocesses, so compileall `-j` cannot run there.
+    pub pyodide: bool,
 }
 
 impl Interp {
@@ -41,6 +49,11 @@ impl Interp {
         self.implementation == "cpython" && self.version >= (3, 11, 0)
     }
 
+    /// Whether compileall can start worker processes (`-j`): not on Pyodide.
+    pub fn has_subprocesses(&self) -> bool {
+        !self.pyodide
+    }
+
     /// True when the interpreter is CPython of at least `3.minor`.
     pub fn cpython_at_least(&self, minor: u32) -> bool {
         self.implementation == "cpython" && self.version >= (3, minor, 0)
@@ -52,7 +65,8 @@ print(sys.implementation.name)\n\
 print('%d.%d.%d' % sys.version_info[:3])\n\
 print(sys.implementation.cache_tag)\n\
 print(sysconfig.get_paths()['stdlib'])\n\
-print(os.path.realpath(sys.executable))\n";
+print(os.path.realpath(sys.executable))\n\
+print(sys.platform)\n";
 
 struct Probe {
     interp: Interp,
@@ -66,8 +80,13 @@ fn probe(path: &Path) -> Option<Probe> {
     }
     let text = String::from_utf8(output.stdout).ok()?;
     let lines: Vec<&str> = text.lines().collect();
-    let [implementation, version, cache_tag, stdlib, real] = lines[..] else {
+    let [implementation, version, cache_tag, stdlib, real, platform] = lines[..] else {
         return None;
+    };
+    let pyodide = platform == "emscripten";
+    let stdlib = match pyodide {
+        true => pyodide_stdlib(path, version)?,
+        false => PathBuf::from(stdlib),
     };
     let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
     let version = (parts.next()??, parts.next()??, parts.next()??);
@@ -77,11 +96,56 @@ fn probe(path: &Path) -> Option<Probe> {
             implementation: implementation.to_string(),
             version,
             cache_tag: cache_tag.to_string(),
-            stdlib: PathBuf::from(stdlib),
+            stdlib,
             is_default: false,
+            pyodide,
         },
         real_executable: PathBuf::from(real),
     })
+}
+
+/// The folder of the Pyodide commands, and whether they are required (`PYCACHE_PYODIDE_DIR` set).
+fn pyodide_dir() -> (PathBuf, bool) {
+    if let Some(dir) = std::env::var_os("PYCACHE_PYODIDE_DIR").filter(|d| !d.is_empty()) {
+        return (PathBuf::from(dir), true);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    (home.join(".cache/pycache/pyodide-python"), false)
+}
+
+/// The commands `install.sh` writes.
+const PYODIDE_COMMANDS: &[&str] = &["python3.14", "python3.15"];
+
+/// The `.py` files of a Pyodide interpreter's `python_stdlib.zip` (install.sh links it as
+/// `DIR/lib/python3.X/python_stdlib.zip`), extracted once into the target's tmp folder.
+fn pyodide_stdlib(command: &Path, version: &str) -> Option<PathBuf> {
+    let dir = command.parent()?.parent()?;
+    let name = command.file_name()?.to_string_lossy().into_owned();
+    let zip = dir.join("lib").join(&name).join("python_stdlib.zip");
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("pyodide-stdlib")
+        .join(version);
+    if target.join("os.py").exists() {
+        return Some(target);
+    }
+    let parent = target.parent()?;
+    std::fs::create_dir_all(parent).ok()?;
+    let partial = tempfile::tempdir_in(parent).ok()?;
+    const EXTRACT: &str = "import sys, zipfile\n\
+z = zipfile.ZipFile(sys.argv[1])\n\
+z.extractall(sys.argv[2], [n for n in z.namelist() if n.endswith('.py')])\n";
+    let status = Command::new("python3")
+        .args(["-I", "-c", EXTRACT])
+        .arg(&zip)
+        .arg(partial.path())
+        .status()
+        .ok()?;
+    assert!(status.success(), "could not extract {}", zip.display());
+    // Another test binary may have finished first: either copy is the same.
+    let _ = std::fs::rename(partial.keep(), &target);
+    Some(target)
 }
 
 fn pyenv_root() -> PathBuf {
@@ -114,6 +178,13 @@ fn candidates() -> Vec<PathBuf> {
     if pypy.exists() {
         found.push(pypy);
     }
+    let (pyodide, _) = pyodide_dir();
+    for command in PYODIDE_COMMANDS {
+        let python = pyodide.join("bin").join(command);
+        if python.exists() {
+            found.push(python);
+        }
+    }
     found
 }
 
@@ -134,6 +205,16 @@ fn discover() -> Vec<Interp> {
         interps.push(interp);
     }
     let restricted = std::env::var_os("PYCACHE_PARITY_PYTHONS").is_some();
+    if pyodide_dir().1 && !restricted {
+        let found = interps.iter().filter(|i| i.pyodide).count();
+        assert_eq!(
+            found,
+            PYODIDE_COMMANDS.len(),
+            "PYCACHE_PYODIDE_DIR is set but not every Pyodide command in {}/bin runs \
+             (run tools/pyodide-python/install.sh)",
+            pyodide_dir().0.display()
+        );
+    }
     assert!(
         !interps.is_empty(),
         "no Python 3.8+ interpreter found under $(pyenv root)/versions or /usr/bin/pypy3"
@@ -154,7 +235,8 @@ pub fn interpreters() -> &'static [Interp] {
 }
 
 /// The interpreters that get the full option matrix: the default `python3`, the oldest and the
-/// newest CPython, and every PyPy. The others run the core subset (see `parity.rs`).
+/// newest natively installed CPython, every Pyodide CPython (3.14, 3.15: the versions no other
+/// machine covers) and every PyPy. The others run the core subset (see `parity.rs`).
 /// `PYCACHE_PARITY_FULL=1` gives every interpreter the full matrix.
 pub fn full_matrix(interp: &Interp) -> bool {
     if std::env::var_os("PYCACHE_PARITY_FULL").is_some() {
@@ -162,12 +244,28 @@ pub fn full_matrix(interp: &Interp) -> bool {
     }
     let cpython: Vec<&Interp> = interpreters()
         .iter()
-        .filter(|i| i.implementation == "cpython")
+        .filter(|i| i.implementation == "cpython" && !i.pyodide)
         .collect();
     let oldest = cpython.first().map(|i| i.version);
     let newest = cpython.last().map(|i| i.version);
     interp.is_default
+        || interp.pyodide
         || interp.implementation != "cpython"
         || Some(interp.version) == oldest
         || Some(interp.version) == newest
+}
+
+/// CPython `3.minor` on Pyodide; panics with what to run when it is not installed, so a test
+/// that needs it fails rather than passing without it.
+pub fn pyodide_cpython(minor: u32) -> &'static Interp {
+    interpreters()
+        .iter()
+        .find(|i| i.pyodide && i.version.0 == 3 && i.version.1 == minor)
+        .unwrap_or_else(|| {
+            panic!(
+                "CPython 3.{minor} on Pyodide is not installed in {}/bin: run \
+                 tools/pyodide-python/install.sh",
+                pyodide_dir().0.display()
+            )
+        })
 }

@@ -101,6 +101,10 @@ impl Invocation<'_> {
         if self.tool == Tool::Client {
             cmd.env("PYCACHE_PYTHON", &self.interp.path);
         }
+        if self.tool != Tool::Compileall && self.interp.pyodide {
+            // Each Pyodide start costs ~2.5 s of CPU; one worker gives the same output.
+            cmd.env("PYCACHE_JOBS", "1");
+        }
         for (key, value) in &self.env {
             cmd.env(key, value);
         }

@@ -37,7 +37,7 @@ pub fn package(t: &mut Tree, _: &Interp) {
 }
 
 /// Files that fail to compile or need care to read, and file names that test `repr` quoting.
-pub fn broken(t: &mut Tree, _: &Interp) {
+pub fn broken(t: &mut Tree, interp: &Interp) {
     t.file("proj/ok.py", "fine = True\n")
         .file("proj/syntax.py", "def f(:\n    pass\n")
         .file("proj/compiler_error.py", "x = 1\nreturn x\n")
@@ -58,9 +58,13 @@ pub fn broken(t: &mut Tree, _: &Interp) {
         .file("proj/café.py", "x = 'é'\n")
         .file("proj/it's.py", "q = 1\n")
         .file("proj/back\\slash.py", "b = 1\n")
-        .file(os_path(b"proj/raw\xff.py"), "r = 1\n")
         .file("proj/data.txt", "x\n")
         .file("proj/x.PY", "u = 1\n");
+    // Emscripten's file system names files with JavaScript strings: a non-UTF-8 name cannot be
+    // listed there (os.listdir sees a broken directory), so Pyodide gets UTF-8 names only.
+    if !interp.pyodide {
+        t.file(os_path(b"proj/raw\xff.py"), "r = 1\n");
+    }
 }
 
 /// Files whose compile prints a warning (SyntaxWarning; DeprecationWarning before 3.12 for the
@@ -217,4 +221,24 @@ pub fn corrupt_pyc_tail(root: &Path, interp: &Interp) {
     let mut bytes = std::fs::read(&pyc).unwrap();
     bytes.extend_from_slice(b"junk after the body");
     std::fs::write(&pyc, bytes).unwrap();
+}
+
+/// `package` plus `site/sitecustomize.py` making the interpreter report no cache tag
+/// (`sys.implementation.cache_tag = None`), for `PYTHONPATH={root}/site`.
+pub fn no_cache_tag_tree(t: &mut Tree, interp: &Interp) {
+    package(t, interp);
+    t.file(
+        "site/sitecustomize.py",
+        "import sys\nsys.implementation.cache_tag = None\n",
+    );
+}
+
+/// `package` plus `site/sitecustomize.py` making the interpreter report Python 3.16 (a version
+/// newer than pycache knows), for `PYTHONPATH={root}/site`.
+pub fn newer_version(t: &mut Tree, interp: &Interp) {
+    package(t, interp);
+    t.file(
+        "site/sitecustomize.py",
+        "import sys\nsys.version_info = (3, 16, 0, 'alpha', 1)\n",
+    );
 }
