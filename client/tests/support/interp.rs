@@ -133,9 +133,15 @@ fn pyodide_stdlib(command: &Path, version: &str) -> Option<PathBuf> {
     let parent = target.parent()?;
     std::fs::create_dir_all(parent).ok()?;
     let partial = tempfile::tempdir_in(parent).ok()?;
-    const EXTRACT: &str = "import sys, zipfile\n\
+    // Whole-second mtimes (the zip's own): Emscripten's stat rounds a fractional mtime where
+    // a native stat truncates it, which would put two different seconds into pyc headers.
+    const EXTRACT: &str = "import os, sys, time, zipfile\n\
 z = zipfile.ZipFile(sys.argv[1])\n\
-z.extractall(sys.argv[2], [n for n in z.namelist() if n.endswith('.py')])\n";
+for info in z.infolist():\n\
+    if info.filename.endswith('.py'):\n\
+        path = z.extract(info, sys.argv[2])\n\
+        t = int(time.mktime(info.date_time + (0, 0, -1)))\n\
+        os.utime(path, (t, t))\n";
     let status = Command::new("python3")
         .args(["-I", "-c", EXTRACT])
         .arg(&zip)
