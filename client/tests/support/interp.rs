@@ -135,13 +135,14 @@ fn pyodide_stdlib(command: &Path, version: &str) -> Option<PathBuf> {
     let partial = tempfile::tempdir_in(parent).ok()?;
     // Whole-second mtimes (the zip's own): Emscripten's stat rounds a fractional mtime where
     // a native stat truncates it, which would put two different seconds into pyc headers.
-    const EXTRACT: &str = "import os, sys, time, zipfile\n\
-z = zipfile.ZipFile(sys.argv[1])\n\
-for info in z.infolist():\n\
-    if info.filename.endswith('.py'):\n\
-        path = z.extract(info, sys.argv[2])\n\
-        t = int(time.mktime(info.date_time + (0, 0, -1)))\n\
-        os.utime(path, (t, t))\n";
+    const EXTRACT: &str = r#"import os, sys, time, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for info in z.infolist():
+    if info.filename.endswith('.py'):
+        path = z.extract(info, sys.argv[2])
+        t = int(time.mktime(info.date_time + (0, 0, -1)))
+        os.utime(path, (t, t))
+"#;
     let status = Command::new("python3")
         .args(["-I", "-c", EXTRACT])
         .arg(&zip)
