@@ -1,8 +1,8 @@
 """Server load: N concurrent clients syncing different trees against one server.
 
 For each backend (SQLite, PostgreSQL) and each N, a fresh server gets:
-- a put phase: N clients, each on its own tree (`src0`, `src1`, ... so every
-  client's keys differ) with an empty local cache: they compile and upload;
+- a put phase: N clients, each on its own tree (`src0`, `src1`, ..., each .py
+  with a trailer naming its client, so every client's keys differ) with an empty local cache: they compile and upload;
 - get phases (repeated): N clients on fresh copies of the same trees with empty
   local caches: one batch get each, everything a remote hit.
 Requests/s and MB/s come from the server's /metrics deltas over a phase's wall
@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 from .proc import StepFailed, flush_disk, log
 from .servers import PycacheServer
@@ -32,15 +33,39 @@ def percentile(values, q):
     return v[min(len(v) - 1, max(0, round(q / 100 * len(v) + 0.5) - 1))]
 
 
+def _client_copy(source, dst, i):
+    """A copy of `source` whose every .py ends with a line naming client i.
+
+    Keys do not depend on where a tree lives (relocation), so clients on copies of
+    the same sources would hit each other's uploads: the trailer gives each client
+    its own keys. Other files are hard links.
+    """
+    def copy(src, to):
+        if src.endswith(".py"):
+            data = Path(src).read_bytes()
+            Path(to).write_bytes(data + (b"" if data.endswith(b"\n") or not data else b"\n")
+                                 + f"# pycache load client {i}\n".encode())
+            shutil.copystat(src, to)
+        else:
+            os.link(src, to)
+    shutil.copytree(source, dst, copy_function=copy)
+
+
 def make_trees(source, base, n, phases):
-    """Hard-linked copies of `source`: base/<phase>/c<i>/src<i> for every phase and client."""
+    """Per client i, base/<phase>/c<i>/src<i> for every phase: the first phase's tree
+    is a copy with client-specific sources, the others hard links of it."""
     trees = {}
-    for phase in phases:
-        for i in range(n):
+    for i in range(n):
+        first = None
+        for phase in phases:
             slot = base / phase / f"c{i}"
             dst = slot / f"src{i}"
             if not dst.exists():
-                shutil.copytree(source, dst, copy_function=os.link)
+                if first is None:
+                    _client_copy(source, dst, i)
+                else:
+                    shutil.copytree(first, dst, copy_function=os.link)
+            first = first or dst
             trees[(phase, i)] = slot
     return trees
 
