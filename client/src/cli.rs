@@ -17,6 +17,10 @@ pub struct Cli {
     /// The local cache directory (default: the user's cache dir, e.g. ~/.cache/pycache).
     #[arg(long, global = true, env = "PYCACHE_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// The most the local cache may hold (e.g. 500MiB, 10GiB; default 2GiB); least recently
+    /// used entries are evicted past it.
+    #[arg(long, global = true, env = "PYCACHE_CACHE_SIZE", value_name = "SIZE", value_parser = parse_cache_size)]
+    pub cache_size: Option<u64>,
     /// Do not read or write the local cache.
     #[arg(long, global = true)]
     pub no_local_cache: bool,
@@ -77,12 +81,46 @@ pub enum Command {
     Status,
     /// Show the server's statistics (JSON).
     Stats,
+    /// Inspect and manage the local cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print a shell completion script (e.g. `pycache-client completions bash > ~/.local/share/bash-completion/completions/pycache-client`).
     Completions {
         /// The shell.
         #[arg(value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+}
+
+/// `pycache-client cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Entries, bytes, the size limit, and hits and misses per interpreter and day.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evict least recently used entries down to the size limit and delete earlier layouts'
+    /// directories.
+    Prune {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every entry (the statistics stay).
+    Clear {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the local cache directory.
+    Path,
+}
+
+/// A size setting: `512MiB`, `10GiB`, `2G`, bytes.
+pub fn parse_cache_size(text: &str) -> Result<u64, String> {
+    pycache_proto::size::parse_size(text)
 }
 
 /// `pycache-client sync` options.
@@ -116,9 +154,10 @@ pub struct SyncArgs {
 }
 
 /// Long options of pycache that may also follow `compileall` (none clashes with compileall's).
-pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 8] = [
+pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 9] = [
     "--python",
     "--cache-dir",
+    "--cache-size",
     "--jobs",
     "--server",
     "--token",

@@ -76,6 +76,7 @@ fn run(cli: Cli, console: &Console, started: Instant) -> anyhow::Result<i32> {
         }
         Command::Status => commands::status::status(&settings, console),
         Command::Stats => commands::status::stats(&settings, console),
+        Command::Cache(command) => commands::cache::run(&command, &settings, console),
         Command::Completions { shell } => commands::completions::run(shell),
     }
 }

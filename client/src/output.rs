@@ -305,6 +305,16 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Console {
     }
 }
 
+/// A byte count for people: `512 B`, `1.5 KiB`, `3.2 MiB`, `2.0 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

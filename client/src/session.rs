@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use crate::compileall::plan::{Event, PlanContext};
 use crate::engine::{self, RunConfig, Style, Summary, Tiers};
 use crate::interpreter::{resolve_interpreter, Interpreter};
-use crate::local_cache::LocalCache;
+use crate::local_cache::{CacheOptions, LocalCache, RunCounts};
 use crate::output::{Console, WarningKind};
 use crate::pyc::InvalidationMode;
 use crate::remote::{RemoteConfig, RemoteTier};
@@ -71,9 +71,18 @@ impl Session {
 
     /// Opens the cache tiers and the worker pool and runs `plan`; returns compileall's
     /// `success` and the counts. `summary` may carry the planner's counts already.
-    pub fn run(&self, plan: Plan, mut summary: Summary) -> Result<(bool, Summary)> {
+    pub fn run(&self, plan: Plan, summary: Summary) -> Result<(bool, Summary)> {
+        self.run_with_cache(plan, summary, self.open_local_cache())
+    }
+
+    /// [`Session::run`] with a local cache the command opened already (or `None`).
+    pub fn run_with_cache(
+        &self,
+        plan: Plan,
+        mut summary: Summary,
+        local: Option<LocalCache>,
+    ) -> Result<(bool, Summary)> {
         let settings = &self.settings;
-        let local = self.open_local_cache();
         let remote = match &settings.server {
             Some(url) => RemoteTier::connect(
                 &RemoteConfig {
@@ -124,17 +133,44 @@ impl Session {
             &mut summary,
         );
         pool.shutdown();
+        if let Some(cache) = &local {
+            let counts = RunCounts {
+                hits: summary.local_hits,
+                misses: summary.remote_hits + summary.compiled,
+            };
+            if let Err(e) = cache.finish(counts) {
+                self.console.warn(
+                    WarningKind::LocalCache,
+                    &format!("could not update the local cache: {e}"),
+                );
+            }
+        }
         Ok((ok?, summary))
     }
 
     /// The local cache, or `None` (with a warning) when it is disabled or cannot be opened: the
     /// cache never breaks a build.
-    fn open_local_cache(&self) -> Option<LocalCache> {
+    pub fn open_local_cache(&self) -> Option<LocalCache> {
         if !self.settings.local_cache {
             return None;
         }
         let dir = &self.settings.cache_dir;
-        match LocalCache::open(dir) {
+        let interp = &self.interpreter;
+        let options = CacheOptions {
+            size_limit: self.settings.cache_size,
+            interpreter: Some(format!(
+                "{} {}.{}.{}",
+                match interp.implementation.as_str() {
+                    "cpython" => "CPython",
+                    "pypy" => "PyPy",
+                    other => other,
+                },
+                interp.version.0,
+                interp.version.1,
+                interp.version.2
+            )),
+        };
+        match LocalCache::open_with(dir, options) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.console.warn(

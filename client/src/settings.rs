@@ -35,12 +35,24 @@ pub struct ProjectConfig {
     pub exclude: Option<String>,
     /// Local cache directory.
     pub cache_dir: Option<PathBuf>,
+    /// Local cache size limit: bytes, or a size like "500MiB".
+    pub cache_size: Option<SizeSetting>,
     /// Worker count.
     pub jobs: Option<usize>,
     /// Deadline of one server request, in seconds.
     pub timeout: Option<f64>,
     /// Per-file compile timeout, in seconds.
     pub compile_timeout: Option<f64>,
+}
+
+/// A size in pyproject.toml: a number of bytes or a string with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    /// Bytes.
+    Bytes(u64),
+    /// `500MiB`, `10GiB` …
+    Text(String),
 }
 
 /// Deadline of one server request when nothing sets it.
@@ -60,6 +72,8 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     /// Use the local cache.
     pub local_cache: bool,
+    /// The most the local cache may hold.
+    pub cache_size: u64,
     /// Worker count.
     pub jobs: usize,
     /// Server URL.
@@ -116,11 +130,19 @@ impl Settings {
             }
         };
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let cache_size = match (cli.cache_size, &project.cache_size) {
+            (Some(n), _) => n,
+            (None, Some(SizeSetting::Bytes(n))) => *n,
+            (None, Some(SizeSetting::Text(t))) => pycache_proto::size::parse_size(t)
+                .map_err(|e| anyhow::anyhow!("[tool.pycache] cache-size: {e}"))?,
+            (None, None) => crate::local_cache::DEFAULT_SIZE_LIMIT,
+        };
         Ok(Settings {
             python: cli.python.clone().or(project.python.clone()),
             virtual_env: env("VIRTUAL_ENV").map(PathBuf::from),
             cache_dir,
             local_cache: !cli.no_local_cache,
+            cache_size,
             jobs,
             server: cli
                 .server

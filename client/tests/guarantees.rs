@@ -59,7 +59,7 @@ fn write_modules(dir: &Path, count: usize) {
     }
 }
 
-/// Two cache entry files exchanged on disk must not give two wrong .pyc files.
+/// Two cache entries exchanged in the store must not give two wrong .pyc files.
 #[test]
 fn a_cache_entry_moved_under_another_key_is_never_served() {
     let tmp = tempfile::tempdir().unwrap();
@@ -76,19 +76,24 @@ fn a_cache_entry_moved_under_another_key_is_never_served() {
     let expected = files(&one.join("pkg/__pycache__"));
     assert_eq!(expected.len(), 2);
 
-    // Swap the two entry files, wherever the cache keeps them.
-    let entries: Vec<PathBuf> = files(&cache)
-        .into_iter()
-        .map(|(p, _)| cache.join(p))
-        .filter(|p| !p.starts_with(cache.join("interpreters")) && p.parent() != Some(&*cache))
+    // Swap the two entries' bodies in the store.
+    let db = rusqlite::Connection::open(cache.join("store.db")).unwrap();
+    let ids: Vec<i64> = db
+        .prepare("SELECT id FROM bodies ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
         .collect();
-    assert_eq!(entries.len(), 2, "{entries:?}");
-    let (x, y) = (
-        std::fs::read(&entries[0]).unwrap(),
-        std::fs::read(&entries[1]).unwrap(),
-    );
-    std::fs::write(&entries[0], &y).unwrap();
-    std::fs::write(&entries[1], &x).unwrap();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    db.execute_batch(&format!(
+        "UPDATE bodies SET id = -1 WHERE id = {a}; UPDATE bodies SET id = {a} WHERE id = {b};
+         UPDATE bodies SET id = {b} WHERE id = -1;",
+        a = ids[0],
+        b = ids[1]
+    ))
+    .unwrap();
+    drop(db);
 
     std::fs::remove_dir_all(one.join("pkg/__pycache__")).unwrap();
     let again = client(&one, &cache)
@@ -392,8 +397,8 @@ fn a_source_changed_during_a_run_is_not_cached_under_its_old_hash() {
     );
 }
 
-/// A killed client's temporary files (a `.pyc.<n>` beside the pyc, a temporary cache entry)
-/// are removed by a later run.
+/// A killed client's temporary files (a `.pyc.<n>` beside the pyc) are removed by a later run.
+/// (The local cache is one database: a killed run leaves no file of its own there.)
 #[test]
 fn temporary_files_of_a_killed_run_are_removed_later() {
     let tmp = tempfile::tempdir().unwrap();
@@ -407,28 +412,18 @@ fn temporary_files_of_a_killed_run_are_removed_later() {
     std::fs::create_dir_all(&pycache).unwrap();
     let stale_pyc = pycache.join(format!("module_0000.cpython-311.pyc.{pid:07}00003"));
     std::fs::write(&stale_pyc, b"half a pyc").unwrap();
-    let shard = cache.join("entries-v2/ab");
-    std::fs::create_dir_all(&shard).unwrap();
-    let stale_entry = shard.join(format!(".tmp-{pid}-7"));
-    std::fs::write(&stale_entry, b"half an entry").unwrap();
-    for file in [&stale_pyc, &stale_entry] {
-        let touched = Command::new("touch")
-            .args(["-d", "10 minutes ago"])
-            .arg(file)
-            .status()
-            .unwrap();
-        assert!(touched.success());
-    }
+    let touched = Command::new("touch")
+        .args(["-d", "10 minutes ago"])
+        .arg(&stale_pyc)
+        .status()
+        .unwrap();
+    assert!(touched.success());
     let run = client(tmp.path(), &cache)
         .args(["sync", "-q", "src"])
         .output()
         .unwrap();
     assert!(run.status.success(), "{run:?}");
     assert!(!stale_pyc.exists(), "the abandoned .pyc.<n> is still there");
-    assert!(
-        !stale_entry.exists(),
-        "the abandoned cache temp file is still there"
-    );
     assert_eq!(files(&pycache).len(), 2);
 }
 

@@ -111,22 +111,29 @@ fn second_run_on_a_fresh_copy_is_all_hits_with_no_python() {
 }
 
 #[test]
-fn a_corrupted_cache_file_is_detected_recompiled_and_replaced() {
+fn a_corrupted_cache_entry_is_detected_recompiled_and_replaced() {
     let (_tmp, base) = setup(3);
     let cache = base.join("cache");
     sync_json(&copy(&base, "one"), &cache);
-    // Damage one entry file: flip a byte in its middle.
-    let entries = cache.join("entries-v2");
-    let victim = std::fs::read_dir(&entries)
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .map(|e| e.unwrap().path())
-        .next()
-        .expect("an entry file");
-    let mut bytes = std::fs::read(&victim).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xFF;
-    std::fs::write(&victim, bytes).unwrap();
+    // Damage one entry: flip a byte in the middle of its body.
+    let db = rusqlite::Connection::open(cache.join("store.db")).unwrap();
+    let (id, mut body): (i64, Vec<u8>) = db
+        .query_row("SELECT id, data FROM bodies ORDER BY id LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let mid = body.len() / 2;
+    body[mid] ^= 0xFF;
+    db.execute(
+        "UPDATE bodies SET data = ?1 WHERE id = ?2",
+        rusqlite::params![body, id],
+    )
+    .unwrap();
+    let entries = |db: &rusqlite::Connection| -> i64 {
+        db.query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(entries(&db), 4);
 
     let two = copy(&base, "two");
     let (out, json) = sync_json(&two, &cache);
@@ -139,7 +146,7 @@ fn a_corrupted_cache_file_is_detected_recompiled_and_replaced() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(pycs(&base.join("one")), pycs(&two));
-    assert!(victim.exists(), "the entry was written again");
+    assert_eq!(entries(&db), 4, "the entry was written again");
 
     let (_, again) = sync_json(&copy(&base, "three"), &cache);
     assert_eq!(again["corrupt_entries"], 0);

@@ -28,15 +28,22 @@ fn a_warning_during_the_progress_bar_leaves_it_intact() {
         )
         .unwrap();
     }
-    // Every shard of the local cache is a file, not a directory: storing any entry fails, on
+    // The local cache refuses every new entry (a trigger in its database): storing fails, on
     // the background thread that writes the cache, while the bar is drawn.
     let cache = tmp.path().join("cache");
-    for dir in ["entries", "entries-v2"] {
-        std::fs::create_dir_all(cache.join(dir)).unwrap();
-        for shard in 0..256 {
-            std::fs::write(cache.join(dir).join(format!("{shard:02x}")), b"").unwrap();
-        }
-    }
+    let created = Command::new(CLIENT)
+        .args(["cache", "stats"])
+        .env("PYCACHE_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    rusqlite::Connection::open(cache.join("store.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON bodies
+             BEGIN SELECT RAISE(ABORT, 'the test refuses every entry'); END;",
+        )
+        .unwrap();
     let done = tmp.path().join("done");
     let script = format!(
         "cd {} && env -u PYCACHE_SERVER PYCACHE_CACHE_DIR={} {} sync src; touch {}; sleep 60",

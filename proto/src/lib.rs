@@ -10,6 +10,7 @@ pub mod entry;
 pub mod key;
 pub mod pack;
 mod reader;
+pub mod size;
 
 pub use api::ErrorResponse;
 pub use entry::{Entry, EntryDigest, Outcome};

@@ -182,11 +182,7 @@ fn finish(
     invalidation_mode: InvalidationMode,
 ) -> Result<i32> {
     let (settings, interp) = (&session.settings, &session.interpreter);
-    let local = if settings.local_cache {
-        LocalCache::open(&settings.cache_dir).ok()
-    } else {
-        None
-    };
+    let local = session.open_local_cache();
     if pypy_cold::applies(&events, interp, settings.server.as_deref(), local.as_ref()) {
         tracing::debug!("PyPy run with nothing cached: compileall's own process compiles it");
         return pypy_cold::run(
@@ -198,12 +194,11 @@ fn finish(
             local.as_ref(),
         );
     }
-    drop(local);
     // compileall compiles the pattern first thing in main(): its warnings precede its output.
     session
         .console
         .stderr_text(&String::from_utf8_lossy(rx_warnings));
-    execute(session, events, args, invalidation_mode)
+    execute(session, events, args, invalidation_mode, local)
 }
 
 /// Why the walked plan is better run by compileall itself, if it is: a source mtime 3.8 cannot
@@ -250,6 +245,7 @@ fn execute(
     events: Vec<Event>,
     args: &CompileallArgs,
     invalidation_mode: InvalidationMode,
+    local: Option<LocalCache>,
 ) -> Result<i32> {
     let plan = Plan {
         events,
@@ -258,7 +254,7 @@ fn execute(
         hardlink_dupes: args.hardlink_dupes,
     };
     let (ok, _) = session
-        .run(plan, Summary::default())
+        .run_with_cache(plan, Summary::default(), local)
         .context("writing compileall's output failed")?;
     Ok(if ok { 0 } else { 1 })
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod cache;
 pub mod compileall;
 pub mod completions;
 pub mod status;

@@ -155,17 +155,9 @@ pub fn summary_line(s: &Summary) -> String {
         s.uploaded,
         s.errors,
         s.written,
-        human_bytes(s.bytes_down),
-        human_bytes(s.bytes_up),
+        crate::output::human_bytes(s.bytes_down),
+        crate::output::human_bytes(s.bytes_up),
         s.seconds,
         s.workers_started
     )
-}
-
-fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
 }
