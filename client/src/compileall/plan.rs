@@ -83,6 +83,9 @@ pub struct Level {
     pub cfile: OsString,
     /// An earlier file task of this run writes this pyc too.
     pub planned_before: bool,
+    /// The walk saw no `__pycache__` beside the source (pycs in the default place): there is
+    /// no pyc to look at before writing it.
+    pub known_absent: bool,
 }
 
 /// A file compileall would compile.
@@ -324,6 +327,10 @@ impl<'a> Planner<'a> {
             return;
         }
         self.python_files += 1;
+        // Without a `__pycache__` beside the source (and pycs in the default place), there is
+        // no pyc to open.
+        let surely_missing =
+            self.no_pycache_here && !self.opts.legacy && self.ctx.pycache_prefix.is_none();
         let levels: Vec<Level> = optimize
             .iter()
             .map(|&opt_level| {
@@ -353,6 +360,7 @@ impl<'a> Planner<'a> {
                     effective,
                     cfile,
                     planned_before,
+                    known_absent: surely_missing && !planned_before,
                 }
             })
             .collect();
@@ -365,15 +373,11 @@ impl<'a> Planner<'a> {
             let expect = pyc::expected_timestamp_prefix(self.ctx.magic, mtime);
             // 3.8 checks its one pyc; 3.9+ every level's. A pyc this run writes counts as up to
             // date when the run writes timestamp pycs (the check happens after that write).
-            // Without a `__pycache__` beside the source (and pycs in the default place), there is
-            // nothing to open.
-            let surely_missing =
-                self.no_pycache_here && !self.opts.legacy && self.ctx.pycache_prefix.is_none();
             let current: Vec<bool> = levels
                 .iter()
                 .map(|l| {
                     (l.planned_before && self.opts.timestamp_pycs)
-                        || (!surely_missing && pyc::starts_with(Path::new(&l.cfile), &expect))
+                        || (!l.known_absent && pyc::starts_with(Path::new(&l.cfile), &expect))
                 })
                 .collect();
             if current.iter().all(|c| *c) {

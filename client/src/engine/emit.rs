@@ -212,7 +212,13 @@ fn emit_file(
     };
     let mut written: Vec<&OsStr> = Vec::new();
     for (index, (level, slot)) in task.levels.iter().zip(&record.levels).enumerate() {
-        if let Err(e) = pyc::check_target(&level.cfile) {
+        // (No look when the walk saw no `__pycache__` there: nothing can be in the way.)
+        let checked = if level.known_absent {
+            Ok(())
+        } else {
+            pyc::check_target(&level.cfile)
+        };
+        if let Err(e) = checked {
             out.error_raised(&task.fullname, e.class_name, &e.text)?;
             return Ok(false);
         }

@@ -227,8 +227,12 @@ pub fn relocated(entry: Entry, cfg: &RunConfig, wanted: &str) -> Option<(Entry, 
 
 /// Reads and hashes one source; the bytes are dropped unless a hash-based header needs them.
 fn read_source(path: &OsStr, mode: InvalidationMode) -> io::Result<Source> {
-    let bytes = fs::read(path)?;
-    let meta = fs::metadata(path)?;
+    use std::io::Read as _;
+    let mut file = fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    // The stat of the file that was read, taken after reading it.
+    let meta = file.metadata()?;
     let hash = *blake3::hash(&bytes).as_bytes();
     let bytes = match mode {
         // Timestamp headers need only the metadata; don't hold every source in memory.

@@ -96,6 +96,7 @@ fn fixture(names: &[&str], levels: &[u8]) -> Fixture {
                     effective: opt,
                     cfile: OsString::from(format!("{}.opt{opt}.pyc", path.display())),
                     planned_before: false,
+                    known_absent: false,
                 })
                 .collect(),
             revisit: false,
