@@ -43,6 +43,9 @@ struct Results<'a> {
     resolution: &'a Resolution,
     sinks: &'a Sinks,
     done: HashMap<u64, Finished>,
+    /// Slots still to emit per job: a result is dropped once its last file is written, so a
+    /// run holds only the results that wait for their turn, not every compile.
+    uses: HashMap<u64, usize>,
 }
 
 impl Results<'_> {
@@ -57,6 +60,17 @@ impl Results<'_> {
             self.done.insert(job, finished);
         }
         Ok(&self.done[&id])
+    }
+
+    /// One slot of job `id` has been emitted.
+    fn release(&mut self, id: u64) {
+        if let Some(n) = self.uses.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.uses.remove(&id);
+                self.done.remove(&id);
+            }
+        }
     }
 
     /// Turns a worker result into an entry; deterministic ones are stored in the sinks.
@@ -143,7 +157,13 @@ pub fn emit(
         resolution,
         sinks,
         done: HashMap::new(),
+        uses: HashMap::new(),
     };
+    for slot in resolution.files.iter().flat_map(|f| &f.levels) {
+        if let Slot::Job(id) = slot {
+            *results.uses.entry(*id).or_default() += 1;
+        }
+    }
     let mut records = resolution.files.iter();
     let mut success = true;
     // Pycs written by files that succeeded: a revisit finds them up to date.
@@ -224,18 +244,25 @@ fn emit_file(
         }
         let (entry, changed) = match slot {
             Slot::Ready(entry) => (Arc::clone(entry), None),
-            Slot::Job(id) => match results.wait(*id, summary)? {
-                Finished::Entry { entry, changed } => (Arc::clone(entry), changed.clone()),
-                Finished::Raised {
-                    class_name,
-                    text,
-                    warnings,
-                } => {
-                    out.warnings(warnings);
-                    out.error_raised(&task.fullname, class_name, text)?;
-                    return Ok(false);
+            Slot::Job(id) => {
+                let found = match results.wait(*id, summary)? {
+                    Finished::Entry { entry, changed } => Ok((Arc::clone(entry), changed.clone())),
+                    Finished::Raised {
+                        class_name,
+                        text,
+                        warnings,
+                    } => {
+                        out.warnings(warnings);
+                        out.error_raised(&task.fullname, class_name, text)?;
+                        Err(())
+                    }
+                };
+                results.release(*id);
+                match found {
+                    Ok(found) => found,
+                    Err(()) => return Ok(false),
                 }
-            },
+            }
         };
         out.warnings(&entry.warnings);
         let body = match &entry.outcome {
