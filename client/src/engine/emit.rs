@@ -10,8 +10,10 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use anyhow::Result;
+use crossbeam_channel::Receiver;
 use pycache_proto::{Entry, Outcome};
 
+use super::fetch::Announcement;
 use super::resolve::{FileRecord, Resolution, Slot};
 use super::sinks::Sinks;
 use super::{Compiler, RunConfig, Style, Summary};
@@ -36,6 +38,16 @@ enum Finished {
     },
 }
 
+/// Where results come from and where new ones go.
+pub struct Feeds<'a> {
+    /// The compile workers.
+    pub compiler: &'a dyn Compiler,
+    /// The local cache and the upload.
+    pub sinks: &'a Sinks,
+    /// The streaming server lookup's announcements, when there is one.
+    pub announced: Option<Receiver<Announcement>>,
+}
+
 /// Collects worker results as they arrive, in any order, and hands each file its own.
 struct Results<'a> {
     compiler: &'a dyn Compiler,
@@ -46,6 +58,10 @@ struct Results<'a> {
     /// Slots still to emit per job: a result is dropped once its last file is written, so a
     /// run holds only the results that wait for their turn, not every compile.
     uses: HashMap<u64, usize>,
+    /// What the streaming server lookup says about each job, when there is one.
+    announced: Option<Receiver<Announcement>>,
+    /// Announcements received: the server's entry, or `None` (the job is compiling).
+    answers: HashMap<u64, Option<Arc<Entry>>>,
 }
 
 impl Results<'_> {
@@ -62,6 +78,21 @@ impl Results<'_> {
         Ok(&self.done[&id])
     }
 
+    /// The server's entry for job `id`, if it has one (waiting for the lookup to say); `None`
+    /// when the job is compiled.
+    fn server_answer(&mut self, id: u64) -> io::Result<Option<Arc<Entry>>> {
+        let Some(announced) = &self.announced else {
+            return Ok(None);
+        };
+        while !self.answers.contains_key(&id) {
+            let (job, entry) = announced
+                .recv()
+                .map_err(|_| io::Error::other("the server lookup stopped unexpectedly"))?;
+            self.answers.insert(job, entry);
+        }
+        Ok(self.answers[&id].clone())
+    }
+
     /// One slot of job `id` has been emitted.
     fn release(&mut self, id: u64) {
         if let Some(n) = self.uses.get_mut(&id) {
@@ -69,6 +100,7 @@ impl Results<'_> {
             if *n == 0 {
                 self.uses.remove(&id);
                 self.done.remove(&id);
+                self.answers.remove(&id);
             }
         }
     }
@@ -142,11 +174,15 @@ pub fn emit(
     events: &[Event],
     resolution: &Resolution,
     cfg: &RunConfig,
-    compiler: &dyn Compiler,
-    sinks: &Sinks,
+    feeds: Feeds<'_>,
     console: &Console,
     summary: &mut Summary,
 ) -> Result<bool> {
+    let Feeds {
+        compiler,
+        sinks,
+        announced,
+    } = feeds;
     if let Style::Sync { progress: true } = cfg.style {
         console.start_progress(resolution.files.len() as u64);
     }
@@ -158,6 +194,8 @@ pub fn emit(
         sinks,
         done: HashMap::new(),
         uses: HashMap::new(),
+        announced,
+        answers: HashMap::new(),
     };
     for slot in resolution.files.iter().flat_map(|f| &f.levels) {
         if let Slot::Job(id) = slot {
@@ -245,22 +283,29 @@ fn emit_file(
         let (entry, changed) = match slot {
             Slot::Ready(entry) => (Arc::clone(entry), None),
             Slot::Job(id) => {
-                let found = match results.wait(*id, summary)? {
-                    Finished::Entry { entry, changed } => Ok((Arc::clone(entry), changed.clone())),
-                    Finished::Raised {
-                        class_name,
-                        text,
-                        warnings,
-                    } => {
-                        out.warnings(warnings);
-                        out.error_raised(&task.fullname, class_name, text)?;
-                        Err(())
+                if let Some(entry) = results.server_answer(*id)? {
+                    results.release(*id);
+                    (entry, None)
+                } else {
+                    let found = match results.wait(*id, summary)? {
+                        Finished::Entry { entry, changed } => {
+                            Ok((Arc::clone(entry), changed.clone()))
+                        }
+                        Finished::Raised {
+                            class_name,
+                            text,
+                            warnings,
+                        } => {
+                            out.warnings(warnings);
+                            out.error_raised(&task.fullname, class_name, text)?;
+                            Err(())
+                        }
+                    };
+                    results.release(*id);
+                    match found {
+                        Ok(found) => found,
+                        Err(()) => return Ok(false),
                     }
-                };
-                results.release(*id);
-                match found {
-                    Ok(found) => found,
-                    Err(()) => return Ok(false),
                 }
             }
         };

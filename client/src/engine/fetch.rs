@@ -1,84 +1,157 @@
-//! Stage 2: one batched lookup at the server for everything the local cache lacks.
+//! Stage 2: one batched lookup at the server for everything the local cache lacks, streamed.
 //!
-//! A miss the server has becomes a ready slot in every record that waits for it, and its job is
-//! dropped; the entries found are handed on to the local-cache sink.
+//! The lookup runs on its own thread while the emit stage writes files: each miss is announced
+//! as soon as the pack says what it is — a hit (its entry, relocated when it was compiled at
+//! another path) or absent, when a later key's frame (the server answers in request order) or
+//! the pack's end has passed it; an absent miss goes to the workers at once. So files are
+//! written while the pack is still arriving, and compiles start before it ends. Every entry
+//! found goes on to the local-cache sink.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
-use anyhow::Result;
+use crossbeam_channel::Sender;
 use pycache_proto::{Entry, KeyDigest};
 
-use super::resolve::{relocated, Resolution, Slot};
-use super::{RunConfig, Summary};
+use super::resolve::{relocated, Resolution};
+use super::sinks::Sinks;
+use super::{Compiler, RunConfig};
 use crate::remote::RemoteTier;
+use crate::workers::CompileJob;
 
-/// Asks `remote` for the misses of `resolution` that were not handed to the workers yet;
-/// returns the entries found. An error only under `--require-server`.
-pub fn fetch(
-    resolution: &mut Resolution,
-    remote: Option<&RemoteTier>,
-    cfg: &RunConfig,
-    summary: &mut Summary,
-) -> Result<HashMap<KeyDigest, Arc<Entry>>> {
-    let mut found: HashMap<KeyDigest, Arc<Entry>> = HashMap::new();
-    let Some(remote) = remote.filter(|r| r.enabled()) else {
-        return Ok(found);
-    };
-    // Each miss asks for its relocatable key (a tree elsewhere) and its own key.
-    let wanted: Vec<KeyDigest> = resolution
+/// What the server said about one miss: its entry, or `None` (compiling).
+pub type Announcement = (u64, Option<Arc<Entry>>);
+
+/// A miss the server is asked for.
+#[derive(Debug)]
+pub struct Asked {
+    id: u64,
+    own: KeyDigest,
+    relocatable: Option<KeyDigest>,
+    dfile: String,
+    job: CompileJob,
+    resolved: bool,
+}
+
+/// What the lookup did.
+#[derive(Debug, Default)]
+pub struct FetchReport {
+    /// Misses the server had.
+    pub remote_hits: u64,
+    /// Of those, entries compiled at another path and rewritten.
+    pub relocated_hits: u64,
+    /// Entries that failed their digest.
+    pub corrupt: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Until the last frame.
+    pub seconds: f64,
+    /// The server failed and `--require-server` makes that fatal.
+    pub error: Option<anyhow::Error>,
+}
+
+/// Takes the misses not handed to the workers yet out of `resolution`, to be asked for.
+pub fn take_asked(resolution: &mut Resolution) -> Vec<Asked> {
+    resolution
         .misses
-        .iter()
-        .filter(|m| m.job.is_some())
-        .flat_map(|m| {
-            m.relocatable
-                .as_ref()
-                .map(|(_, d)| *d)
-                .into_iter()
-                .chain([m.digest])
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(id, miss)| {
+            Some(Asked {
+                id: id as u64,
+                own: miss.digest,
+                relocatable: miss.relocatable.as_ref().map(|(_, d)| *d),
+                dfile: miss.key.dfile.clone(),
+                job: miss.job.take()?,
+                resolved: false,
+            })
         })
-        .collect();
-    if wanted.is_empty() {
-        return Ok(found);
-    }
-    let answer = remote.fetch(&wanted)?;
-    summary.bytes_down += answer.bytes;
-    summary.corrupt_entries += answer.corrupt.len() as u64;
-    found.extend(answer.entries.into_iter().map(|(k, e)| (k, Arc::new(e))));
-    if found.is_empty() {
-        return Ok(found);
-    }
-    let mut hit_of_job: HashMap<u64, Arc<Entry>> = HashMap::new();
-    for (id, miss) in resolution.misses.iter_mut().enumerate() {
-        if miss.job.is_none() {
-            continue;
+        .collect()
+}
+
+/// Asks `remote` for every miss in `asked` and announces each on `announce`; absent ones are
+/// submitted to `compiler` first. Every miss is announced exactly once, whatever happens.
+pub fn stream(
+    mut asked: Vec<Asked>,
+    remote: &RemoteTier,
+    cfg: &RunConfig,
+    compiler: &dyn Compiler,
+    sinks: &Sinks,
+    announce: &Sender<Announcement>,
+) -> FetchReport {
+    let started = Instant::now();
+    let mut report = FetchReport::default();
+    // The request: each miss's relocatable key (a tree elsewhere), then its own; once each.
+    let mut keys: Vec<KeyDigest> = Vec::new();
+    let mut position: HashMap<KeyDigest, usize> = HashMap::new();
+    let mut owners: HashMap<KeyDigest, Vec<usize>> = HashMap::new();
+    for (i, a) in asked.iter().enumerate() {
+        for key in a.relocatable.into_iter().chain([a.own]) {
+            position.entry(key).or_insert_with(|| {
+                keys.push(key);
+                keys.len() - 1
+            });
+            owners.entry(key).or_default().push(i);
         }
-        let moved = miss.relocatable.as_ref().and_then(|(_, d)| {
-            let entry = found.get(d)?;
-            let wanted = miss.key.dfile.as_str();
-            relocated((**entry).clone(), cfg, wanted)
-        });
-        let hit = match moved {
-            Some((entry, rewritten)) => {
-                summary.relocated_hits += u64::from(rewritten);
-                Some(Arc::new(entry))
-            }
-            None => found.get(&miss.digest).cloned(),
+    }
+    // Misses before `cursor` are all announced.
+    let mut cursor = 0;
+    let mut on_frame = |key: KeyDigest, entry: Option<Entry>| {
+        let Some(&at) = position.get(&key) else {
+            return;
         };
-        if let Some(entry) = hit {
-            miss.job = None;
-            summary.remote_hits += 1;
-            hit_of_job.insert(id as u64, entry);
-        }
-    }
-    for record in &mut resolution.files {
-        for slot in &mut record.levels {
-            if let Slot::Job(id) = slot {
-                if let Some(entry) = hit_of_job.get(id) {
-                    *slot = Slot::Ready(Arc::clone(entry));
+        match entry {
+            None => report.corrupt += 1,
+            Some(entry) => {
+                let entry = Arc::new(entry);
+                sinks.store_fetched(&key, &entry);
+                for &i in owners.get(&key).into_iter().flatten() {
+                    let a = &mut asked[i];
+                    if a.resolved {
+                        continue;
+                    }
+                    let hit = if a.relocatable == Some(key) {
+                        relocated((*entry).clone(), cfg, &a.dfile).map(|(moved, rewritten)| {
+                            report.relocated_hits += u64::from(rewritten);
+                            Arc::new(moved)
+                        })
+                    } else {
+                        Some(Arc::clone(&entry))
+                    };
+                    if let Some(hit) = hit {
+                        a.resolved = true;
+                        report.remote_hits += 1;
+                        let _ = announce.send((a.id, Some(hit)));
+                    }
                 }
             }
         }
+        // Frames come in request order: a miss whose own key lies before this frame's is not
+        // at the server.
+        while cursor < asked.len() && (asked[cursor].resolved || position[&asked[cursor].own] < at)
+        {
+            absent(&mut asked[cursor], compiler, announce);
+            cursor += 1;
+        }
+    };
+    match remote.fetch_each(&keys, &mut on_frame) {
+        Ok(bytes) => report.bytes = bytes,
+        Err(e) => report.error = Some(e),
     }
-    Ok(found)
+    for a in &mut asked[cursor..] {
+        absent(a, compiler, announce);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// A miss the server does not have (or could not say): compiled, and announced as such.
+fn absent(a: &mut Asked, compiler: &dyn Compiler, announce: &Sender<Announcement>) {
+    if a.resolved {
+        return;
+    }
+    a.resolved = true;
+    compiler.submit(a.job.clone());
+    let _ = announce.send((a.id, None));
 }

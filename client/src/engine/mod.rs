@@ -160,17 +160,46 @@ pub fn run(
         "local lookup done"
     );
 
-    let fetch_started = Instant::now();
-    let fetched = fetch::fetch(&mut resolution, tiers.remote, cfg, summary)?;
-    summary.fetch_seconds = fetch_started.elapsed().as_secs_f64();
-
+    let remote = tiers.remote.filter(|r| r.enabled());
+    let asked = match remote {
+        Some(_) => fetch::take_asked(&mut resolution),
+        None => Vec::new(),
+    };
     compile::submit_remaining(&mut resolution, compiler);
 
     let emit_started = Instant::now();
-    let result = sinks::with_sinks(tiers, fetched, console, |sinks| {
-        let emitted = emit::emit(events, &resolution, cfg, compiler, sinks, console, summary);
-        summary.emit_seconds = emit_started.elapsed().as_secs_f64();
-        emitted
+    let result = sinks::with_sinks(tiers, console, |sinks| {
+        std::thread::scope(|scope| {
+            // The server lookup streams beside the emit stage (see `fetch`).
+            let (fetcher, announced) = match remote.filter(|_| !asked.is_empty()) {
+                Some(remote) => {
+                    let (tx, rx) = crossbeam_channel::unbounded();
+                    let handle = scope
+                        .spawn(move || fetch::stream(asked, remote, cfg, compiler, sinks, &tx));
+                    (Some(handle), Some(rx))
+                }
+                None => (None, None),
+            };
+            let feeds = emit::Feeds {
+                compiler,
+                sinks,
+                announced,
+            };
+            let emitted = emit::emit(events, &resolution, cfg, feeds, console, summary);
+            summary.emit_seconds = emit_started.elapsed().as_secs_f64();
+            let fetched = fetcher.map(|h| h.join().expect("the server lookup thread panicked"));
+            if let Some(report) = fetched {
+                summary.remote_hits += report.remote_hits;
+                summary.relocated_hits += report.relocated_hits;
+                summary.corrupt_entries += report.corrupt;
+                summary.bytes_down += report.bytes;
+                summary.fetch_seconds = report.seconds;
+                if let Some(err) = report.error {
+                    return Err(err);
+                }
+            }
+            emitted
+        })
     });
     let (success, upload) = result;
     if let Some(upload) = upload {

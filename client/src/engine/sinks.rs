@@ -3,7 +3,6 @@
 //! the server (a bounded queue, so a slow server holds back printing rather than filling
 //! memory).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +26,13 @@ pub struct Sinks {
 }
 
 impl Sinks {
+    /// Stores an entry the server sent in the local cache.
+    pub fn store_fetched(&self, key: &KeyDigest, entry: &Arc<Entry>) {
+        if let Some(local) = &self.local {
+            let _ = local.send((*key, Arc::clone(entry)));
+        }
+    }
+
     /// Stores a new compile under `key`: in the local cache and at the server, where open.
     pub fn store(&self, key: &CacheKey, entry: &Arc<Entry>) {
         if let Some(local) = &self.local {
@@ -46,11 +52,10 @@ pub struct UploadOutcome {
     pub wait_seconds: f64,
 }
 
-/// Runs `emit` with the sinks of `tiers` open; `fetched` (server hits) go to the local cache
-/// first. Returns `emit`'s result and, when there was an uploader, its outcome.
+/// Runs `emit` with the sinks of `tiers` open. Returns `emit`'s result and, when there was an
+/// uploader, its outcome.
 pub fn with_sinks<T>(
     tiers: Tiers<'_>,
-    fetched: HashMap<KeyDigest, Arc<Entry>>,
     console: &Console,
     emit: impl FnOnce(&Sinks) -> T,
 ) -> (T, Option<UploadOutcome>) {
@@ -61,9 +66,6 @@ pub fn with_sinks<T>(
             let (tx, rx) = crossbeam_channel::unbounded::<(KeyDigest, Arc<Entry>)>();
             sinks.local = Some(tx);
             scope.spawn(move || {
-                for (key, entry) in &fetched {
-                    store_local(cache, key, entry, console);
-                }
                 for (key, entry) in rx {
                     store_local(cache, &key, &entry, console);
                 }

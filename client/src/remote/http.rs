@@ -59,17 +59,6 @@ pub enum RemoteError {
     },
 }
 
-/// Entries a batch get brought back.
-#[derive(Debug, Default)]
-pub struct Fetched {
-    /// Verified entries by key.
-    pub entries: Vec<(KeyDigest, Entry)>,
-    /// Keys whose entry failed its digest or did not decode (treated as misses).
-    pub corrupt: Vec<KeyDigest>,
-    /// Bytes received (after decompression).
-    pub bytes: u64,
-}
-
 /// A pycache server, spoken to over HTTP.
 #[derive(Debug)]
 pub struct ServerClient {
@@ -169,10 +158,15 @@ impl ServerClient {
         })
     }
 
-    /// `POST /api/v1/batch/get`: every key in one request (the caller splits past the server's
-    /// advertised limit), every entry's digest verified. The whole request must finish within
-    /// the deadline, and the answer may not exceed what the keys asked for can weigh.
-    pub fn batch_get(&self, keys: &[KeyDigest]) -> Result<Fetched, RemoteError> {
+    /// `POST /api/v1/batch/get`: each frame is handed to `on_frame` as it arrives (the entry,
+    /// or `None` when it failed its digest), so files can be written while the pack is still
+    /// coming. Returns the bytes received. The whole request keeps to the deadline, and the
+    /// answer may weigh no more than the keys asked for can.
+    pub fn batch_get_each(
+        &self,
+        keys: &[KeyDigest],
+        on_frame: &mut dyn FnMut(KeyDigest, Option<Entry>),
+    ) -> Result<u64, RemoteError> {
         let started = Instant::now();
         // The binary key list: 32 bytes a key instead of about 70 of JSON.
         let mut resp = self.send(
@@ -183,7 +177,7 @@ impl ServerClient {
         let most = (keys.len() as u64).saturating_mul(self.max_entry_bytes as u64 + FRAME_OVERHEAD)
             + FRAME_OVERHEAD;
         let mut decoder = PackDecoder::new(self.max_entry_bytes);
-        let mut out = Fetched::default();
+        let mut bytes = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n =
@@ -194,8 +188,8 @@ impl ServerClient {
             if n == 0 {
                 break;
             }
-            out.bytes += n as u64;
-            if out.bytes > most {
+            bytes += n as u64;
+            if bytes > most {
                 return Err(self.malformed(format!(
                     "the answer to {} keys passed {most} bytes, more than those entries can weigh",
                     keys.len()
@@ -212,15 +206,11 @@ impl ServerClient {
             }
             decoder.feed(&buf[..n]);
             while let Some(frame) = decoder.next_frame().map_err(|e| self.malformed(e))? {
-                let key = frame.key_digest();
-                match frame.verify() {
-                    Ok(entry) => out.entries.push((key, entry)),
-                    Err(_) => out.corrupt.push(key),
-                }
+                on_frame(frame.key_digest(), frame.verify().ok());
             }
         }
         decoder.finish().map_err(|e| self.malformed(e))?;
-        Ok(out)
+        Ok(bytes)
     }
 
     /// `POST /api/v1/batch/put`: one pack, zstd-compressed.

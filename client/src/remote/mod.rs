@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Result;
 use pycache_proto::api::{self, ServerInfo};
 use pycache_proto::pack::Frame;
-use pycache_proto::KeyDigest;
+use pycache_proto::{Entry, KeyDigest};
 
-pub use http::{Fetched, RemoteError, ServerClient};
+pub use http::{RemoteError, ServerClient};
 pub use policy::{FailurePolicy, MAX_FAILURES};
 
 use crate::output::{Console, WarningKind};
@@ -110,37 +110,45 @@ impl RemoteTier {
             .clamp(64 << 10, 32 << 20)
     }
 
-    /// Looks up `keys` in as many batch gets as the server's limit needs. Failures go through
-    /// the policy (an error only with `--require-server`); corrupt entries are said once and
-    /// counted as misses.
-    pub fn fetch(&self, keys: &[KeyDigest]) -> Result<Fetched> {
-        let mut all = Fetched::default();
+    /// Looks up `keys` in as many batch gets as the server's limit needs, handing each frame
+    /// to `on_frame` as it arrives (`None`: it failed its digest, a miss). Failures go through
+    /// the policy (an error only with `--require-server`); corrupt entries are said once.
+    /// Returns the bytes received.
+    pub fn fetch_each(
+        &self,
+        keys: &[KeyDigest],
+        on_frame: &mut dyn FnMut(KeyDigest, Option<Entry>),
+    ) -> Result<u64> {
+        let mut bytes = 0;
         for chunk in keys.chunks(self.max_batch_keys()) {
             if !self.enabled() {
                 break;
             }
-            match self.client.batch_get(chunk) {
-                Ok(answer) => {
-                    if let Some(first) = answer.corrupt.first() {
-                        self.console.warn(
-                            WarningKind::CorruptRemoteEntry,
-                            &format!(
-                                "the server {} sent a corrupt entry for key {first} (digest mismatch); compiling it locally",
-                                self.url()
-                            ),
-                        );
-                    }
-                    all.bytes += answer.bytes;
-                    all.entries.extend(answer.entries);
-                    all.corrupt.extend(answer.corrupt);
+            let mut first_corrupt = None;
+            let answer = self.client.batch_get_each(chunk, &mut |key, entry| {
+                if entry.is_none() && first_corrupt.is_none() {
+                    first_corrupt = Some(key);
                 }
+                on_frame(key, entry);
+            });
+            if let Some(first) = first_corrupt {
+                self.console.warn(
+                    WarningKind::CorruptRemoteEntry,
+                    &format!(
+                        "the server {} sent a corrupt entry for key {first} (digest mismatch); compiling it locally",
+                        self.url()
+                    ),
+                );
+            }
+            match answer {
+                Ok(n) => bytes += n,
                 Err(e) => {
                     self.policy
                         .absorb(&self.console, "looking up entries at the server", e)?
                 }
             }
         }
-        Ok(all)
+        Ok(bytes)
     }
 
     /// Sends new entries in batches of at most [`max_upload_bytes`](Self::max_upload_bytes) as
