@@ -3,10 +3,13 @@
 //! one store, the size limit holds after a run that overflows it, `cache stats | prune |
 //! clear | path` say and do what they should, and earlier layouts are ignored.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod support;
+
+use support::tree::{all_pycs, remove_pycache};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
 
@@ -100,40 +103,9 @@ fn cache_json(cache: &Path, what: &str, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Every .pyc under `root`, by relative path.
-fn pycs(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                walk(&path, root, out);
-            } else if path.extension().is_some_and(|x| x == "pyc") {
-                let rel = path.strip_prefix(root).unwrap().to_path_buf();
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
-fn remove_pycache(dir: &Path) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "__pycache__") {
-                std::fs::remove_dir_all(&path).unwrap();
-            } else {
-                remove_pycache(&path);
-            }
-        }
-    }
-}
-
 /// The tree's .pyc files are exactly those `python3 -m compileall -q src` writes there.
 fn assert_same_as_compileall(tree: &Path) {
-    let ours = pycs(tree);
+    let ours = all_pycs(tree);
     assert!(!ours.is_empty());
     remove_pycache(&tree.join("src"));
     let out = Command::new("python3")
@@ -142,7 +114,7 @@ fn assert_same_as_compileall(tree: &Path) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let theirs = pycs(tree);
+    let theirs = all_pycs(tree);
     assert_eq!(
         ours.keys().collect::<Vec<_>>(),
         theirs.keys().collect::<Vec<_>>(),
@@ -291,7 +263,7 @@ fn the_size_limit_holds_after_a_run_that_overflows_it() {
     let limit: u64 = 512 << 10;
     let (out, cold) = sync_json(&tree, &cache, &["--cache-size", "512KiB"]);
     assert!(out.status.success(), "{out:?}");
-    let written: u64 = pycs(&tree).values().map(|v| v.len() as u64).sum();
+    let written: u64 = all_pycs(&tree).values().map(|v| v.len() as u64).sum();
     assert!(
         written > 2 * limit,
         "the tree overflows the limit: {written}"

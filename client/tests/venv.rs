@@ -6,9 +6,12 @@
 //! Environments live under the system temporary directory, never under `target/`: a
 //! `CACHEDIR.TAG` above an environment marks it as a tool manager's (uvx), see `venv.rs`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+mod support;
+
+use support::tree::{all_pycs, remove_pycache};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
 
@@ -77,37 +80,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// Every `.pyc` below `root`, by path relative to it.
-fn pycs(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else if path.extension().is_some_and(|e| e == "pyc") {
-                let rel = path.strip_prefix(root).unwrap().to_path_buf();
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
-fn remove_pycache(dir: &Path) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            if path.file_name().unwrap() == "__pycache__" {
-                std::fs::remove_dir_all(&path).unwrap();
-            } else {
-                remove_pycache(&path);
-            }
-        }
-    }
-}
-
 /// The `python:` line of `pycache-client status`.
 fn status_python(cmd: &mut Command) -> String {
     let out = cmd.arg("status").output().unwrap();
@@ -172,7 +144,7 @@ fn sync_venv_compiles_site_packages_like_compileall() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let want = pycs(&sp);
+    let want = all_pycs(&sp);
     assert_eq!(want.len(), 5, "{:?}", want.keys());
     remove_pycache(&sp);
 
@@ -191,7 +163,7 @@ fn sync_venv_compiles_site_packages_like_compileall() {
     );
     assert_eq!(report["files"], 5, "{report}");
     assert_eq!(report["compiled"], 5, "{report}");
-    assert_eq!(pycs(&sp), want, "sync --venv differs from compileall");
+    assert_eq!(all_pycs(&sp), want, "sync --venv differs from compileall");
 
     // The active environment is the default before ./.venv; a second run from the cache is
     // all hits and starts no Python worker.
@@ -208,7 +180,7 @@ fn sync_venv_compiles_site_packages_like_compileall() {
     assert_eq!(report["local_hits"], 5, "{report}");
     assert_eq!(report["compiled"], 0, "{report}");
     assert_eq!(report["workers_started"], 0, "{report}");
-    assert_eq!(pycs(&sp), want, "hits differ from compileall");
+    assert_eq!(all_pycs(&sp), want, "hits differ from compileall");
 }
 
 #[test]

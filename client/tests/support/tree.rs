@@ -155,3 +155,35 @@ fn copy_dir(
         }
     }
 }
+
+/// Every `.pyc` below `root`, by path relative to it.
+pub fn all_pycs(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if path.extension().is_some_and(|e| e == "pyc") {
+                let rel = path.strip_prefix(root).unwrap().to_path_buf();
+                out.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Removes every `__pycache__` below `dir`.
+pub fn remove_pycache(dir: &Path) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "__pycache__") {
+                fs::remove_dir_all(&path).unwrap();
+            } else {
+                remove_pycache(&path);
+            }
+        }
+    }
+}
