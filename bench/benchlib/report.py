@@ -84,7 +84,7 @@ def bars(med, client_rss, load):
                  cell and cell["server_rss_mb"], " MB", "<", 150),
         ]
     out.append(_bar("single-client batch get throughput (warm from the server: "
-                    "bytes received ÷ fetch time)",
+                    "answer bytes ÷ fetch time)",
                     down / fetch / 1e6 if down and fetch else None, " MB/s", None, None))
     return out
 
