@@ -56,18 +56,15 @@ def pyc_pairs(compiled_src):
             yield d, fs
 
 
-def plain_copy(compiled_slot, fresh_slot):
-    """The I/O floor: copies every __pycache__/*.pyc of one tree into a fresh copy."""
-    src_root = os.path.join(compiled_slot, "src")
-    dst_root = os.path.join(fresh_slot, "src")
-    n = 0
-    for d, files in pyc_pairs(src_root):
-        target = os.path.join(dst_root, os.path.relpath(d, src_root))
-        os.makedirs(target, exist_ok=True)
-        for f in files:
-            shutil.copyfile(os.path.join(d, f), os.path.join(target, f))
-            n += 1
-    return n
+def pycache_dirs(slot):
+    """The `__pycache__` dirs of a compiled slot, relative to the slot (`src/.../__pycache__`)."""
+    return sorted(os.path.relpath(d, slot) for d, _ in pyc_pairs(os.path.join(slot, "src")))
+
+
+def copy_command(compiled_slot, fresh_slot):
+    """The warm floor's command: `cp -a --parents` of every `__pycache__` dir, run in the
+    compiled slot, into a fresh copy (measured faster here than `tar -cf - | tar -xf -`)."""
+    return ["cp", "-a", "--parents", *pycache_dirs(compiled_slot), str(fresh_slot)]
 
 
 def count_pycs(slot):
