@@ -72,10 +72,12 @@ impl Session {
     /// Opens the cache tiers and the worker pool and runs `plan`; returns compileall's
     /// `success` and the counts. `summary` may carry the planner's counts already.
     pub fn run(&self, plan: Plan, summary: Summary) -> Result<(bool, Summary)> {
-        self.run_with_cache(plan, summary, self.open_local_cache())
+        self.run_with_cache(plan, summary, None)
     }
 
-    /// [`Session::run`] with a local cache the command opened already (or `None`).
+    /// [`Session::run`] with a local cache the command opened already (else it is opened here).
+    /// A plan with no file to compile (everything up to date) opens no cache tier: a no-op
+    /// run costs its walk alone.
     pub fn run_with_cache(
         &self,
         plan: Plan,
@@ -83,8 +85,15 @@ impl Session {
         local: Option<LocalCache>,
     ) -> Result<(bool, Summary)> {
         let settings = &self.settings;
+        let has_files = plan.events.iter().any(|e| matches!(e, Event::File(_)));
+        let local = match local {
+            Some(local) => Some(local),
+            None if has_files => self.open_local_cache(),
+            None => None,
+        };
         let remote = match &settings.server {
-            Some(url) => RemoteTier::connect(
+            // (`--require-server` still asks: a server that cannot be used fails the run.)
+            Some(url) if has_files || settings.require_server => RemoteTier::connect(
                 &RemoteConfig {
                     url: url.clone(),
                     token: settings.token.clone(),
@@ -93,7 +102,7 @@ impl Session {
                 },
                 &self.console,
             )?,
-            None => None,
+            _ => None,
         };
         let pool = WorkerPool::with_config(
             &self.interpreter,

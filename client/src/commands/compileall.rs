@@ -182,7 +182,12 @@ fn finish(
     invalidation_mode: InvalidationMode,
 ) -> Result<i32> {
     let (settings, interp) = (&session.settings, &session.interpreter);
-    let local = session.open_local_cache();
+    // Only a PyPy run asks the local cache before the engine does (see `pypy_cold`).
+    let local = if interp.implementation == "pypy" {
+        session.open_local_cache()
+    } else {
+        None
+    };
     if pypy_cold::applies(&events, interp, settings.server.as_deref(), local.as_ref()) {
         tracing::debug!("PyPy run with nothing cached: compileall's own process compiles it");
         return pypy_cold::run(
