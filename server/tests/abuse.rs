@@ -197,6 +197,50 @@ fn a_zstd_bomb_is_refused_without_taking_its_memory() {
 }
 
 #[test]
+fn sixteen_large_uploads_at_once_give_their_memory_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = sqlite_server(dir.path());
+    let frames: Vec<Frame> = (0..320).map(|n| compiled_frame(n, 50_000)).collect();
+    let pack = std::sync::Arc::new(encode_pack(&frames));
+    drop(frames);
+    let url = server.url(api::BATCH_PUT);
+    let http = reqwest::blocking::Client::new();
+    assert_eq!(
+        http.get(server.url(api::HEALTHZ)).send().unwrap().status(),
+        200
+    );
+    let idle = rss(server.pid());
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, token, pack) = (url.clone(), token.clone(), pack.clone());
+            std::thread::spawn(move || {
+                reqwest::blocking::Client::new()
+                    .post(url)
+                    .bearer_auth(token)
+                    .body(pack.to_vec())
+                    .send()
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), 200);
+    }
+    let peak = peak_rss(server.pid());
+    let after = rss_settles_below(server.pid(), idle + (40 << 20));
+    let report = format!(
+        "16 uploads of {} MB: idle {} MB, peak {} MB, after {} MB",
+        pack.len() >> 20,
+        idle >> 20,
+        peak >> 20,
+        after >> 20
+    );
+    eprintln!("{report}");
+    assert!(after < idle + (40 << 20), "{report}");
+}
+
+#[test]
 fn batch_get_takes_a_binary_key_list() {
     let dir = tempfile::tempdir().unwrap();
     let (server, token) = sqlite_server(dir.path());
