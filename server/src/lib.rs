@@ -11,6 +11,7 @@ pub mod config;
 pub mod connections;
 pub mod error;
 pub mod maintenance;
+pub mod memory;
 pub mod metrics;
 pub mod routes;
 pub mod state;
