@@ -1,5 +1,6 @@
 //! The server under abuse and failure: a huge batch get or a zstd bomb costs no memory before it
-//! is refused, the binary key list works, and a database that is down answers 503 quickly.
+//! is refused, a burst of large uploads gives its memory back, the binary key list works, and a
+//! database that is down answers 503 quickly.
 
 mod support;
 

@@ -17,7 +17,7 @@ use crate::error::AppError;
 /// and very regular packs pass whatever their ratio.
 pub const RATIO_FREE_BYTES: u64 = 1 << 20;
 
-/// Largest zstd window decoded: 8 MiB (`zstd -19` and below; `--ultra` levels need more). The
+/// Largest zstd window decoded: 8 MiB (levels up to 19; `--ultra` levels and `--long` need more). The
 /// default would let one body make the decoder allocate 128 MiB.
 const WINDOW_LOG_MAX: u32 = 23;
 
@@ -29,7 +29,8 @@ pub struct BodyDecoder {
     zstd: Option<ZstdBody>,
     max_decoded: u64,
     max_ratio: u64,
-    received: u64,
+    /// Compressed bytes the decoder has taken in.
+    compressed: u64,
     decoded: u64,
 }
 
@@ -71,7 +72,7 @@ impl BodyDecoder {
             zstd,
             max_decoded: config.max_request_bytes,
             max_ratio: config.max_compression_ratio,
-            received: 0,
+            compressed: 0,
             decoded: 0,
         })
     }
@@ -100,18 +101,19 @@ impl BodyDecoder {
             if input.pos() > before || produced > 0 {
                 zstd.frame_done = hint == 0;
             }
-            self.received += (input.pos() - before) as u64;
+            self.compressed += (input.pos() - before) as u64;
             self.decoded += produced as u64;
             if self.decoded > self.max_decoded {
                 return Err(request_too_large(self.decoded, self.max_decoded));
             }
             let ratio_limited = self.max_ratio > 0 && self.decoded > RATIO_FREE_BYTES;
-            if ratio_limited && self.decoded > self.max_ratio.saturating_mul(self.received) {
+            if ratio_limited && self.decoded > self.max_ratio.saturating_mul(self.compressed) {
                 return Err(AppError::PayloadTooLarge(format!(
-                    "the zstd body decodes to more than {} times its compressed size (the \
-                     server's limit is {}, past the first {RATIO_FREE_BYTES} bytes); nothing \
-                     was stored",
-                    self.max_ratio, self.max_ratio
+                    "the zstd body decodes to more than {ratio} times its compressed size: the \
+                     server's limit is a ratio of {ratio} (--max-compression-ratio) past the \
+                     first {RATIO_FREE_BYTES} bytes; send such a body uncompressed. Nothing was \
+                     stored",
+                    ratio = self.max_ratio
                 )));
             }
             if produced > 0 {
@@ -141,7 +143,7 @@ fn zstd_error(err: std::io::Error) -> AppError {
         "bad_body",
         format!(
             "the zstd body could not be decoded: {err} (the server decodes windows of up to \
-             {} MiB, i.e. levels up to 19 without --ultra); nothing was stored",
+             {} MiB: levels up to 19, without --ultra or --long); nothing was stored",
             1 << (WINDOW_LOG_MAX - 20)
         ),
     )
