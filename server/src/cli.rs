@@ -100,6 +100,10 @@ pub struct ServeArgs {
     /// Largest request body accepted (a batch put or a batch get's JSON).
     #[arg(long, env = "PYCACHE_MAX_REQUEST_SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub max_request_size: u64,
+    /// Most times its compressed size a zstd upload may decode to, past its first MiB (a zstd
+    /// bomb is refused with 413 there); `0` means no such limit.
+    #[arg(long, env = "PYCACHE_MAX_COMPRESSION_RATIO", default_value_t = 32)]
+    pub max_compression_ratio: u64,
     /// Most keys in one batch get.
     #[arg(long, env = "PYCACHE_MAX_BATCH_KEYS", default_value_t = 50_000)]
     pub max_batch_keys: u64,

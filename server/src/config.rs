@@ -11,8 +11,12 @@ pub struct Config {
     pub public_read: bool,
     /// Largest encoded entry accepted, in bytes.
     pub max_entry_bytes: u64,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes; also the most a compressed upload may decode
+    /// to.
     pub max_request_bytes: u64,
+    /// Most times its compressed size a zstd upload may decode to (past its first MiB); `0`
+    /// means no such limit.
+    pub max_compression_ratio: u64,
     /// Most keys in one batch get.
     pub max_batch_keys: u64,
     /// Total bytes of entries kept; least-recently-used entries are evicted past it.
@@ -33,6 +37,7 @@ impl Default for Config {
             public_read: false,
             max_entry_bytes: 8 << 20,
             max_request_bytes: 256 << 20,
+            max_compression_ratio: 32,
             max_batch_keys: 50_000,
             max_store_bytes: Some(10 << 30),
             maintenance_interval: Duration::from_secs(10),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod connections;
 pub mod error;
 pub mod maintenance;
+pub mod memory;
 pub mod metrics;
 pub mod routes;
 pub mod state;
@@ -25,7 +26,6 @@ use axum::Router;
 use pycache_proto::api;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
-use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
@@ -34,29 +34,17 @@ pub use state::AppState;
 /// The whole HTTP API over `state`.
 pub fn app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.max_request_bytes).unwrap_or(usize::MAX);
-    let uploads = RequestDecompressionLayer::new();
     Router::new()
         .route(
             api::BATCH_GET,
             post(routes::batch_get::batch_get).layer(CompressionLayer::new()),
         )
-        .route(
-            api::BATCH_PUT,
-            post(routes::batch_put::batch_put)
-                .layer(uploads.clone())
-                .layer(axum::middleware::from_fn(
-                    routes::fallback::json_unsupported_encoding,
-                )),
-        )
+        .route(api::BATCH_PUT, post(routes::batch_put::batch_put))
         .route(
             api::ENTRY,
             get(routes::entry::get_entry)
                 .head(routes::entry::head_entry)
-                .put(routes::entry::put_entry)
-                .layer(uploads)
-                .layer(axum::middleware::from_fn(
-                    routes::fallback::json_unsupported_encoding,
-                )),
+                .put(routes::entry::put_entry),
         )
         .route(api::INFO, get(routes::info::info))
         .route(api::STATS, get(routes::stats::stats))

@@ -45,12 +45,38 @@ impl AppState {
         }
     }
 
-    /// Waits for a heavy-request slot; it is freed when the permit drops.
-    pub async fn heavy_slot(&self) -> OwnedSemaphorePermit {
-        self.heavy
+    /// Waits for a heavy-request slot; it is freed when the [`HeavySlot`] drops.
+    pub async fn heavy_slot(&self) -> HeavySlot {
+        let permit = self
+            .heavy
             .clone()
             .acquire_owned()
             .await
-            .expect("the heavy-request semaphore is never closed")
+            .expect("the heavy-request semaphore is never closed");
+        HeavySlot {
+            permit: Some(permit),
+            slots: self.config.max_heavy_requests.max(1),
+        }
+    }
+}
+
+/// One heavy request's slot. When the last slot in use is given back, the memory the heavy
+/// requests freed goes back to the operating system, so a burst of large uploads does not leave
+/// the server holding their size.
+pub struct HeavySlot {
+    permit: Option<OwnedSemaphorePermit>,
+    slots: usize,
+}
+
+impl Drop for HeavySlot {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let semaphore = permit.semaphore().clone();
+        drop(permit);
+        if semaphore.available_permits() == self.slots {
+            crate::memory::release_free_memory();
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The server under abuse and failure: a huge batch get costs no memory before it is refused,
-//! the binary key list works, and a database that is down answers 503 quickly.
+//! The server under abuse and failure: a huge batch get or a zstd bomb costs no memory before it
+//! is refused, a burst of large uploads gives its memory back, the binary key list works, and a
+//! database that is down answers 503 quickly.
 
 mod support;
 
@@ -11,19 +12,29 @@ use pycache_proto::{ErrorResponse, KeyDigest};
 use support::process::{create_token, Server};
 use support::{compiled_frame, pg};
 
-/// The peak resident set size of process `pid` so far (`VmHWM`), in bytes.
-fn peak_rss(pid: u32) -> u64 {
+/// A `/proc/PID/status` field of process `pid` given in kB (`VmHWM`, `VmRSS` …), in bytes.
+fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/PID/status");
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
     let kb: u64 = line
         .split_whitespace()
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap();
     kb * 1024
+}
+
+/// The peak resident set size of process `pid` so far (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmHWM")
+}
+
+/// The resident set size of process `pid` now (`VmRSS`), in bytes.
+fn rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS")
 }
 
 fn sqlite_server(dir: &std::path::Path) -> (Server, String) {
@@ -87,6 +98,147 @@ fn a_million_key_batch_get_is_refused_without_taking_its_memory() {
         peak >> 20,
         idle >> 20
     );
+}
+
+/// A zstd body of valid frames, one `compiled_frame` over and over, that decodes to `decoded`
+/// bytes (no end marker: the server must refuse it before the end).
+fn zstd_bomb(decoded: usize) -> Vec<u8> {
+    use std::io::Write;
+    let frame = encode_pack(&[compiled_frame(1, 60_000)]);
+    // The pack without its end marker: magic, one frame.
+    let frame = &frame[pycache_proto::pack::PACK_MAGIC.len()..frame.len() - 8];
+    let mut encoder = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    encoder.write_all(pycache_proto::pack::PACK_MAGIC).unwrap();
+    let mut written = 0;
+    while written < decoded {
+        encoder.write_all(frame).unwrap();
+        written += frame.len();
+    }
+    encoder.finish().unwrap()
+}
+
+/// Sends `bomb` as a zstd batch put; the status and error body.
+fn send_bomb(url: &str, token: &str, bomb: &[u8]) -> (u16, ErrorResponse) {
+    let response = reqwest::blocking::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", pycache_proto::pack::PACK_CONTENT_TYPE)
+        .header("content-encoding", "zstd")
+        .body(bomb.to_vec())
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().unwrap();
+    let err = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {status} {text}"));
+    (status, err)
+}
+
+/// Waits up to 5 seconds for the resident size of `pid` to fall below `limit`; the last size.
+fn rss_settles_below(pid: u32, limit: u64) -> u64 {
+    let started = Instant::now();
+    loop {
+        let now = rss(pid);
+        if now < limit || started.elapsed() > Duration::from_secs(5) {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_zstd_bomb_is_refused_without_taking_its_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = sqlite_server(dir.path());
+    let http = reqwest::blocking::Client::new();
+    let info: api::ServerInfo = http
+        .get(server.url(api::INFO))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let limit = usize::try_from(info.max_request_bytes).unwrap();
+    let bomb = std::sync::Arc::new(zstd_bomb(limit + (16 << 20)));
+    assert!(bomb.len() < 1 << 20, "the bomb is {} bytes", bomb.len());
+    let (idle_peak, idle) = (peak_rss(server.pid()), rss(server.pid()));
+    let url = server.url(api::BATCH_PUT);
+
+    let (status, err) = send_bomb(&url, &token, &bomb);
+    assert_eq!((status, err.code.as_str()), (413, "payload_too_large"));
+    assert!(err.message.contains("limit"), "{}", err.message);
+    let one_peak = peak_rss(server.pid());
+    let one_after = rss_settles_below(server.pid(), idle + (20 << 20));
+
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, token, bomb) = (url.clone(), token.clone(), bomb.clone());
+            std::thread::spawn(move || send_bomb(&url, &token, &bomb))
+        })
+        .collect();
+    for thread in threads {
+        let (status, err) = thread.join().unwrap();
+        assert_eq!((status, err.code.as_str()), (413, "payload_too_large"));
+    }
+    let many_peak = peak_rss(server.pid());
+    let many_after = rss_settles_below(server.pid(), idle + (20 << 20));
+
+    let report = format!(
+        "bomb {} KB; idle {} MB (peak {} MB); one bomb: peak {} MB, after {} MB; \
+         16 at once: peak {} MB, after {} MB",
+        bomb.len() >> 10,
+        idle >> 20,
+        idle_peak >> 20,
+        one_peak >> 20,
+        one_after >> 20,
+        many_peak >> 20,
+        many_after >> 20
+    );
+    eprintln!("{report}");
+    assert!(many_peak < idle_peak + (100 << 20), "{report}");
+    assert!(many_after < idle + (20 << 20), "{report}");
+}
+
+#[test]
+fn sixteen_large_uploads_at_once_give_their_memory_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = sqlite_server(dir.path());
+    let frames: Vec<Frame> = (0..320).map(|n| compiled_frame(n, 50_000)).collect();
+    let pack = std::sync::Arc::new(encode_pack(&frames));
+    drop(frames);
+    let url = server.url(api::BATCH_PUT);
+    let http = reqwest::blocking::Client::new();
+    assert_eq!(
+        http.get(server.url(api::HEALTHZ)).send().unwrap().status(),
+        200
+    );
+    let idle = rss(server.pid());
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, token, pack) = (url.clone(), token.clone(), pack.clone());
+            std::thread::spawn(move || {
+                reqwest::blocking::Client::new()
+                    .post(url)
+                    .bearer_auth(token)
+                    .body(pack.to_vec())
+                    .send()
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), 200);
+    }
+    let peak = peak_rss(server.pid());
+    let after = rss_settles_below(server.pid(), idle + (40 << 20));
+    let report = format!(
+        "16 uploads of {} MB: idle {} MB, peak {} MB, after {} MB",
+        pack.len() >> 20,
+        idle >> 20,
+        peak >> 20,
+        after >> 20
+    );
+    eprintln!("{report}");
+    assert!(after < idle + (40 << 20), "{report}");
 }
 
 #[test]

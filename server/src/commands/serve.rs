@@ -59,6 +59,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         public_read: args.public_read,
         max_entry_bytes: args.max_entry_size,
         max_request_bytes: args.max_request_size,
+        max_compression_ratio: args.max_compression_ratio,
         max_batch_keys: args.max_batch_keys,
         max_store_bytes: (args.max_size > 0).then_some(args.max_size),
         maintenance_interval,

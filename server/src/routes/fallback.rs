@@ -1,7 +1,7 @@
 //! Answers for unknown routes and methods, in the same JSON error shape as everything else.
 
 use axum::extract::Request;
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::http::{Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -18,29 +18,6 @@ pub async fn not_found(method: Method, uri: Uri) -> AppError {
 /// 405 for a known path asked with the wrong method.
 pub async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
     AppError::MethodNotAllowed(format!("{} does not accept {method}", uri.path()))
-}
-
-/// tower-http's request decompression answers a `Content-Encoding` it cannot read with a bare
-/// 415; give it the JSON error shape every other refusal has.
-pub async fn json_unsupported_encoding(request: Request, next: Next) -> Response {
-    let encoding = request
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let response = next.run(request).await;
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE || is_json {
-        return response;
-    }
-    AppError::UnsupportedMediaType(format!(
-        "the body's Content-Encoding {encoding:?} is not supported: send it uncompressed or with Content-Encoding: zstd"
-    ))
-    .into_response()
 }
 
 /// Most headers one request may carry.

@@ -2,6 +2,7 @@
 
 pub mod batch_get;
 pub mod batch_put;
+mod content_encoding;
 pub mod entry;
 pub mod fallback;
 pub mod health;

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use pycache_proto::api::RefusedEntry;
 use pycache_proto::pack::{Frame, FrameError, PackDecoder, PackError};
 
+use super::content_encoding::BodyDecoder;
 use crate::config::Config;
 use crate::error::AppError;
 use crate::store::{NewEntry, StoredEntry};
@@ -26,8 +27,8 @@ pub struct Upload {
     pub accepted_bytes: u64,
 }
 
-/// Streams `body` through the pack decoder, enforcing the request and entry limits and the body
-/// timeout.
+/// Streams `body` through its content decoding and the pack decoder, enforcing the request,
+/// compression-ratio and entry limits and the body timeout.
 pub async fn read_upload(
     headers: &HeaderMap,
     body: Body,
@@ -48,8 +49,9 @@ async fn decode_upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&len| len > config.max_request_bytes) {
-        return Err(request_too_large(len, config));
+        return Err(request_too_large(len, config.max_request_bytes));
     }
+    let mut body_decoder = BodyDecoder::for_request(headers, config)?;
     let mut decoder = PackDecoder::new(config.max_entry_bytes as usize);
     let mut upload = Upload::default();
     let mut received: u64 = 0;
@@ -63,13 +65,17 @@ async fn decode_upload(
         })?;
         received += chunk.len() as u64;
         if received > config.max_request_bytes {
-            return Err(request_too_large(received, config));
+            return Err(request_too_large(received, config.max_request_bytes));
         }
-        decoder.feed(&chunk);
-        while let Some(frame) = decoder.next_frame().map_err(pack_error)? {
-            accept(frame, &mut upload)?;
-        }
+        body_decoder.decode(&chunk, |plain| {
+            decoder.feed(plain);
+            while let Some(frame) = decoder.next_frame().map_err(pack_error)? {
+                accept(frame, &mut upload)?;
+            }
+            Ok(())
+        })?;
     }
+    body_decoder.finish()?;
     decoder.finish().map_err(pack_error)?;
     Ok(upload)
 }
@@ -107,11 +113,11 @@ fn accept(frame: Frame, upload: &mut Upload) -> Result<(), AppError> {
     }
 }
 
-fn request_too_large(len: u64, config: &Config) -> AppError {
+/// 413 for a body (as sent, or decoded) of at least `len` bytes, over `limit`.
+pub(super) fn request_too_large(len: u64, limit: u64) -> AppError {
     AppError::PayloadTooLarge(format!(
-        "the request body is over {} bytes (the server's limit is {}): send smaller batches",
-        len.min(config.max_request_bytes),
-        config.max_request_bytes
+        "the request body is over {} bytes (the server's limit is {limit}): send smaller batches",
+        len.min(limit),
     ))
 }
 
