@@ -103,11 +103,13 @@ impl RemoteTier {
             .max(1)
     }
 
-    /// Encoded bytes per batch put: half the server's request limit, within sane bounds.
+    /// Encoded bytes per batch put: half the server's request limit, at most 8 MiB (a batch
+    /// is held three times while it is sent — frames, pack, compressed pack — so larger ones
+    /// cost the client memory and gain little).
     pub fn max_upload_bytes(&self) -> usize {
         usize::try_from(self.info.max_request_bytes / 2)
             .unwrap_or(8 << 20)
-            .clamp(64 << 10, 32 << 20)
+            .clamp(64 << 10, 8 << 20)
     }
 
     /// Looks up `keys` in as many batch gets as the server's limit needs, handing each frame
