@@ -73,6 +73,14 @@ impl AppError {
             timeout.as_secs_f64()
         ))
     }
+
+    /// A 413 for a body (as sent, or decoded) of at least `len` bytes, over `limit`.
+    pub fn request_too_large(len: u64, limit: u64) -> Self {
+        AppError::PayloadTooLarge(format!(
+            "the request body is over {} bytes (the server's limit is {limit}): send smaller batches",
+            len.min(limit),
+        ))
+    }
 }
 
 impl From<StoreError> for AppError {

@@ -9,7 +9,6 @@
 use axum::http::{header::CONTENT_ENCODING, HeaderMap};
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
-use super::upload::request_too_large;
 use crate::config::Config;
 use crate::error::AppError;
 
@@ -104,7 +103,7 @@ impl BodyDecoder {
             self.compressed += (input.pos() - before) as u64;
             self.decoded += produced as u64;
             if self.decoded > self.max_decoded {
-                return Err(request_too_large(self.decoded, self.max_decoded));
+                return Err(AppError::request_too_large(self.decoded, self.max_decoded));
             }
             let ratio_limited = self.max_ratio > 0 && self.decoded > RATIO_FREE_BYTES;
             if ratio_limited && self.decoded > self.max_ratio.saturating_mul(self.compressed) {

@@ -49,7 +49,7 @@ async fn decode_upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&len| len > config.max_request_bytes) {
-        return Err(request_too_large(len, config.max_request_bytes));
+        return Err(AppError::request_too_large(len, config.max_request_bytes));
     }
     let mut body_decoder = BodyDecoder::for_request(headers, config)?;
     let mut decoder = PackDecoder::new(config.max_entry_bytes as usize);
@@ -65,7 +65,7 @@ async fn decode_upload(
         })?;
         received += chunk.len() as u64;
         if received > config.max_request_bytes {
-            return Err(request_too_large(received, config.max_request_bytes));
+            return Err(AppError::request_too_large(received, config.max_request_bytes));
         }
         body_decoder.decode(&chunk, |plain| {
             decoder.feed(plain);
@@ -111,14 +111,6 @@ fn accept(frame: Frame, upload: &mut Upload) -> Result<(), AppError> {
             Ok(())
         }
     }
-}
-
-/// 413 for a body (as sent, or decoded) of at least `len` bytes, over `limit`.
-pub(super) fn request_too_large(len: u64, limit: u64) -> AppError {
-    AppError::PayloadTooLarge(format!(
-        "the request body is over {} bytes (the server's limit is {limit}): send smaller batches",
-        len.min(limit),
-    ))
 }
 
 fn pack_error(err: PackError) -> AppError {
