@@ -1,8 +1,7 @@
-//! Stage 3: hand what is still missing to the compile workers.
+//! Stage 3: the compile workers, which take each miss as stage 1 or the server lookup finds it.
 //!
 //! The pool sits behind [`Compiler`], so the run's ordering logic is tested with a fake.
 
-use super::resolve::Resolution;
 use crate::workers::{CompileJob, CompileOutcome};
 
 /// What the engine needs from a pool of compile workers.
@@ -13,13 +12,4 @@ pub trait Compiler: Sync {
     fn next_result(&self) -> Option<(u64, CompileOutcome)>;
     /// Worker processes started so far.
     fn workers_started(&self) -> usize;
-}
-
-/// Submits every miss whose job has not been handed on (and that the server did not have).
-pub fn submit_remaining(resolution: &mut Resolution, compiler: &dyn Compiler) {
-    for miss in &mut resolution.misses {
-        if let Some(job) = miss.job.take() {
-            compiler.submit(job);
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //! its .pyc files are written as py_compile writes them (hard links for `--hardlink-dupes`)
 //! and its lines printed as compileall prints them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -10,11 +10,11 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use anyhow::Result;
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 use pycache_proto::{Entry, Outcome};
 
 use super::fetch::Announcement;
-use super::resolve::{FileRecord, Resolution, Slot};
+use super::resolve::{FileRecord, Miss, Resolution, Resolved, Slot};
 use super::sinks::Sinks;
 use super::{Compiler, RunConfig, Style, Summary};
 use crate::compileall::plan::{Event, FileTask};
@@ -48,16 +48,98 @@ pub struct Feeds<'a> {
     pub announced: Option<Receiver<Announcement>>,
 }
 
+/// What stage 1 found, as the emit stage takes it.
+pub enum Found {
+    /// Everything, resolved before emitting started.
+    All(Resolution),
+    /// Arriving from the resolve stage, which runs beside emit.
+    Streaming(Receiver<Resolved>),
+}
+
+/// Stage 1's findings as received so far.
+struct Findings {
+    /// Still receiving from the resolve stage.
+    source: Option<Receiver<Resolved>>,
+    misses: Vec<Miss>,
+    files: VecDeque<FileRecord>,
+    /// Slots still to emit per job, counted as records are received: a result is dropped
+    /// once its last file is written (and no further record can ask for it), so a run holds
+    /// only the results that wait for their turn, not every compile.
+    uses: HashMap<u64, usize>,
+}
+
+impl Findings {
+    fn new(found: Found) -> Findings {
+        let mut findings = Findings {
+            source: None,
+            misses: Vec::new(),
+            files: VecDeque::new(),
+            uses: HashMap::new(),
+        };
+        match found {
+            Found::All(resolution) => {
+                findings.misses = resolution.misses;
+                for record in resolution.files {
+                    findings.receive(Resolved::File(record));
+                }
+            }
+            Found::Streaming(rx) => findings.source = Some(rx),
+        }
+        findings
+    }
+
+    fn receive(&mut self, found: Resolved) {
+        match found {
+            Resolved::Miss(miss) => self.misses.push(miss),
+            Resolved::File(record) => {
+                for slot in &record.levels {
+                    if let Slot::Job(id) = slot {
+                        *self.uses.entry(*id).or_default() += 1;
+                    }
+                }
+                self.files.push_back(record);
+            }
+        }
+    }
+
+    /// Takes what has arrived (waiting for one item when `block`); returns whether the resolve
+    /// stage just finished.
+    fn pull(&mut self, block: bool) -> bool {
+        while let Some(rx) = &self.source {
+            let next = if block {
+                rx.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                rx.try_recv()
+            };
+            match next {
+                Ok(found) => {
+                    self.receive(found);
+                    if block {
+                        return false;
+                    }
+                }
+                Err(TryRecvError::Empty) => return false,
+                Err(TryRecvError::Disconnected) => {
+                    self.source = None;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn complete(&self) -> bool {
+        self.source.is_none()
+    }
+}
+
 /// Collects worker results as they arrive, in any order, and hands each file its own.
 struct Results<'a> {
     compiler: &'a dyn Compiler,
     console: &'a Console,
-    resolution: &'a Resolution,
+    findings: Findings,
     sinks: &'a Sinks,
     done: HashMap<u64, Finished>,
-    /// Slots still to emit per job: a result is dropped once its last file is written, so a
-    /// run holds only the results that wait for their turn, not every compile.
-    uses: HashMap<u64, usize>,
     /// What the streaming server lookup says about each job, when there is one.
     announced: Option<Receiver<Announcement>>,
     /// Announcements received: the server's entry, or `None` (the job is compiling).
@@ -93,21 +175,66 @@ impl Results<'_> {
         Ok(self.answers[&id].clone())
     }
 
+    /// The next file's record (waiting for the resolve stage when it is behind).
+    fn next_file(&mut self) -> Option<FileRecord> {
+        loop {
+            if let Some(record) = self.findings.files.pop_front() {
+                return Some(record);
+            }
+            if self.findings.complete() {
+                return None;
+            }
+            if self.findings.pull(true) {
+                self.forget_unused();
+            }
+        }
+    }
+
+    /// The miss of job `id` (its miss always arrives before its result).
+    fn miss(&mut self, id: u64) -> Option<&Miss> {
+        while self.findings.misses.len() <= id as usize && !self.findings.complete() {
+            if self.findings.pull(true) {
+                self.forget_unused();
+            }
+        }
+        self.findings.misses.get(id as usize)
+    }
+
     /// One slot of job `id` has been emitted.
     fn release(&mut self, id: u64) {
-        if let Some(n) = self.uses.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
-                self.uses.remove(&id);
+        if self.findings.pull(false) {
+            self.forget_unused();
+        }
+        if let Some(n) = self.findings.uses.get_mut(&id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 && self.findings.complete() {
+                self.findings.uses.remove(&id);
                 self.done.remove(&id);
                 self.answers.remove(&id);
             }
         }
     }
 
+    /// Once every record is in, drops the results no record still waits for.
+    fn forget_unused(&mut self) {
+        let unused: Vec<u64> = self
+            .findings
+            .uses
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unused {
+            self.findings.uses.remove(&id);
+            self.done.remove(&id);
+            self.answers.remove(&id);
+        }
+    }
+
     /// Turns a worker result into an entry; deterministic ones are stored in the sinks.
-    fn absorb(&self, job: u64, outcome: CompileOutcome, summary: &mut Summary) -> Finished {
-        let miss = self.resolution.misses.get(job as usize);
+    fn absorb(&mut self, job: u64, outcome: CompileOutcome, summary: &mut Summary) -> Finished {
+        self.miss(job);
+        let miss = self.findings.misses.get(job as usize);
         let mut changed = None;
         let entry = match outcome {
             CompileOutcome::Compiled {
@@ -172,7 +299,7 @@ impl Results<'_> {
 /// closed stdout) or workers that vanished.
 pub fn emit(
     events: &[Event],
-    resolution: &Resolution,
+    found: Found,
     cfg: &RunConfig,
     feeds: Feeds<'_>,
     console: &Console,
@@ -184,25 +311,18 @@ pub fn emit(
         announced,
     } = feeds;
     if let Style::Sync { progress: true } = cfg.style {
-        console.start_progress(resolution.files.len() as u64);
+        console.start_progress(super::resolve::tasks(events).count() as u64);
     }
     let mut printer = Printer::new(cfg, console);
     let mut results = Results {
         compiler,
         console,
-        resolution,
+        findings: Findings::new(found),
         sinks,
         done: HashMap::new(),
-        uses: HashMap::new(),
         announced,
         answers: HashMap::new(),
     };
-    for slot in resolution.files.iter().flat_map(|f| &f.levels) {
-        if let Slot::Job(id) = slot {
-            *results.uses.entry(*id).or_default() += 1;
-        }
-    }
-    let mut records = resolution.files.iter();
     let mut success = true;
     // Pycs written by files that succeeded: a revisit finds them up to date.
     let mut written: HashSet<&OsStr> = HashSet::new();
@@ -215,8 +335,8 @@ pub fn emit(
                 }
             }
             Event::File(task) => {
-                let record = records
-                    .next()
+                let record = results
+                    .next_file()
                     .expect("resolve makes one record per file task");
                 let earlier_wrote_it = task
                     .levels
@@ -228,7 +348,7 @@ pub fn emit(
                     continue;
                 }
                 printer.compiling(&task.fullname)?;
-                if emit_file(task, record, cfg, &mut results, &mut printer, summary)? {
+                if emit_file(task, &record, cfg, &mut results, &mut printer, summary)? {
                     written.extend(task.levels.iter().map(|l| l.cfile.as_os_str()));
                 } else {
                     success = false;

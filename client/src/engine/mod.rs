@@ -150,26 +150,40 @@ pub fn run(
     summary: &mut Summary,
 ) -> Result<bool> {
     let started = Instant::now();
-    // Without a server to ask first, misses go to the workers while the tree is still hashed.
-    let early = tiers.remote.is_none().then_some(compiler);
-    let mut resolution = resolve::resolve(events, cfg, tiers.local, early, console, summary);
-    summary.lookup_seconds = started.elapsed().as_secs_f64();
-    tracing::debug!(
-        files = resolution.files.len(),
-        misses = resolution.misses.len(),
-        "local lookup done"
-    );
-
     let remote = tiers.remote.filter(|r| r.enabled());
-    let asked = match remote {
-        Some(_) => fetch::take_asked(&mut resolution),
-        None => Vec::new(),
+    // With a server, stage 1 ends before the lookup asks for every miss at once. Without one,
+    // stage 1 runs on its own thread beside the emit stage (files are written while later ones
+    // are still hashed and looked up), and its misses go to the workers as they are found.
+    let (resolved, asked) = match remote {
+        Some(_) => {
+            let mut resolution = resolve::resolve(events, cfg, tiers.local, None, console, summary);
+            summary.lookup_seconds = started.elapsed().as_secs_f64();
+            let asked = fetch::take_asked(&mut resolution);
+            (Some(resolution), asked)
+        }
+        None => (None, Vec::new()),
     };
-    compile::submit_remaining(&mut resolution, compiler);
 
     let emit_started = Instant::now();
     let result = sinks::with_sinks(tiers, console, |sinks| {
         std::thread::scope(|scope| {
+            let (found, resolver) = match resolved {
+                Some(resolution) => (emit::Found::All(resolution), None),
+                None => {
+                    let (tx, rx) = crossbeam_channel::unbounded();
+                    let handle = scope.spawn(move || {
+                        let mut counts = Summary::default();
+                        let found = &mut |item| {
+                            let _ = tx.send(item);
+                        };
+                        let (local, early) = (tiers.local, Some(compiler));
+                        resolve::resolve_each(events, cfg, local, early, console, &mut counts, found);
+                        counts.lookup_seconds = started.elapsed().as_secs_f64();
+                        counts
+                    });
+                    (emit::Found::Streaming(rx), Some(handle))
+                }
+            };
             // The server lookup streams beside the emit stage (see `fetch`).
             let (fetcher, announced) = match remote.filter(|_| !asked.is_empty()) {
                 Some(remote) => {
@@ -185,8 +199,15 @@ pub fn run(
                 sinks,
                 announced,
             };
-            let emitted = emit::emit(events, &resolution, cfg, feeds, console, summary);
+            let emitted = emit::emit(events, found, cfg, feeds, console, summary);
             summary.emit_seconds = emit_started.elapsed().as_secs_f64();
+            if let Some(handle) = resolver {
+                let counts = handle.join().expect("the resolve thread panicked");
+                summary.local_hits += counts.local_hits;
+                summary.relocated_hits += counts.relocated_hits;
+                summary.corrupt_entries += counts.corrupt_entries;
+                summary.lookup_seconds = counts.lookup_seconds;
+            }
             let fetched = fetcher.map(|h| h.join().expect("the server lookup thread panicked"));
             if let Some(report) = fetched {
                 summary.remote_hits += report.remote_hits;

@@ -63,6 +63,16 @@ pub struct Miss {
     pub job: Option<CompileJob>,
 }
 
+/// One thing stage 1 found, in the order found: a miss always comes before the first record
+/// that waits for it, and before its job is handed to the workers.
+#[derive(Debug)]
+pub enum Resolved {
+    /// A new distinct miss; its job id is the number of misses before it.
+    Miss(Miss),
+    /// The next file's record.
+    File(FileRecord),
+}
+
 /// Everything stage 1 found.
 #[derive(Debug, Default)]
 pub struct Resolution {
@@ -91,15 +101,34 @@ pub fn resolve(
     summary: &mut Summary,
 ) -> Resolution {
     let mut out = Resolution::default();
+    resolve_each(events, cfg, local, early, console, summary, &mut |found| match found {
+        Resolved::Miss(miss) => out.misses.push(miss),
+        Resolved::File(record) => out.files.push(record),
+    });
+    out
+}
+
+/// [`resolve`], handing each thing found to `found` as soon as it is known (so the emit stage
+/// can run beside it).
+pub fn resolve_each(
+    events: &[Event],
+    cfg: &RunConfig,
+    local: Option<&LocalCache>,
+    early: Option<&dyn Compiler>,
+    console: &Console,
+    summary: &mut Summary,
+    found: &mut dyn FnMut(Resolved),
+) {
+    let mut misses = 0u64;
     let mut by_digest: std::collections::HashMap<KeyDigest, u64> = Default::default();
     for task in tasks(events) {
         let source = match read_source(&task.fullname, cfg.invalidation_mode) {
             Ok(source) => source,
             Err(e) => {
-                out.files.push(FileRecord {
+                found(Resolved::File(FileRecord {
                     source: Err(e),
                     levels: Vec::new(),
-                });
+                }));
                 continue;
             }
         };
@@ -144,36 +173,35 @@ pub fn resolve(
                 levels.push(Slot::Ready(Arc::new(entry)));
                 continue;
             }
-            let id = out.misses.len() as u64;
+            let id = misses;
+            misses += 1;
             let job = CompileJob {
                 id,
                 source: task.fullname.clone(),
                 dfile: task.dfile.clone(),
                 optimize: level.opt_level as i32,
             };
-            let job = match early {
-                Some(compiler) => {
-                    compiler.submit(job);
-                    None
-                }
-                None => Some(job),
-            };
             by_digest.insert(digest, id);
-            out.misses.push(Miss {
+            let mut miss = Miss {
                 key,
                 digest,
                 relocatable,
                 fullname: task.fullname.clone(),
-                job,
-            });
+                job: Some(job),
+            };
+            // The miss is handed on before its job: a result never arrives ahead of its miss.
+            let early_job = early.and_then(|_| miss.job.take());
+            found(Resolved::Miss(miss));
+            if let (Some(compiler), Some(job)) = (early, early_job) {
+                compiler.submit(job);
+            }
             levels.push(Slot::Job(id));
         }
-        out.files.push(FileRecord {
+        found(Resolved::File(FileRecord {
             source: Ok(source),
             levels,
-        });
+        }));
     }
-    out
 }
 
 /// One local lookup: a corrupt entry is counted and said (once a run), and is a miss.
