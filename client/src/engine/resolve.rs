@@ -202,6 +202,7 @@ pub fn resolve_each(
             levels,
         }));
     }
+    tracing::debug!(misses, "local lookup done");
 }
 
 /// One local lookup: a corrupt entry is counted and said (once a run), and is a miss.
