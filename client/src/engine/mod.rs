@@ -177,7 +177,15 @@ pub fn run(
                             let _ = tx.send(item);
                         };
                         let (local, early) = (tiers.local, Some(compiler));
-                        resolve::resolve_each(events, cfg, local, early, console, &mut counts, found);
+                        resolve::resolve_each(
+                            events,
+                            cfg,
+                            local,
+                            early,
+                            console,
+                            &mut counts,
+                            found,
+                        );
                         counts.lookup_seconds = started.elapsed().as_secs_f64();
                         counts
                     });

@@ -101,10 +101,18 @@ pub fn resolve(
     summary: &mut Summary,
 ) -> Resolution {
     let mut out = Resolution::default();
-    resolve_each(events, cfg, local, early, console, summary, &mut |found| match found {
-        Resolved::Miss(miss) => out.misses.push(miss),
-        Resolved::File(record) => out.files.push(record),
-    });
+    resolve_each(
+        events,
+        cfg,
+        local,
+        early,
+        console,
+        summary,
+        &mut |found| match found {
+            Resolved::Miss(miss) => out.misses.push(miss),
+            Resolved::File(record) => out.files.push(record),
+        },
+    );
     out
 }
 

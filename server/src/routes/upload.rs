@@ -65,7 +65,10 @@ async fn decode_upload(
         })?;
         received += chunk.len() as u64;
         if received > config.max_request_bytes {
-            return Err(AppError::request_too_large(received, config.max_request_bytes));
+            return Err(AppError::request_too_large(
+                received,
+                config.max_request_bytes,
+            ));
         }
         body_decoder.decode(&chunk, |plain| {
             decoder.feed(plain);
