@@ -156,7 +156,7 @@ pub fn run(
     // are still hashed and looked up), and its misses go to the workers as they are found.
     let (resolved, asked) = match remote {
         Some(_) => {
-            let mut resolution = resolve::resolve(events, cfg, tiers.local, None, console, summary);
+            let mut resolution = resolve::resolve(events, cfg, tiers.local, console, summary);
             summary.lookup_seconds = started.elapsed().as_secs_f64();
             let asked = fetch::take_asked(&mut resolution);
             (Some(resolution), asked)

@@ -90,34 +90,26 @@ pub fn tasks(events: &[Event]) -> impl Iterator<Item = &FileTask> {
     })
 }
 
-/// Reads and hashes every source and looks its keys up in `local`. Misses are handed to
-/// `early` at once when given (no server to ask first).
+/// Reads and hashes every source and looks its keys up in `local`; returns all it found (the
+/// misses' jobs not handed on: a server is asked first).
 pub fn resolve(
     events: &[Event],
     cfg: &RunConfig,
     local: Option<&LocalCache>,
-    early: Option<&dyn Compiler>,
     console: &Console,
     summary: &mut Summary,
 ) -> Resolution {
     let mut out = Resolution::default();
-    resolve_each(
-        events,
-        cfg,
-        local,
-        early,
-        console,
-        summary,
-        &mut |found| match found {
-            Resolved::Miss(miss) => out.misses.push(miss),
-            Resolved::File(record) => out.files.push(record),
-        },
-    );
+    let collect = &mut |found| match found {
+        Resolved::Miss(miss) => out.misses.push(miss),
+        Resolved::File(record) => out.files.push(record),
+    };
+    resolve_each(events, cfg, local, None, console, summary, collect);
     out
 }
 
 /// [`resolve`], handing each thing found to `found` as soon as it is known (so the emit stage
-/// can run beside it).
+/// can run beside it). Misses' jobs go to `early` at once when given (no server to ask first).
 pub fn resolve_each(
     events: &[Event],
     cfg: &RunConfig,
