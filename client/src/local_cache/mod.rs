@@ -214,9 +214,18 @@ impl LocalCache {
                 ))
             }
             Ok(None) => Lookup::Miss,
-            Err(e) => {
+            // A damaged page (or a body that is not a blob) is corruption; anything else (the
+            // disk failing a read, a lock held too long) is only a miss for this lookup.
+            Err(e)
+                if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt))
+                    || matches!(e, rusqlite::Error::InvalidColumnType(..)) =>
+            {
                 run.corrupt += 1;
                 Lookup::Corrupt(format!("{}: {e}", self.store_path().display()))
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.store_path().display(), error = %e, "a local cache lookup failed; compiling instead");
+                Lookup::Miss
             }
         }
     }
