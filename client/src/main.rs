@@ -2,6 +2,7 @@
 //! owns the exit status.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -93,6 +94,8 @@ fn init_logging(filter: Option<&str>, console: &Console) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(console.clone())
+        // Colours for a person at a terminal only: a log piped to a file or CI stays plain text.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(true)
         .without_time()
         .try_init();

@@ -290,7 +290,8 @@ fn sync_json_into_a_closed_pipe_does_not_panic() {
     assert_eq!(files(&tmp.path().join("src/__pycache__")).len(), 3);
 }
 
-/// `PYCACHE_LOG=debug` shows the client's own debug log on stderr.
+/// `PYCACHE_LOG=debug` shows the client's own debug log on stderr, in plain text when stderr
+/// is not a terminal.
 #[test]
 fn pycache_log_prints_the_clients_debug_log() {
     let tmp = tempfile::tempdir().unwrap();
@@ -305,6 +306,10 @@ fn pycache_log_prints_the_clients_debug_log() {
     assert!(
         stderr.contains("DEBUG") && stderr.contains("started a compile worker"),
         "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b'),
+        "a log written to a pipe has colour codes: {stderr:?}"
     );
     let quiet = client(tmp.path(), &tmp.path().join("cache2"))
         .args(["sync", "src"])
