@@ -126,6 +126,11 @@ pub struct ServeArgs {
     /// Seconds a connection may sit idle (no request, no traffic) before it is closed.
     #[arg(long, env = "PYCACHE_IDLE_TIMEOUT", default_value_t = 60.0)]
     pub idle_timeout: f64,
+    /// Directory where uploads are spooled while they arrive and are checked (unnamed
+    /// temporary files; at most --max-heavy-requests uploads of --max-request-size each);
+    /// default: the system's temporary directory (`TMPDIR`).
+    #[arg(long, env = "PYCACHE_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {

@@ -29,6 +29,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Open connections, header and idle timeouts.
     pub connections: ConnectionLimits,
+    /// Where uploads are spooled while they arrive (unnamed temporary files).
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             max_heavy_requests: 16,
             body_timeout: Duration::from_secs(60),
             connections: ConnectionLimits::default(),
+            spool_dir: std::env::temp_dir(),
         }
     }
 }

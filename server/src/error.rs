@@ -165,6 +165,13 @@ impl IntoResponse for AppError {
                 tracing::error!(error = %err, "request failed inside the store");
                 "internal server error; the server log has the details".to_owned()
             }
+            AppError::InsufficientStorage(err @ StoreError::Spool(_)) => {
+                tracing::warn!(error = %err, "spool directory full; upload refused");
+                "the server's spool directory is full, so nothing was stored; uploads resume \
+                 once space is freed (the server operator must free space there or move \
+                 --spool-dir)"
+                    .to_owned()
+            }
             AppError::InsufficientStorage(err) => {
                 tracing::warn!(error = %err, "database disk full; write refused");
                 "the server's disk is full, so nothing was stored; writes resume once space is \

@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod memory;
 pub mod metrics;
 pub mod routes;
+pub mod spool;
 pub mod state;
 pub mod store;
 pub mod usage;

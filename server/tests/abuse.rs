@@ -197,10 +197,24 @@ fn a_zstd_bomb_is_refused_without_taking_its_memory() {
     assert!(many_after < idle + (20 << 20), "{report}");
 }
 
+/// Sixteen uploads of 15 MB at once: the server spools each to disk as it arrives and stores
+/// it entry by entry, so its peak memory does not grow with their total (240 MB); afterwards
+/// what the requests used goes back to the system.
 #[test]
-fn sixteen_large_uploads_at_once_give_their_memory_back() {
+fn sixteen_large_uploads_at_once_neither_hold_nor_keep_their_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, token) = sqlite_server(dir.path());
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    let token = create_token(&["--data-dir", data.to_str().unwrap()], "ci", "write");
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--spool-dir",
+            spool.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
     let frames: Vec<Frame> = (0..320).map(|n| compiled_frame(n, 50_000)).collect();
     let pack = std::sync::Arc::new(encode_pack(&frames));
     drop(frames);
@@ -238,7 +252,19 @@ fn sixteen_large_uploads_at_once_give_their_memory_back() {
         after >> 20
     );
     eprintln!("{report}");
+    assert!(peak < idle + (64 << 20), "{report}");
     assert!(after < idle + (40 << 20), "{report}");
+    // Every entry was stored (the 16 uploads carry the same 320).
+    let stats: serde_json::Value = http
+        .get(server.url(api::STATS))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(stats["entries"], 320, "{stats}");
+    let leftovers = std::fs::read_dir(dir.path().join("spool")).unwrap().count();
+    assert_eq!(leftovers, 0, "the spool directory is left empty");
 }
 
 #[test]

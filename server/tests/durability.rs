@@ -288,3 +288,41 @@ fn postgres_concurrent_overlapping_batches_never_deadlock() {
     let keys: Vec<KeyDigest> = all.iter().map(Frame::key_digest).collect();
     assert_eq!(get(&http, &server, &token, &keys), all);
 }
+
+/// Uploads are spooled to disk while they arrive: a spool directory that fills up refuses the
+/// upload with a JSON 507 that says where, stores nothing of it, and the space comes back at
+/// once (the spool file has no name), so the next upload that fits is stored.
+#[test]
+fn a_full_spool_directory_is_a_json_507_and_stores_nothing() {
+    let fs = Tmpfs::mount("2m");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let token = create_token(&["--data-dir", data_arg], "ci", "write");
+    let spool = fs.path().to_str().unwrap();
+    let server = Server::start(&["--data-dir", data_arg, "--spool-dir", spool], dir.path());
+    let http = reqwest::blocking::Client::new();
+
+    let big = frames(0, 40, 100_000);
+    let (status, body) = put(&http, &server, &token, &big);
+    let error: ErrorResponse = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&body)));
+    assert_eq!((status, error.code.as_str()), (507, "insufficient_storage"));
+    assert!(error.message.contains("spool"), "{}", error.message);
+    // The server answered before reading the whole body, so it closes that connection.
+    let http = reqwest::blocking::Client::new();
+    let keys: Vec<KeyDigest> = big.iter().map(|f| f.key.digest()).collect();
+    assert!(
+        get(&http, &server, &token, &keys).is_empty(),
+        "nothing of a refused upload is stored"
+    );
+    assert_eq!(std::fs::read_dir(fs.path()).unwrap().count(), 0);
+
+    let small = frames(100, 5, 100_000);
+    let (status, body) = put(&http, &server, &token, &small);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let stored: BatchPutResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!(stored.stored.len(), 5);
+    let keys: Vec<KeyDigest> = small.iter().map(|f| f.key.digest()).collect();
+    assert_eq!(get(&http, &server, &token, &keys).len(), 5);
+}

@@ -70,6 +70,9 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
             header_timeout: seconds(args.header_timeout, "--header-timeout")?,
             idle_timeout: seconds(args.idle_timeout, "--idle-timeout")?,
         },
+        spool_dir: crate::spool::check_dir(
+            &args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+        )?,
     })
 }
 

@@ -1,4 +1,5 @@
-//! `POST /api/v1/batch/put`: store a pack of entries in one transaction.
+//! `POST /api/v1/batch/put`: store a pack of entries in one transaction (spooled to disk while
+//! it arrives, read back entry by entry while it is stored).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -50,32 +51,25 @@ pub async fn store_upload(
     state: &AppState,
     upload: Upload,
 ) -> Result<(BatchPutResponse, u64), AppError> {
-    let inserted = if upload.accepted.is_empty() {
+    let Upload { accepted, refused } = upload;
+    let (count, bytes) = (accepted.len(), accepted.bytes());
+    let stored = accepted.keys().collect();
+    let inserted = if accepted.is_empty() {
         0
     } else {
-        crate::maintenance::make_room(state, upload.accepted_bytes).await?;
-        state
-            .store
-            .put_many(&upload.accepted, unix_millis())
-            .await?
+        crate::maintenance::make_room(state, bytes).await?;
+        let mut source = accepted.into_source()?;
+        state.store.put_from(&mut source, unix_millis()).await?
     };
     let metrics = &state.metrics;
     Metrics::add(&metrics.stored, inserted);
-    Metrics::add(&metrics.bytes_in, upload.accepted_bytes);
-    Metrics::add(&metrics.refused, upload.refused.len() as u64);
+    Metrics::add(&metrics.bytes_in, bytes);
+    Metrics::add(&metrics.refused, refused.len() as u64);
     tracing::debug!(
-        accepted = upload.accepted.len(),
+        accepted = count,
         inserted,
-        refused = upload.refused.len(),
+        refused = refused.len(),
         "batch stored"
     );
-    let response = BatchPutResponse {
-        stored: upload
-            .accepted
-            .iter()
-            .map(|e| e.stored.key.digest())
-            .collect(),
-        refused: upload.refused,
-    };
-    Ok((response, inserted))
+    Ok((BatchPutResponse { stored, refused }, inserted))
 }

@@ -115,8 +115,7 @@ pub async fn put_entry(
     let upload = read_upload(&headers, body, &state.config).await?;
     let keys: Vec<_> = upload
         .accepted
-        .iter()
-        .map(|e| e.stored.key.digest())
+        .keys()
         .chain(upload.refused.iter().map(|r| r.key))
         .collect();
     if keys != [key] {

@@ -3,7 +3,8 @@
 //! The whole body is decoded and checked before anything is stored: a malformed, truncated or
 //! oversized pack, or a frame whose bytes do not hash to its digest, refuses the request and
 //! stores nothing. Entries that arrive intact but are not acceptable (not a code object, bad
-//! encoding) are refused one by one.
+//! encoding) are refused one by one. Accepted entries go to a [`Spool`] file as they are
+//! checked: an upload's bytes are never held in memory whole.
 
 use axum::body::Body;
 use axum::http::{header::CONTENT_LENGTH, HeaderMap};
@@ -14,17 +15,15 @@ use pycache_proto::pack::{Frame, FrameError, PackDecoder, PackError};
 use super::content_encoding::BodyDecoder;
 use crate::config::Config;
 use crate::error::AppError;
-use crate::store::{NewEntry, StoredEntry};
+use crate::spool::Spool;
 
 /// A decoded upload: the entries to store and those refused.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Upload {
-    /// Entries that passed every check.
-    pub accepted: Vec<NewEntry>,
+    /// Entries that passed every check, spooled to disk.
+    pub accepted: Spool,
     /// Entries refused, with the reason.
     pub refused: Vec<RefusedEntry>,
-    /// Bytes of accepted entries.
-    pub accepted_bytes: u64,
 }
 
 /// Streams `body` through its content decoding and the pack decoder, enforcing the request,
@@ -53,7 +52,10 @@ async fn decode_upload(
     }
     let mut body_decoder = BodyDecoder::for_request(headers, config)?;
     let mut decoder = PackDecoder::new(config.max_entry_bytes as usize);
-    let mut upload = Upload::default();
+    let mut upload = Upload {
+        accepted: Spool::new(&config.spool_dir)?,
+        refused: Vec::new(),
+    };
     let mut received: u64 = 0;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -88,15 +90,10 @@ fn accept(frame: Frame, upload: &mut Upload) -> Result<(), AppError> {
     let key = frame.key_digest();
     match frame.verify() {
         Ok(entry) => {
-            upload.accepted_bytes += frame.entry_bytes.len() as u64;
-            upload.accepted.push(NewEntry {
-                success: entry.is_success(),
-                stored: StoredEntry {
-                    key: frame.key,
-                    entry_bytes: frame.entry_bytes,
-                    digest: frame.digest,
-                },
-            });
+            let success = entry.is_success();
+            upload
+                .accepted
+                .push(frame.key, frame.digest, success, &frame.entry_bytes)?;
             Ok(())
         }
         Err(FrameError::DigestMismatch) => Err(AppError::unprocessable(

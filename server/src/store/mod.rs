@@ -30,12 +30,18 @@ pub enum StoreError {
     /// A stored row does not decode (a damaged or foreign database).
     #[error("corrupt row in the database: {0}")]
     Corrupt(String),
+    /// An upload could not be written to or read back from its spool file.
+    #[error("the upload's spool file failed: {0}")]
+    Spool(#[source] std::io::Error),
 }
 
 impl StoreError {
     /// The database has no room left (SQLite `SQLITE_FULL`, PostgreSQL `disk_full`): nothing of
     /// the failed write was kept, and writes can succeed again once space returns.
     pub fn is_storage_full(&self) -> bool {
+        if let StoreError::Spool(err) = self {
+            return matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT));
+        }
         let StoreError::Database(sqlx::Error::Database(db)) = self else {
             return false;
         };
@@ -82,6 +88,33 @@ pub struct NewEntry {
     pub stored: StoredEntry,
     /// Whether the entry records a successful compile.
     pub success: bool,
+}
+
+/// Entries to store, handed over one at a time in the order every writer locks rows in (by key
+/// digest, each key once), so that a batch never has to be in memory whole.
+pub trait EntrySource: Send {
+    /// The next entry, or `None` after the last.
+    fn next_entry(&mut self) -> Result<Option<NewEntry>, StoreError>;
+}
+
+/// A slice of entries as an [`EntrySource`].
+pub struct SliceSource<'a> {
+    ordered: std::vec::IntoIter<(KeyDigest, &'a NewEntry)>,
+}
+
+impl<'a> SliceSource<'a> {
+    /// The entries of `entries` in lock order, each key once (the last of a key wins).
+    pub fn new(entries: &'a [NewEntry]) -> Self {
+        SliceSource {
+            ordered: sql::in_lock_order(entries).into_iter(),
+        }
+    }
+}
+
+impl EntrySource for SliceSource<'_> {
+    fn next_entry(&mut self) -> Result<Option<NewEntry>, StoreError> {
+        Ok(self.ordered.next().map(|(_, entry)| entry.clone()))
+    }
 }
 
 /// Entries and bytes of one interpreter.
@@ -139,7 +172,12 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the entries in one transaction; a key already present is replaced when its bytes
     /// differ (the newest upload wins) and left alone when they are the same. Returns how many
     /// rows were inserted or replaced.
-    async fn put_many(&self, entries: &[NewEntry], now: i64) -> Result<u64, StoreError>;
+    async fn put_many(&self, entries: &[NewEntry], now: i64) -> Result<u64, StoreError> {
+        self.put_from(&mut SliceSource::new(entries), now).await
+    }
+
+    /// [`Store::put_many`] of the entries `entries` hands over, one at a time.
+    async fn put_from(&self, entries: &mut dyn EntrySource, now: i64) -> Result<u64, StoreError>;
 
     /// Records hits and last-use times gathered since the last flush, in one transaction.
     async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;

@@ -188,18 +188,18 @@ macro_rules! impl_store_with_sql {
                 Ok(found)
             }
 
-            async fn put_many(
+            async fn put_from(
                 &self,
-                entries: &[$crate::store::NewEntry],
+                entries: &mut dyn $crate::store::EntrySource,
                 now: i64,
             ) -> Result<u64, $crate::store::StoreError> {
-                let ordered = $crate::store::sql::in_lock_order(entries);
                 let mut conn = self.pool.acquire().await?;
                 let result: Result<u64, $crate::store::StoreError> = async {
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                     let mut inserted = 0;
-                    for (digest, new) in ordered {
+                    while let Some(new) = entries.next_entry()? {
                         let key = &new.stored.key;
+                        let digest = key.digest();
                         let done = sqlx::query($crate::store::sql::INSERT_ENTRY)
                             .bind(&digest.0[..])
                             .bind(&key.source_hash[..])
