@@ -23,8 +23,10 @@ RUN apt-get update \
     && useradd --system --home-dir /data --create-home pycache
 COPY --from=build /usr/local/bin/pycache-server /usr/local/bin/pycache-server
 USER pycache
-# SQLite in /data by default; set PYCACHE_DATABASE_URL=postgres://… to use PostgreSQL.
+# SQLite in /data by default; set PYCACHE_DATABASE_URL=postgres://… to use PostgreSQL. Uploads
+# are spooled on the same volume while they arrive.
 ENV PYCACHE_DATA_DIR=/data \
+    PYCACHE_SPOOL_DIR=/data/spool \
     PYCACHE_LISTEN=0.0.0.0:8437
 VOLUME /data
 EXPOSE 8437
