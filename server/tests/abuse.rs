@@ -37,6 +37,15 @@ fn rss(pid: u32) -> u64 {
     status_bytes(pid, "VmRSS")
 }
 
+fn stats(http: &reqwest::blocking::Client, server: &Server, token: &str) -> api::StatsResponse {
+    http.get(server.url(api::STATS))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 fn sqlite_server(dir: &std::path::Path) -> (Server, String) {
     let data = dir.join("data");
     let data_arg = data.to_str().unwrap();
@@ -255,14 +264,7 @@ fn sixteen_large_uploads_at_once_neither_hold_nor_keep_their_memory() {
     assert!(peak < idle + (64 << 20), "{report}");
     assert!(after < idle + (40 << 20), "{report}");
     // Every entry was stored (the 16 uploads carry the same 320).
-    let stats: serde_json::Value = http
-        .get(server.url(api::STATS))
-        .bearer_auth(&token)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(stats["entries"], 320, "{stats}");
+    assert_eq!(stats(&http, &server, &token).entries, 320);
     let leftovers = std::fs::read_dir(dir.path().join("spool")).unwrap().count();
     assert_eq!(leftovers, 0, "the spool directory is left empty");
 }
@@ -458,13 +460,7 @@ fn max_size_holds_at_every_write_and_space_returns_to_the_file_system() {
             .send()
             .unwrap();
         assert_eq!(response.status(), 200);
-        let stats: api::StatsResponse = http
-            .get(server.url(api::STATS))
-            .bearer_auth(&token)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let stats = stats(&http, &server, &token);
         assert!(
             stats.bytes <= limit + limit / 10,
             "after batch {round} the store holds {} bytes, over 5 MiB + 10%",
