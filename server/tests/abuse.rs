@@ -269,6 +269,68 @@ fn sixteen_large_uploads_at_once_neither_hold_nor_keep_their_memory() {
     assert_eq!(leftovers, 0, "the spool directory is left empty");
 }
 
+/// Sixteen batch gets at once, each for 1,000 entries of 20 kB (20 MB of answer each, read
+/// slowly): the server streams each answer in chunks of a bounded number of keys and copies
+/// nothing twice, so its peak memory stays far below the 320 MB the answers add up to.
+#[test]
+fn sixteen_large_batch_gets_at_once_stream_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = sqlite_server(dir.path());
+    let http = reqwest::blocking::Client::new();
+    let frames: Vec<Frame> = (0..1000).map(|n| compiled_frame(n, 20_000)).collect();
+    let keys: Vec<String> = frames.iter().map(|f| f.key.digest().to_hex()).collect();
+    for batch in frames.chunks(250) {
+        let response = http
+            .post(server.url(api::BATCH_PUT))
+            .bearer_auth(&token)
+            .body(encode_pack(batch))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    drop(frames);
+    let idle = rss(server.pid());
+    let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap();
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, token, body) = (server.url(api::BATCH_GET), token.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut response = reqwest::blocking::Client::new()
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                // A slow reader: the server must not queue the whole answer for it.
+                let mut pack = Vec::new();
+                let mut buf = [0u8; 64 << 10];
+                loop {
+                    let n = std::io::Read::read(&mut response, &mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    pack.extend_from_slice(&buf[..n]);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                decode_pack(&pack, 1 << 24).unwrap().len()
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), 1000);
+    }
+    let peak = peak_rss(server.pid());
+    let report = format!(
+        "16 batch gets of 20 MB: idle {} MB, peak {} MB",
+        idle >> 20,
+        peak >> 20
+    );
+    eprintln!("{report}");
+    assert!(peak < idle + (120 << 20), "{report}");
+}
+
 #[test]
 fn batch_get_takes_a_binary_key_list() {
     let dir = tempfile::tempdir().unwrap();

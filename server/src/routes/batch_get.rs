@@ -4,7 +4,9 @@
 //! each frame carrying the entry's blake3 digest; missing keys are simply absent. The first
 //! chunk of keys is looked up before answering, so an unreachable database is a clean error;
 //! later chunks stream, and a failure there cuts the pack short, which the client detects as a
-//! truncated pack (no end marker). zstd is applied by the router when the request accepts it.
+//! truncated pack (no end marker). Chunks are sized by the bytes of the entries found so far
+//! (about [`CHUNK_BYTES`]), so an answer's memory does not grow with its keys or its entries'
+//! size. zstd is applied by the router when the request accepts it.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -22,8 +24,27 @@ use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::StoredEntry;
 
-/// Keys looked up per store query while streaming.
-const KEYS_PER_CHUNK: usize = 500;
+/// The answer is looked up and sent in chunks of about this many bytes of entries: a batch get
+/// in flight holds the chunk being looked up and at most [`QUEUED_CHUNKS`] waiting to be sent,
+/// however many keys it asks for.
+const CHUNK_BYTES: usize = 512 << 10;
+/// Keys of the first chunk, before the size of this store's entries is known.
+const FIRST_CHUNK_KEYS: usize = 32;
+/// Bounds of a chunk's key count, whatever the entries weigh.
+const MIN_CHUNK_KEYS: usize = 8;
+const MAX_CHUNK_KEYS: usize = 1000;
+/// Chunks of frames queued between the store and the connection.
+const QUEUED_CHUNKS: usize = 2;
+
+/// Keys for the next chunk, given the bytes and number of the entries found so far.
+fn next_chunk_keys(bytes: usize, found: usize) -> usize {
+    if found == 0 {
+        // Nothing found yet, so no size known: grow a little, not to a chunk that could hold
+        // MAX_CHUNK_KEYS large entries.
+        return 4 * FIRST_CHUNK_KEYS;
+    }
+    (CHUNK_BYTES / (bytes / found).max(1)).clamp(MIN_CHUNK_KEYS, MAX_CHUNK_KEYS)
+}
 
 /// The entries found among the requested keys, as a pack.
 #[utoipa::path(
@@ -56,24 +77,23 @@ pub async fn batch_get(
     let mut seen = std::collections::HashSet::new();
     let keys: Vec<KeyDigest> = keys.into_iter().filter(|k| seen.insert(*k)).collect();
     drop(seen);
-    let mut chunks = keys.chunks(KEYS_PER_CHUNK).map(<[KeyDigest]>::to_vec);
-    let first = match chunks.next() {
-        Some(chunk) => lookup(&state, &chunk).await?,
-        None => Vec::new(),
-    };
-    let rest: Vec<Vec<KeyDigest>> = chunks.collect();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let first_len = keys.len().min(FIRST_CHUNK_KEYS);
+    let first = lookup(&state, &keys[..first_len]).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_CHUNKS);
     tokio::spawn(async move {
         let _permit = permit;
-        let mut count: u32 = 0;
-        let mut head = PACK_MAGIC.to_vec();
-        count += first.len() as u32;
-        head.extend(frames_bytes(first));
-        if tx.send(Ok(head.into())).await.is_err() {
+        let mut count = first.len();
+        let mut bytes: usize = first.iter().map(|f| f.entry_bytes.len()).sum();
+        if tx.send(Ok(Bytes::from_static(PACK_MAGIC))).await.is_err() {
             return;
         }
-        for chunk in rest {
-            let frames = match lookup(&state, &chunk).await {
+        if tx.send(Ok(frames_bytes(first))).await.is_err() {
+            return;
+        }
+        let mut next = first_len;
+        while next < keys.len() {
+            let end = keys.len().min(next + next_chunk_keys(bytes, count));
+            let frames = match lookup(&state, &keys[next..end]).await {
                 Ok(frames) => frames,
                 Err(err) => {
                     tracing::warn!(error = %err, "batch get failed mid-stream; pack cut short");
@@ -81,13 +101,15 @@ pub async fn batch_get(
                     return;
                 }
             };
-            count += frames.len() as u32;
-            if tx.send(Ok(frames_bytes(frames).into())).await.is_err() {
+            next = end;
+            count += frames.len();
+            bytes += frames.iter().map(|f| f.entry_bytes.len()).sum::<usize>();
+            if tx.send(Ok(frames_bytes(frames))).await.is_err() {
                 return;
             }
         }
         let mut end = 0u32.to_le_bytes().to_vec();
-        end.extend_from_slice(&count.to_le_bytes());
+        end.extend_from_slice(&(count as u32).to_le_bytes());
         let _ = tx.send(Ok(end.into())).await;
     });
     let body = Body::from_stream(tokio_stream(rx));
@@ -186,14 +208,15 @@ async fn lookup(state: &AppState, keys: &[KeyDigest]) -> Result<Vec<Frame>, AppE
 }
 
 /// The frames' bytes as they sit inside a pack: proto's writer output without its 8-byte magic
-/// and 8-byte end marker, so the frame layout is written by proto alone.
-fn frames_bytes(frames: Vec<Frame>) -> Vec<u8> {
+/// and 8-byte end marker (a view of it, not a copy), so the frame layout is written by proto
+/// alone. Each frame is dropped once written.
+fn frames_bytes(frames: Vec<Frame>) -> Bytes {
     let mut writer = PackWriter::new();
-    for frame in &frames {
-        writer.push(frame);
+    for frame in frames {
+        writer.push(&frame);
     }
-    let pack = writer.finish();
-    pack[PACK_MAGIC.len()..pack.len() - 8].to_vec()
+    let pack = Bytes::from(writer.finish());
+    pack.slice(PACK_MAGIC.len()..pack.len() - 8)
 }
 
 /// A receiver as a body stream.
@@ -201,4 +224,25 @@ fn tokio_stream(
     mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_hold_about_chunk_bytes_of_entries_within_bounds() {
+        assert_eq!(
+            next_chunk_keys(0, 0),
+            4 * FIRST_CHUNK_KEYS,
+            "nothing found yet"
+        );
+        assert_eq!(next_chunk_keys(32 * 16_384, 32), 32, "16 KiB entries");
+        assert_eq!(
+            next_chunk_keys(32 * 200, 32),
+            MAX_CHUNK_KEYS,
+            "tiny entries"
+        );
+        assert_eq!(next_chunk_keys(4 << 20, 1), MIN_CHUNK_KEYS, "4 MiB entries");
+    }
 }
