@@ -270,7 +270,7 @@ fn sixteen_large_uploads_at_once_neither_hold_nor_keep_their_memory() {
 }
 
 /// Sixteen batch gets at once, each for 1,000 entries of 20 kB (20 MB of answer each, read
-/// slowly): the server streams each answer in chunks of a bounded number of keys and copies
+/// slowly): the server streams each answer in chunks of about 512 KiB of entries and copies
 /// nothing twice, so its peak memory stays far below the 320 MB the answers add up to.
 #[test]
 fn sixteen_large_batch_gets_at_once_stream_in_bounded_memory() {
