@@ -30,8 +30,22 @@ pub const METRICS: &str = "/metrics";
 
 /// `GET`: list tokens (admin); `POST`: create one ([`TokenCreateRequest`] → [`TokenCreated`]).
 pub const TOKENS: &str = "/api/v1/tokens";
-/// `DELETE /api/v1/tokens/{name}`: revoke a token (admin).
+/// `DELETE /api/v1/tokens/{name}`: revoke a token (admin); `?purge=true` also deletes the
+/// entries it wrote.
 pub const TOKEN: &str = "/api/v1/tokens/{name}";
+/// `POST`: delete entries by writer, namespace, key and time ([`PurgeRequest`] →
+/// [`PurgeResponse`], admin).
+pub const PURGE: &str = "/api/v1/purge";
+
+/// Request header naming the namespace a client writes to and looks in first (see
+/// [`crate::namespace`]); without it the token's first writable namespace is used for writes
+/// and its read list for lookups.
+pub const NAMESPACE_HEADER: &str = "x-pycache-namespace";
+/// Response header of `GET`/`HEAD` [`ENTRY`]: the namespace the entry was found in.
+pub const ENTRY_NAMESPACE_HEADER: &str = "x-pycache-entry-namespace";
+/// Response header of `GET`/`HEAD` [`ENTRY`]: the name of the token that wrote the entry
+/// (absent for entries from before provenance was recorded).
+pub const ENTRY_WRITER_HEADER: &str = "x-pycache-entry-written-by";
 
 /// Media type of one encoded entry ([`crate::Entry::encode`]), as `GET` [`ENTRY`] answers it.
 pub const ENTRY_CONTENT_TYPE: &str = "application/x-pycache-entry";
@@ -97,6 +111,9 @@ pub struct BatchGetRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchPutResponse {
+    /// The namespace the batch was written to.
+    #[serde(default)]
+    pub namespace: String,
     /// Keys stored (or already present with the same content).
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub stored: Vec<KeyDigest>,
@@ -111,9 +128,18 @@ pub struct RefusedEntry {
     /// The entry's key digest.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key: KeyDigest,
-    /// Why it was refused.
+    /// Why it was refused: [`REFUSED_CONFLICT`] or [`REFUSED_INVALID`].
+    #[serde(default)]
+    pub code: String,
+    /// Why it was refused, for people.
     pub reason: String,
 }
+
+/// [`RefusedEntry::code`] of an upload whose key is stored in the namespace with other bytes:
+/// entries never change once stored.
+pub const REFUSED_CONFLICT: &str = "conflict";
+/// [`RefusedEntry::code`] of an entry that is not acceptable (not a code object, bad encoding).
+pub const REFUSED_INVALID: &str = "invalid_entry";
 
 /// A caller's permission level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -144,6 +170,13 @@ pub struct ServerInfo {
     pub scope: Option<Scope>,
     /// Whether anyone may read without a token.
     pub public_read: bool,
+    /// The namespace this caller's uploads go to (the one it named, else its token's first
+    /// writable one); `None` when it may not write.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The namespaces a batch get of this caller looks in, in order (first hit wins).
+    #[serde(default)]
+    pub reads: Vec<String>,
 }
 
 /// Store statistics.
@@ -184,6 +217,13 @@ pub struct TokenCreateRequest {
     pub name: String,
     /// What the token may do.
     pub scope: Scope,
+    /// Namespace patterns it may write (`main`, `pr/*`, `*`); default `default` for write and
+    /// admin tokens, none for read tokens.
+    #[serde(default)]
+    pub writes: Option<Vec<String>>,
+    /// Namespaces it reads, in order, after the one the client names; default `default`.
+    #[serde(default)]
+    pub reads: Option<Vec<String>>,
 }
 
 /// A token just created: the only time its text is shown.
@@ -196,6 +236,10 @@ pub struct TokenCreated {
     pub scope: Scope,
     /// The bearer token; the server keeps only its hash.
     pub token: String,
+    /// Namespace patterns it may write.
+    pub writes: Vec<String>,
+    /// Namespaces it reads, in order.
+    pub reads: Vec<String>,
 }
 
 /// A token as listed (never its text).
@@ -210,6 +254,39 @@ pub struct TokenSummary {
     pub created_at: i64,
     /// Revocation time, Unix milliseconds; `None` while the token is valid.
     pub revoked_at: Option<i64>,
+    /// Namespace patterns it may write.
+    pub writes: Vec<String>,
+    /// Namespaces it reads, in order.
+    pub reads: Vec<String>,
+}
+
+/// Which entries to delete (admin): every condition given must hold; at least one is needed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PurgeRequest {
+    /// Entries written by the token of this name.
+    #[serde(default)]
+    pub written_by: Option<String>,
+    /// Entries in this namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The entry (or entries, one per namespace) of this key digest.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub key: Option<KeyDigest>,
+    /// Entries written at or after this time, Unix milliseconds.
+    #[serde(default)]
+    pub since: Option<i64>,
+}
+
+/// What a purge deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PurgeResponse {
+    /// Entries deleted.
+    pub entries: u64,
+    /// Bytes of bodies freed (bodies still held by other entries stay).
+    pub bytes: u64,
 }
 
 /// Every token the server knows.

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod entry;
 pub mod key;
+pub mod namespace;
 pub mod pack;
 mod reader;
 pub mod size;

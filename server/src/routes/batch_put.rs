@@ -71,5 +71,12 @@ pub async fn store_upload(
         refused = refused.len(),
         "batch stored"
     );
-    Ok((BatchPutResponse { stored, refused }, inserted))
+    Ok((
+        BatchPutResponse {
+            namespace: pycache_proto::namespace::DEFAULT_NAMESPACE.to_owned(),
+            stored,
+            refused,
+        },
+        inserted,
+    ))
 }

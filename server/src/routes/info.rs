@@ -27,5 +27,10 @@ pub async fn info(State(state): State<AppState>, caller: Caller) -> Json<ServerI
         max_batch_keys: config.max_batch_keys,
         scope: caller.scope,
         public_read: config.public_read,
+        namespace: caller
+            .scope
+            .filter(|s| *s >= pycache_proto::api::Scope::Write)
+            .map(|_| pycache_proto::namespace::DEFAULT_NAMESPACE.to_owned()),
+        reads: vec![pycache_proto::namespace::DEFAULT_NAMESPACE.to_owned()],
     })
 }

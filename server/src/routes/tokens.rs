@@ -37,6 +37,8 @@ pub async fn list_tokens(
             scope: t.scope,
             created_at: t.created_at,
             revoked_at: t.revoked_at,
+            writes: Vec::new(),
+            reads: Vec::new(),
         })
         .collect();
     Ok(Json(TokenListResponse { tokens }))
@@ -83,6 +85,8 @@ pub async fn create_token(
         name: request.name,
         scope: request.scope,
         token,
+        writes: Vec::new(),
+        reads: Vec::new(),
     };
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -106,6 +106,7 @@ fn accept(frame: Frame, upload: &mut Upload) -> Result<(), AppError> {
         Err(FrameError::Entry(err)) => {
             upload.refused.push(RefusedEntry {
                 key,
+                code: pycache_proto::api::REFUSED_INVALID.to_owned(),
                 reason: err.to_string(),
             });
             Ok(())
