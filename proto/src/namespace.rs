@@ -36,8 +36,7 @@ pub fn validate_namespace(name: &str) -> Result<(), NamespaceError> {
     if name.is_empty() || name.len() > MAX_NAMESPACE_LEN {
         return Err(bad());
     }
-    if !name.as_bytes()[0].is_ascii_alphanumeric() || name.ends_with('/') || name.contains("//")
-    {
+    if !name.as_bytes()[0].is_ascii_alphanumeric() || name.ends_with('/') || name.contains("//") {
         return Err(bad());
     }
     if !name
@@ -143,7 +142,18 @@ mod tests {
         for good in ["main", "pr/1234", "release-1.2", "a", "team_x/feature.y"] {
             assert!(validate_namespace(good).is_ok(), "{good}");
         }
-        for bad in ["", "/x", "x/", "a//b", "*", "pr/*", "a b", "é", "-x", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "/x",
+            "x/",
+            "a//b",
+            "*",
+            "pr/*",
+            "a b",
+            "é",
+            "-x",
+            &"x".repeat(129),
+        ] {
             assert!(validate_namespace(bad).is_err(), "{bad:?}");
         }
     }

@@ -7,7 +7,8 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use pycache_proto::api::Scope;
+use pycache_proto::api::{Scope, NAMESPACE_HEADER};
+use pycache_proto::namespace::{join_patterns, validate_namespace, NamespacePattern};
 use rand::RngCore;
 
 use crate::error::AppError;
@@ -28,14 +29,124 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
 
-/// Who is asking: the scope of their valid token, or `None` without a token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a new token may write and read when its creator does not say: write and admin tokens
+/// write `default`, read tokens nothing; every token reads `default` (what tokens from before
+/// namespaces do).
+pub fn default_grants(scope: Scope) -> (Vec<NamespacePattern>, Vec<NamespacePattern>) {
+    let default =
+        || NamespacePattern::Exact(pycache_proto::namespace::DEFAULT_NAMESPACE.to_owned());
+    let writes = if scope >= Scope::Write {
+        vec![default()]
+    } else {
+        Vec::new()
+    };
+    (writes, vec![default()])
+}
+
+/// Who is asking: their valid token's name, scope and namespace grants (none without a token:
+/// then the server's public namespaces are its reads), and the namespace the request named.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     /// The token's scope.
     pub scope: Option<Scope>,
+    /// The token's name.
+    pub name: Option<String>,
+    /// Namespaces the token may write.
+    pub writes: Vec<NamespacePattern>,
+    /// Namespaces the token reads, in order.
+    pub reads: Vec<NamespacePattern>,
+    /// The namespace the request named ([`NAMESPACE_HEADER`]).
+    pub namespace: Option<String>,
 }
 
 impl Caller {
+    /// Who the caller is, for messages and logs.
+    pub fn who(&self) -> String {
+        match &self.name {
+            Some(name) => format!("the token {name:?}"),
+            None => "a caller without a token".to_owned(),
+        }
+    }
+
+    fn may_write(&self, namespace: &str) -> bool {
+        self.writes.iter().any(|p| p.matches(namespace))
+    }
+
+    fn may_read(&self, namespace: &str) -> bool {
+        self.may_write(namespace) || self.reads.iter().any(|p| p.matches(namespace))
+    }
+
+    fn grants(&self) -> String {
+        let writes = if self.writes.is_empty() {
+            "no namespace".to_owned()
+        } else {
+            join_patterns(&self.writes)
+        };
+        let reads = if self.reads.is_empty() {
+            "no namespace".to_owned()
+        } else {
+            join_patterns(&self.reads)
+        };
+        format!("it writes {writes} and reads {reads}")
+    }
+
+    /// The namespace this caller's uploads go to: the one the request named, else the token's
+    /// first writable namespace; 403 when that is not one the token may write.
+    pub fn write_namespace(&self) -> Result<String, AppError> {
+        match &self.namespace {
+            Some(named) if self.may_write(named) => Ok(named.clone()),
+            Some(named) => Err(AppError::Forbidden(format!(
+                "{} may not write the namespace {named:?}: {}; name one it may write \
+                 (--namespace) or ask an admin for a token that writes {named:?}",
+                self.who(),
+                self.grants()
+            ))),
+            None => self
+                .writes
+                .iter()
+                .find_map(|p| p.exact())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    AppError::Forbidden(format!(
+                        "{} names no namespace to write: {}; name one it may write with \
+                         --namespace (PYCACHE_NAMESPACE)",
+                        self.who(),
+                        self.grants()
+                    ))
+                }),
+        }
+    }
+
+    /// The namespaces a lookup of this caller searches, in order (first hit wins): the one
+    /// the request named (or the token's write namespace), then the token's reads. 403 when
+    /// the request names a namespace the token may neither read nor write.
+    pub fn read_order(&self) -> Result<Vec<String>, AppError> {
+        let mut order: Vec<String> = Vec::new();
+        match &self.namespace {
+            Some(named) if self.may_read(named) => order.push(named.clone()),
+            Some(named) => {
+                return Err(AppError::Forbidden(format!(
+                    "{} may not read the namespace {named:?}: {}; name one it may read \
+                     (--namespace) or ask an admin for a token that reads {named:?}",
+                    self.who(),
+                    self.grants()
+                )))
+            }
+            None => order.extend(
+                self.writes
+                    .iter()
+                    .find_map(|p| p.exact())
+                    .map(str::to_owned),
+            ),
+        }
+        for name in self.reads.iter().filter_map(|p| p.exact()) {
+            if !order.iter().any(|o| o == name) {
+                order.push(name.to_owned());
+            }
+        }
+        Ok(order)
+    }
+
     /// Ok when the caller may act at `needed`; 401 without a token, 403 with too small a one.
     pub fn require(&self, needed: Scope, public_read: bool) -> Result<(), AppError> {
         match self.scope {
@@ -58,10 +169,25 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     /// A request with an `Authorization` header must carry a valid token: an unknown,
-    /// revoked or malformed one is a 401 even where no token is needed.
+    /// revoked or malformed one is a 401 even where no token is needed. A namespace header
+    /// must name a valid namespace (400).
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let namespace = match parts.headers.get(NAMESPACE_HEADER) {
+            None => None,
+            Some(value) => {
+                let text = value.to_str().unwrap_or("\u{fffd}").trim().to_owned();
+                validate_namespace(&text).map_err(|e| {
+                    AppError::bad_request("bad_namespace", format!("{NAMESPACE_HEADER}: {e}"))
+                })?;
+                Some(text)
+            }
+        };
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
-            return Ok(Caller { scope: None });
+            return Ok(Caller {
+                reads: state.config.public_namespaces.clone(),
+                namespace,
+                ..Caller::default()
+            });
         };
         let token = header
             .to_str()
@@ -74,8 +200,14 @@ impl FromRequestParts<AppState> for Caller {
                     "the Authorization header must be `Bearer <token>`".to_owned(),
                 )
             })?;
-        match state.store.token_scope(&token_hash(token)).await? {
-            Some(scope) => Ok(Caller { scope: Some(scope) }),
+        match state.store.token_grant(&token_hash(token)).await? {
+            Some(record) => Ok(Caller {
+                scope: Some(record.scope),
+                name: Some(record.name),
+                writes: record.writes,
+                reads: record.reads,
+                namespace,
+            }),
             None => Err(AppError::Unauthorized(
                 "the token is unknown or revoked: ask an admin for a new one".to_owned(),
             )),
@@ -99,17 +231,55 @@ mod tests {
     fn scopes_order_read_write_admin() {
         let write = Caller {
             scope: Some(Scope::Write),
+            ..Caller::default()
         };
         assert!(write.require(Scope::Read, false).is_ok());
         assert!(matches!(
             write.require(Scope::Admin, false),
             Err(AppError::Forbidden(_))
         ));
-        let anon = Caller { scope: None };
+        let anon = Caller::default();
         assert!(anon.require(Scope::Read, true).is_ok());
         assert!(matches!(
             anon.require(Scope::Write, true),
             Err(AppError::Unauthorized(_))
         ));
+    }
+
+    fn caller(writes: &str, reads: &str, namespace: Option<&str>) -> Caller {
+        Caller {
+            scope: Some(Scope::Write),
+            name: Some("t".into()),
+            writes: pycache_proto::namespace::parse_patterns(writes).unwrap(),
+            reads: pycache_proto::namespace::parse_patterns(reads).unwrap(),
+            namespace: namespace.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn namespaces_follow_the_tokens_grants() {
+        let pr = caller("pr/*", "main", Some("pr/12"));
+        assert_eq!(pr.write_namespace().unwrap(), "pr/12");
+        assert_eq!(pr.read_order().unwrap(), ["pr/12", "main"]);
+        // A PR token can neither write nor name-to-write main; it reads main.
+        let pr_main = caller("pr/*", "main", Some("main"));
+        assert!(matches!(
+            pr_main.write_namespace(),
+            Err(AppError::Forbidden(_))
+        ));
+        assert_eq!(pr_main.read_order().unwrap(), ["main"]);
+        assert!(matches!(
+            caller("pr/*", "main", Some("release")).read_order(),
+            Err(AppError::Forbidden(_))
+        ));
+        // Without a namespace: the first exact write namespace, then the reads.
+        let main = caller("main", "main,default", None);
+        assert_eq!(main.write_namespace().unwrap(), "main");
+        assert_eq!(main.read_order().unwrap(), ["main", "default"]);
+        assert!(matches!(
+            caller("pr/*", "main", None).write_namespace(),
+            Err(AppError::Forbidden(_))
+        ));
+        assert_eq!(caller("", "main", None).read_order().unwrap(), ["main"]);
     }
 }

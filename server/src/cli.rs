@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use pycache_proto::api::Scope;
+use pycache_proto::namespace::{parse_patterns, NamespacePattern};
+use pycache_proto::KeyDigest;
 
 use crate::config::parse_size;
 
@@ -34,6 +36,43 @@ pub enum Command {
     /// Create, list or revoke bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Delete stored entries (an admin's clean-up after an incident).
+    #[command(subcommand)]
+    Entries(EntriesCommand),
+}
+
+/// Entry management.
+#[derive(Debug, Subcommand)]
+pub enum EntriesCommand {
+    /// Delete the entries that match every condition given (at least one is needed), and the
+    /// bodies no entry holds any more.
+    #[command(arg_required_else_help = true)]
+    Purge {
+        /// The conditions.
+        #[command(flatten)]
+        filter: PurgeArgs,
+        /// The database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+/// Which entries a purge deletes.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = true)]
+pub struct PurgeArgs {
+    /// Entries written by the token of this name.
+    #[arg(long, value_name = "NAME", group = "condition")]
+    pub written_by: Option<String>,
+    /// Entries in this namespace.
+    #[arg(long, value_name = "NS", group = "condition")]
+    pub namespace: Option<String>,
+    /// Entries of this key digest (64 hex digits), in every namespace unless one is given.
+    #[arg(long, value_name = "KEY", group = "condition")]
+    pub key: Option<KeyDigest>,
+    /// Entries written at or after TIME: RFC 3339 (`2026-12-01T00:00:00Z`) or Unix seconds.
+    #[arg(long, value_name = "TIME", value_parser = parse_time, group = "condition")]
+    pub since: Option<i64>,
 }
 
 /// Token management.
@@ -47,6 +86,14 @@ pub enum TokenCommand {
         /// A unique name, used to list and revoke it.
         #[arg(long)]
         name: String,
+        /// Namespaces it may write, comma-separated: names (`main`), `PREFIX/*` (`pr/*`) or
+        /// `*`. Default: `default` for write and admin tokens, none for read tokens.
+        #[arg(long, value_name = "PATTERNS", value_parser = parse_pattern_list)]
+        writes: Option<PatternList>,
+        /// Namespaces it reads after the one its client names, in order, comma-separated
+        /// (patterns let its client name any matching namespace). Default: `default`.
+        #[arg(long, value_name = "NAMESPACES", value_parser = parse_pattern_list)]
+        reads: Option<PatternList>,
         /// The database.
         #[command(flatten)]
         database: DatabaseArgs,
@@ -61,6 +108,9 @@ pub enum TokenCommand {
     Revoke {
         /// The token's name.
         name: String,
+        /// Also delete every entry the token wrote.
+        #[arg(long)]
+        purge: bool,
         /// The database.
         #[command(flatten)]
         database: DatabaseArgs,
@@ -90,6 +140,11 @@ pub struct ServeArgs {
     /// Let anyone read entries and stats without a token (writes still need one).
     #[arg(long, env = "PYCACHE_PUBLIC_READ")]
     pub public_read: bool,
+    /// The namespaces a caller without a token reads, in order, comma-separated (with
+    /// --public-read).
+    #[arg(long, env = "PYCACHE_PUBLIC_NAMESPACES", default_value = "default",
+          value_name = "NAMESPACES", value_parser = parse_pattern_list)]
+    pub public_namespaces: PatternList,
     /// Total size of stored entries; least-recently-used entries are evicted past it.
     /// `0` means no limit.
     #[arg(long, env = "PYCACHE_MAX_SIZE", default_value = "10GiB", value_parser = parse_size)]
@@ -135,4 +190,30 @@ pub struct ServeArgs {
 
 fn parse_scope(text: &str) -> Result<Scope, String> {
     text.parse()
+}
+
+/// A comma-separated list of namespace patterns (one command-line value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternList(pub Vec<NamespacePattern>);
+
+fn parse_pattern_list(text: &str) -> Result<PatternList, String> {
+    parse_patterns(text)
+        .map(PatternList)
+        .map_err(|e| e.to_string())
+}
+
+/// A time on the command line: RFC 3339, or Unix seconds; as Unix milliseconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(seconds) = text.trim().parse::<i64>() {
+        return seconds
+            .checked_mul(1000)
+            .ok_or_else(|| format!("{text:?} is out of range"));
+    }
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            format!(
+                "{text:?} is not a time ({e}): use RFC 3339 (2026-12-01T00:00:00Z) or Unix seconds"
+            )
+        })
 }

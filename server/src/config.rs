@@ -9,6 +9,8 @@ use crate::connections::ConnectionLimits;
 pub struct Config {
     /// Anyone may read without a token.
     pub public_read: bool,
+    /// The namespaces a caller without a token reads, in order (with `public_read`).
+    pub public_namespaces: Vec<pycache_proto::namespace::NamespacePattern>,
     /// Largest encoded entry accepted, in bytes.
     pub max_entry_bytes: u64,
     /// Largest request body accepted, in bytes; also the most a compressed upload may decode
@@ -37,6 +39,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             public_read: false,
+            public_namespaces: vec![pycache_proto::namespace::NamespacePattern::Exact(
+                pycache_proto::namespace::DEFAULT_NAMESPACE.to_owned(),
+            )],
             max_entry_bytes: 8 << 20,
             max_request_bytes: 256 << 20,
             max_compression_ratio: 32,

@@ -61,6 +61,7 @@ pub fn app(state: AppState) -> Router {
             get(routes::tokens::list_tokens).post(routes::tokens::create_token),
         )
         .route(api::TOKEN, delete(routes::tokens::revoke_token))
+        .route(api::PURGE, post(routes::purge::purge))
         .fallback(routes::fallback::not_found)
         .method_not_allowed_fallback(routes::fallback::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

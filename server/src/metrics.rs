@@ -18,8 +18,12 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     /// Entries newly stored.
     pub stored: AtomicU64,
-    /// Entries refused from uploads.
+    /// Entries refused from uploads (conflicts included).
     pub refused: AtomicU64,
+    /// Uploads refused because the namespace holds other bytes under the key.
+    pub conflicts: AtomicU64,
+    /// Entries deleted by purges.
+    pub purged_entries: AtomicU64,
     /// Entries evicted.
     pub evicted_entries: AtomicU64,
     /// Bytes evicted.
@@ -50,7 +54,7 @@ impl Metrics {
     /// The Prometheus text exposition, with the store's current totals as gauges.
     pub fn render(&self, entries: u64, bytes: u64) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             ("pycache_hits_total", "Entries served.", &self.hits),
             (
                 "pycache_misses_total",
@@ -76,6 +80,16 @@ impl Metrics {
                 "pycache_refused_total",
                 "Uploaded entries refused.",
                 &self.refused,
+            ),
+            (
+                "pycache_conflicts_total",
+                "Uploads refused because the namespace holds other bytes for the key.",
+                &self.conflicts,
+            ),
+            (
+                "pycache_purged_entries_total",
+                "Entries deleted by purges.",
+                &self.purged_entries,
             ),
             (
                 "pycache_evicted_entries_total",

@@ -8,19 +8,21 @@ use pycache_proto::KeyDigest;
 
 use crate::store::{unix_millis, Usage};
 
-/// Hits since the last flush: key → (count, last time).
+/// Hits since the last flush: (namespace, key) → (count, last time).
 #[derive(Debug, Default)]
 pub struct UsageLog {
-    pending: Mutex<HashMap<KeyDigest, (u64, i64)>>,
+    pending: Mutex<HashMap<(String, KeyDigest), (u64, i64)>>,
 }
 
 impl UsageLog {
-    /// Notes that `keys` were served now.
-    pub fn record<'a>(&self, keys: impl IntoIterator<Item = &'a KeyDigest>) {
+    /// Notes that the entries `served` (namespace and key) were served now.
+    pub fn record<'a>(&self, served: impl IntoIterator<Item = (&'a str, KeyDigest)>) {
         let now = unix_millis();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys {
-            let slot = pending.entry(*key).or_insert((0, now));
+        for (namespace, key) in served {
+            let slot = pending
+                .entry((namespace.to_owned(), key))
+                .or_insert((0, now));
             slot.0 += 1;
             slot.1 = now;
         }
@@ -31,7 +33,8 @@ impl UsageLog {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending
             .drain()
-            .map(|(key, (hits, last_used_at))| Usage {
+            .map(|((namespace, key), (hits, last_used_at))| Usage {
+                namespace,
                 key,
                 hits,
                 last_used_at,
@@ -43,7 +46,9 @@ impl UsageLog {
     pub fn restore(&self, usage: Vec<Usage>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for u in usage {
-            let slot = pending.entry(u.key).or_insert((0, u.last_used_at));
+            let slot = pending
+                .entry((u.namespace, u.key))
+                .or_insert((0, u.last_used_at));
             slot.0 += u.hits;
             slot.1 = slot.1.max(u.last_used_at);
         }

@@ -115,7 +115,7 @@ async fn unknown_revoked_and_malformed_tokens_are_401_everywhere() {
     assert_eq!(listed[0].name, "w");
     assert!(state
         .store
-        .token_scope(&token_hash(&write))
+        .token_grant(&token_hash(&write))
         .await
         .unwrap()
         .is_none());

@@ -406,12 +406,15 @@ async fn maintenance_flushes_hits_and_evicts_least_recently_used() {
     assert!(bytes <= size * 8, "{bytes}");
     let left = state
         .store
-        .get_many(&frames.iter().map(Frame::key_digest).collect::<Vec<_>>())
+        .get_many(
+            &[pycache_proto::namespace::DEFAULT_NAMESPACE.to_owned()],
+            &frames.iter().map(Frame::key_digest).collect::<Vec<_>>(),
+        )
         .await
         .unwrap();
     assert_eq!(left.len() as u64, entries);
     assert!(
-        left.iter().any(|e| e.key == frames[0].key),
+        left.iter().any(|e| e.stored.key == frames[0].key),
         "the entry used recently was evicted"
     );
     let metrics = String::from_utf8(send(&state, get(api::METRICS, None)).await.body).unwrap();

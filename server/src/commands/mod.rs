@@ -1,5 +1,6 @@
 //! The subcommands; each returns `anyhow::Result` and `main` prints the error chain.
 
+mod entries;
 mod serve;
 mod token;
 
@@ -22,6 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Token(command)) => token::run(command).await,
+        Some(Command::Entries(command)) => entries::run(command).await,
     }
 }
 

@@ -57,6 +57,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     Ok(Config {
         public_read: args.public_read,
+        public_namespaces: args.public_namespaces.0.clone(),
         max_entry_bytes: args.max_entry_size,
         max_request_bytes: args.max_request_size,
         max_compression_ratio: args.max_compression_ratio,

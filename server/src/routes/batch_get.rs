@@ -1,6 +1,8 @@
 //! `POST /api/v1/batch/get`: every key in one request, one streamed pack back.
 //!
-//! The answer is a pack (`application/x-pycache-pack`) of the entries found, in request order,
+//! The keys are looked up in the caller's namespaces in order (the one it names, then its
+//! token's reads; the first that holds a key wins). The answer is a pack
+//! (`application/x-pycache-pack`) of the entries found, in request order,
 //! each frame carrying the entry's blake3 digest; missing keys are simply absent. The first
 //! chunk of keys is looked up before answering, so an unreachable database is a clean error;
 //! later chunks stream, and a failure there cuts the pack short, which the client detects as a
@@ -22,7 +24,7 @@ use crate::config::Config;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::StoredEntry;
+use crate::store::FoundEntry;
 
 /// The answer is looked up and sent in chunks of about this many bytes of entries: a batch get
 /// in flight holds the chunk being looked up and at most [`QUEUED_CHUNKS`] waiting to be sent,
@@ -59,7 +61,7 @@ fn next_chunk_keys(bytes: usize, found: usize) -> usize {
         (status = 200, content_type = "application/x-pycache-pack", body = Vec<u8>,
          description = "A pack of the entries found (zstd with Accept-Encoding: zstd)"),
         (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse),
+        (status = 403, body = ErrorResponse, description = "No read scope, or a namespace the token may not read"),
         (status = 413, body = ErrorResponse, description = "More keys than max_batch_keys"),
     ),
     security((), ("bearer" = []))
@@ -71,6 +73,7 @@ pub async fn batch_get(
     body: Body,
 ) -> Result<Response, AppError> {
     caller.require(Scope::Read, state.config.public_read)?;
+    let namespaces = caller.read_order()?;
     // Heavy requests take a slot: a burst of them waits instead of multiplying memory.
     let permit = state.heavy_slot().await;
     let keys = read_keys(&headers, body, &state.config).await?;
@@ -78,7 +81,7 @@ pub async fn batch_get(
     let keys: Vec<KeyDigest> = keys.into_iter().filter(|k| seen.insert(*k)).collect();
     drop(seen);
     let first_len = keys.len().min(FIRST_CHUNK_KEYS);
-    let first = lookup(&state, &keys[..first_len]).await?;
+    let first = lookup(&state, &namespaces, &keys[..first_len]).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_CHUNKS);
     tokio::spawn(async move {
         let _permit = permit;
@@ -93,7 +96,7 @@ pub async fn batch_get(
         let mut next = first_len;
         while next < keys.len() {
             let end = keys.len().min(next + next_chunk_keys(bytes, count));
-            let frames = match lookup(&state, &keys[next..end]).await {
+            let frames = match lookup(&state, &namespaces, &keys[next..end]).await {
                 Ok(frames) => frames,
                 Err(err) => {
                     tracing::warn!(error = %err, "batch get failed mid-stream; pack cut short");
@@ -179,26 +182,34 @@ async fn read_keys(
     Ok(keys)
 }
 
-/// Looks up one chunk of keys in request order and counts hits, misses and bytes.
-async fn lookup(state: &AppState, keys: &[KeyDigest]) -> Result<Vec<Frame>, AppError> {
-    let mut by_key: std::collections::HashMap<KeyDigest, StoredEntry> = state
+/// Looks up one chunk of keys in `namespaces` (first hit wins), in request order, and counts
+/// hits, misses and bytes.
+async fn lookup(
+    state: &AppState,
+    namespaces: &[String],
+    keys: &[KeyDigest],
+) -> Result<Vec<Frame>, AppError> {
+    let mut by_key: std::collections::HashMap<KeyDigest, FoundEntry> = state
         .store
-        .get_many(keys)
+        .get_many(namespaces, keys)
         .await?
         .into_iter()
-        .map(|e| (e.key.digest(), e))
+        .map(|e| (e.stored.key.digest(), e))
         .collect();
-    let frames: Vec<Frame> = keys
-        .iter()
-        .filter_map(|k| by_key.remove(k))
+    let found: Vec<FoundEntry> = keys.iter().filter_map(|k| by_key.remove(k)).collect();
+    state.usage.record(
+        found
+            .iter()
+            .map(|e| (e.namespace.as_str(), e.stored.key.digest())),
+    );
+    let frames: Vec<Frame> = found
+        .into_iter()
         .map(|e| Frame {
-            key: e.key,
-            entry_bytes: e.entry_bytes,
-            digest: e.digest,
+            key: e.stored.key,
+            entry_bytes: e.stored.entry_bytes,
+            digest: e.stored.digest,
         })
         .collect();
-    let hits: Vec<KeyDigest> = frames.iter().map(Frame::key_digest).collect();
-    state.usage.record(&hits);
     let metrics = &state.metrics;
     Metrics::add(&metrics.hits, frames.len() as u64);
     Metrics::add(&metrics.misses, (keys.len() - frames.len()) as u64);

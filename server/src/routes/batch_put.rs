@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use pycache_proto::api::{BatchPutResponse, Scope};
+use pycache_proto::api::{BatchPutResponse, RefusedEntry, Scope, REFUSED_CONFLICT};
 use pycache_proto::ErrorResponse;
 
 use super::upload::{read_upload, Upload};
@@ -15,7 +15,9 @@ use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::unix_millis;
 
-/// Stores a batch; answers which keys were stored and which refused, and why.
+/// Stores a batch in the caller's write namespace; answers which keys were stored and which
+/// refused, and why (a key the namespace holds with other bytes is a `conflict`: entries never
+/// change once stored).
 #[utoipa::path(
     post,
     path = "/api/v1/batch/put",
@@ -26,7 +28,8 @@ use crate::store::unix_millis;
     responses(
         (status = 200, body = BatchPutResponse, description = "What was stored and refused"),
         (status = 400, body = ErrorResponse, description = "Malformed or truncated pack; nothing stored"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 401, body = ErrorResponse),
+        (status = 403, body = ErrorResponse, description = "No write scope, or a namespace the token may not write"),
         (status = 413, body = ErrorResponse, description = "An entry or the body is over a limit"),
         (status = 422, body = ErrorResponse, description = "A digest does not match; nothing stored"),
     ),
@@ -39,41 +42,78 @@ pub async fn batch_put(
     body: Body,
 ) -> Result<Json<BatchPutResponse>, AppError> {
     caller.require(Scope::Write, state.config.public_read)?;
+    let namespace = caller.write_namespace()?;
     let _slot = state.heavy_slot().await;
     let upload = read_upload(&headers, body, &state.config).await?;
-    let (response, _) = store_upload(&state, upload).await?;
+    let (response, _) = store_upload(&state, &caller, namespace, upload).await?;
     Ok(Json(response))
 }
 
-/// Stores the accepted entries of an upload in one transaction and counts them; also returns
-/// how many were new.
+/// Stores the accepted entries of an upload in `namespace` in one transaction, recording the
+/// caller as their writer, and counts them; also returns how many were new.
 pub async fn store_upload(
     state: &AppState,
+    caller: &Caller,
+    namespace: String,
     upload: Upload,
 ) -> Result<(BatchPutResponse, u64), AppError> {
-    let Upload { accepted, refused } = upload;
+    let Upload {
+        accepted,
+        mut refused,
+    } = upload;
     let (count, bytes) = (accepted.len(), accepted.bytes());
-    let stored = accepted.keys().collect();
-    let inserted = if accepted.is_empty() {
-        0
+    let mut stored: Vec<_> = accepted.keys().collect();
+    let outcome = if accepted.is_empty() {
+        crate::store::PutOutcome::default()
     } else {
         crate::maintenance::make_room(state, bytes).await?;
         let mut source = accepted.into_source()?;
-        state.store.put_from(&mut source, unix_millis()).await?
+        state
+            .store
+            .put_from(
+                &namespace,
+                caller.name.as_deref(),
+                &mut source,
+                unix_millis(),
+            )
+            .await?
     };
+    let inserted = outcome.inserted;
+    if let Some(first) = outcome.conflicts.first() {
+        tracing::warn!(
+            writer = caller.name.as_deref().unwrap_or("-"),
+            namespace = %namespace,
+            conflicts = outcome.conflicts.len(),
+            first_key = %first,
+            "upload refused: the namespace holds other bytes for these keys (entries never \
+             change once stored; nondeterministic compiles or an attempt to replace entries)"
+        );
+        let conflicted: std::collections::HashSet<_> = outcome.conflicts.iter().collect();
+        stored.retain(|k| !conflicted.contains(k));
+        refused.extend(outcome.conflicts.iter().map(|key| RefusedEntry {
+            key: *key,
+            code: REFUSED_CONFLICT.to_owned(),
+            reason: format!(
+                "the namespace {namespace:?} holds other bytes for this key; entries never \
+                 change once stored"
+            ),
+        }));
+    }
     let metrics = &state.metrics;
     Metrics::add(&metrics.stored, inserted);
     Metrics::add(&metrics.bytes_in, bytes);
     Metrics::add(&metrics.refused, refused.len() as u64);
+    Metrics::add(&metrics.conflicts, outcome.conflicts.len() as u64);
     tracing::debug!(
         accepted = count,
         inserted,
         refused = refused.len(),
+        namespace = %namespace,
         "batch stored"
     );
     Ok((
         BatchPutResponse {
-            namespace: pycache_proto::namespace::DEFAULT_NAMESPACE.to_owned(),
+            namespace,
             stored,
             refused,
         },

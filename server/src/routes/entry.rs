@@ -3,13 +3,18 @@
 //! `GET` answers the encoded entry (`Entry::encode`, `application/x-pycache-entry`) with its
 //! blake3 digest in `x-pycache-entry-digest` and as the `ETag`. `PUT` takes a pack holding exactly
 //! one frame whose key digest is `{key}` (the key parts are needed for the store's columns).
+//! Namespaces work as in the batch endpoints: `GET`/`HEAD` look in the caller's read order and
+//! say where the entry was found and who wrote it; `PUT` stores in its write namespace.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use pycache_proto::api::{BatchPutResponse, Scope, ENTRY_CONTENT_TYPE, ENTRY_DIGEST_HEADER};
+use pycache_proto::api::{
+    BatchPutResponse, Scope, ENTRY_CONTENT_TYPE, ENTRY_DIGEST_HEADER, ENTRY_NAMESPACE_HEADER,
+    ENTRY_WRITER_HEADER,
+};
 use pycache_proto::ErrorResponse;
 
 use super::batch_put::store_upload;
@@ -19,13 +24,14 @@ use crate::auth::Caller;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::StoredEntry;
+use crate::store::FoundEntry;
 
-/// Looks up one entry, counting the miss when it is absent.
-async fn find(state: &AppState, caller: Caller, raw_key: &str) -> Result<StoredEntry, AppError> {
+/// Looks up one entry in the caller's namespaces, counting the miss when it is absent.
+async fn find(state: &AppState, caller: Caller, raw_key: &str) -> Result<FoundEntry, AppError> {
     caller.require(Scope::Read, state.config.public_read)?;
+    let namespaces = caller.read_order()?;
     let key = parse_key(raw_key)?;
-    match state.store.get_many(&[key]).await?.pop() {
+    match state.store.get_many(&namespaces, &[key]).await?.pop() {
         Some(found) => Ok(found),
         None => {
             Metrics::add(&state.metrics.misses, 1);
@@ -34,11 +40,20 @@ async fn find(state: &AppState, caller: Caller, raw_key: &str) -> Result<StoredE
     }
 }
 
-fn entry_headers(found: &StoredEntry) -> HeaderMap {
-    let digest = found.digest.to_hex();
+fn entry_headers(found: &FoundEntry) -> HeaderMap {
+    let digest = found.stored.digest.to_hex();
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(ENTRY_CONTENT_TYPE));
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(found.entry_bytes.len()));
+    headers.insert(
+        CONTENT_LENGTH,
+        HeaderValue::from(found.stored.entry_bytes.len()),
+    );
+    if let Ok(value) = HeaderValue::from_str(&found.namespace) {
+        headers.insert(ENTRY_NAMESPACE_HEADER, value);
+    }
+    if let Some(Ok(value)) = found.written_by.as_deref().map(HeaderValue::from_str) {
+        headers.insert(ENTRY_WRITER_HEADER, value);
+    }
     if let Ok(value) = HeaderValue::from_str(&digest) {
         headers.insert(ENTRY_DIGEST_HEADER, value);
     }
@@ -68,11 +83,16 @@ pub async fn get_entry(
     Path(raw_key): Path<String>,
 ) -> Result<Response, AppError> {
     let found = find(&state, caller, &raw_key).await?;
-    state.usage.record([&found.key.digest()]);
+    state
+        .usage
+        .record([(found.namespace.as_str(), found.stored.key.digest())]);
     Metrics::add(&state.metrics.hits, 1);
-    Metrics::add(&state.metrics.bytes_out, found.entry_bytes.len() as u64);
+    Metrics::add(
+        &state.metrics.bytes_out,
+        found.stored.entry_bytes.len() as u64,
+    );
     let headers = entry_headers(&found);
-    Ok((headers, found.entry_bytes).into_response())
+    Ok((headers, found.stored.entry_bytes).into_response())
 }
 
 /// Whether the entry exists (headers only; not counted as a use).
@@ -94,10 +114,11 @@ pub async fn head_entry(
     request_body(content = Vec<u8>, content_type = "application/x-pycache-pack",
         description = "A pack of exactly one frame whose key digest is {key}"),
     responses(
-        (status = 201, body = BatchPutResponse, description = "Stored or replaced"),
+        (status = 201, body = BatchPutResponse, description = "Stored"),
         (status = 200, body = BatchPutResponse, description = "The same bytes were already stored"),
         (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
         (status = 403, body = ErrorResponse), (status = 413, body = ErrorResponse),
+        (status = 409, body = ErrorResponse, description = "The namespace holds other bytes for the key; entries never change"),
         (status = 422, body = ErrorResponse, description = "Bad digest or not a code object"),
     ),
     security(("bearer" = []))
@@ -110,6 +131,7 @@ pub async fn put_entry(
     body: Body,
 ) -> Result<(StatusCode, Json<BatchPutResponse>), AppError> {
     caller.require(Scope::Write, state.config.public_read)?;
+    let namespace = caller.write_namespace()?;
     let key = parse_key(&raw_key)?;
     let _slot = state.heavy_slot().await;
     let upload = read_upload(&headers, body, &state.config).await?;
@@ -130,7 +152,10 @@ pub async fn put_entry(
             refused.reason.clone(),
         ));
     }
-    let (response, inserted) = store_upload(&state, upload).await?;
+    let (response, inserted) = store_upload(&state, &caller, namespace, upload).await?;
+    if let Some(conflict) = response.refused.first() {
+        return Err(AppError::Conflict(conflict.reason.clone()));
+    }
     let status = if inserted > 0 {
         StatusCode::CREATED
     } else {

@@ -9,6 +9,7 @@ pub mod health;
 pub mod info;
 pub mod metrics;
 pub mod openapi;
+pub mod purge;
 pub mod stats;
 pub mod tokens;
 mod upload;

@@ -4,8 +4,9 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use pycache_proto::api::{
-    BatchGetRequest, BatchPutResponse, InterpreterStats, RefusedEntry, Scope, ServerInfo,
-    StatsResponse, TokenCreateRequest, TokenCreated, TokenListResponse, TokenSummary,
+    BatchGetRequest, BatchPutResponse, InterpreterStats, PurgeRequest, PurgeResponse, RefusedEntry,
+    Scope, ServerInfo, StatsResponse, TokenCreateRequest, TokenCreated, TokenListResponse,
+    TokenSummary,
 };
 use pycache_proto::ErrorResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -28,12 +29,13 @@ use utoipa::{Modify, OpenApi};
         super::tokens::list_tokens,
         super::tokens::create_token,
         super::tokens::revoke_token,
+        super::purge::purge,
         openapi_json,
     ),
     components(schemas(
         BatchGetRequest, BatchPutResponse, RefusedEntry, Scope, ServerInfo, StatsResponse,
         InterpreterStats, ErrorResponse, TokenCreateRequest, TokenCreated, TokenSummary,
-        TokenListResponse
+        TokenListResponse, PurgeRequest, PurgeResponse
     )),
     modifiers(&BearerAuth)
 )]

@@ -10,6 +10,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use pycache_proto::api::Scope;
+use pycache_proto::namespace::NamespacePattern;
 use pycache_proto::{CacheKey, EntryDigest, KeyDigest};
 
 pub use postgres::PgStore;
@@ -81,6 +82,50 @@ pub struct StoredEntry {
     pub digest: EntryDigest,
 }
 
+/// An entry found by a lookup: where it was found and who wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundEntry {
+    /// The namespace it was found in (the first of the caller's read order that holds it).
+    pub namespace: String,
+    /// The name of the token that stored it; `None` for entries from before provenance.
+    pub written_by: Option<String>,
+    /// The key and its bytes.
+    pub stored: StoredEntry,
+}
+
+/// What a write did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// Entries newly stored.
+    pub inserted: u64,
+    /// Keys the namespace already holds with other bytes: refused, the stored entry stands.
+    pub conflicts: Vec<KeyDigest>,
+}
+
+/// Which entries a purge deletes: every condition given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PurgeFilter {
+    /// Written by the token of this name.
+    pub written_by: Option<String>,
+    /// In this namespace.
+    pub namespace: Option<String>,
+    /// Of this key digest (in every namespace unless one is given).
+    pub key: Option<KeyDigest>,
+    /// Written at or after this time, Unix milliseconds.
+    pub since: Option<i64>,
+}
+
+impl PurgeFilter {
+    /// Whether no condition is given (such a filter deletes nothing: a purge of everything
+    /// must be asked for by name, e.g. per namespace).
+    pub fn is_empty(&self) -> bool {
+        self.written_by.is_none()
+            && self.namespace.is_none()
+            && self.key.is_none()
+            && self.since.is_none()
+    }
+}
+
 /// An entry to store; `success` mirrors the entry's outcome for statistics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEntry {
@@ -135,19 +180,34 @@ pub struct InterpreterUsage {
 pub struct Evicted {
     /// Entries deleted.
     pub entries: u64,
-    /// Bytes freed.
+    /// Bytes of bodies freed.
     pub bytes: u64,
 }
 
-/// How often a key was served since the last flush, and when last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How often an entry was served since the last flush, and when last.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Usage {
+    /// The namespace of the entry served.
+    pub namespace: String,
     /// The entry served.
     pub key: KeyDigest,
     /// Times served.
     pub hits: u64,
     /// Last time served, Unix milliseconds.
     pub last_used_at: i64,
+}
+
+/// A token to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewToken {
+    /// Unique name.
+    pub name: String,
+    /// Permission level.
+    pub scope: Scope,
+    /// Namespaces it may write.
+    pub writes: Vec<NamespacePattern>,
+    /// Namespaces it reads, in order.
+    pub reads: Vec<NamespacePattern>,
 }
 
 /// A token as stored (its hash, never its text).
@@ -157,6 +217,10 @@ pub struct TokenRecord {
     pub name: String,
     /// Permission level.
     pub scope: Scope,
+    /// Namespaces it may write.
+    pub writes: Vec<NamespacePattern>,
+    /// Namespaces it reads, in order.
+    pub reads: Vec<NamespacePattern>,
     /// Creation time, Unix milliseconds.
     pub created_at: i64,
     /// Revocation time, Unix milliseconds.
@@ -166,30 +230,55 @@ pub struct TokenRecord {
 /// The server's persistence. Object safe: the server holds an `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The entries found among `keys`, in no particular order; unknown keys are skipped.
-    async fn get_many(&self, keys: &[KeyDigest]) -> Result<Vec<StoredEntry>, StoreError>;
+    /// The entries found among `keys` in `namespaces`, in no particular order: for each key
+    /// the entry of the first namespace (in the order given) that holds it; unknown keys are
+    /// skipped.
+    async fn get_many(
+        &self,
+        namespaces: &[String],
+        keys: &[KeyDigest],
+    ) -> Result<Vec<FoundEntry>, StoreError>;
 
-    /// Stores the entries in one transaction; a key already present is replaced when its bytes
-    /// differ (the newest upload wins) and left alone when they are the same. Returns how many
-    /// rows were inserted or replaced.
-    async fn put_many(&self, entries: &[NewEntry], now: i64) -> Result<u64, StoreError> {
-        self.put_from(&mut SliceSource::new(entries), now).await
+    /// Stores the entries in `namespace` in one transaction, recording `written_by` and `now`.
+    /// Entries never change once stored: a key the namespace holds with the same bytes is left
+    /// alone, one it holds with other bytes is a conflict (refused, the stored entry stands).
+    /// Bodies are stored once by digest, however many entries hold them.
+    async fn put_many(
+        &self,
+        namespace: &str,
+        written_by: Option<&str>,
+        entries: &[NewEntry],
+        now: i64,
+    ) -> Result<PutOutcome, StoreError> {
+        self.put_from(namespace, written_by, &mut SliceSource::new(entries), now)
+            .await
     }
 
     /// [`Store::put_many`] of the entries `entries` hands over, one at a time.
-    async fn put_from(&self, entries: &mut dyn EntrySource, now: i64) -> Result<u64, StoreError>;
+    async fn put_from(
+        &self,
+        namespace: &str,
+        written_by: Option<&str>,
+        entries: &mut dyn EntrySource,
+        now: i64,
+    ) -> Result<PutOutcome, StoreError>;
 
     /// Records hits and last-use times gathered since the last flush, in one transaction.
     async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;
 
-    /// Total entries and bytes stored.
+    /// Total entries, and bytes of the bodies they hold (each body counted once).
     async fn totals(&self) -> Result<(u64, u64), StoreError>;
 
     /// Entries and bytes per interpreter.
     async fn usage_by_interpreter(&self) -> Result<Vec<InterpreterUsage>, StoreError>;
 
-    /// Deletes least-recently-used entries until at least `bytes` are freed (or none are left).
+    /// Deletes least-recently-used entries until at least `bytes` of bodies are freed (or none
+    /// are left).
     async fn evict_lru(&self, bytes: u64) -> Result<Evicted, StoreError>;
+
+    /// Deletes every entry matching `filter` (none when it has no condition), and the bodies
+    /// no entry holds any more.
+    async fn purge(&self, filter: &PurgeFilter) -> Result<Evicted, StoreError>;
 
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -202,13 +291,12 @@ pub trait Store: Send + Sync + 'static {
     async fn create_token(
         &self,
         token_hash: &[u8; 32],
-        name: &str,
-        scope: Scope,
+        token: &NewToken,
         now: i64,
     ) -> Result<(), StoreError>;
 
-    /// The scope of a valid (not revoked) token, by its hash.
-    async fn token_scope(&self, token_hash: &[u8; 32]) -> Result<Option<Scope>, StoreError>;
+    /// A valid (not revoked) token, by its hash.
+    async fn token_grant(&self, token_hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
 
     /// Every token, oldest first.
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;

@@ -51,4 +51,8 @@ impl PgStore {
     }
 }
 
-impl_store_with_sql!(PgStore);
+impl_store_with_sql!(
+    PgStore,
+    super::sql::INSERT_BODY_POSTGRES,
+    super::sql::BEGIN_WRITE_POSTGRES
+);

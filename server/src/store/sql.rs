@@ -5,82 +5,151 @@
 //! a macro because sqlx's pools are typed by database; the macro body is the same code for each.
 
 use pycache_proto::api::Scope;
+use pycache_proto::namespace::{join_patterns, parse_patterns};
 use pycache_proto::{CacheKey, EntryDigest};
 
 use pycache_proto::KeyDigest;
 
-use super::{NewEntry, StoreError, StoredEntry, TokenRecord};
+use super::{FoundEntry, NewEntry, PurgeFilter, StoreError, StoredEntry, TokenRecord};
 
 /// Keys per `IN (…)` list: far below SQLite's and PostgreSQL's bound-variable limits.
 pub(super) const KEYS_PER_QUERY: usize = 500;
 /// Rows examined per eviction round.
 pub(super) const EVICTION_ROUND: i64 = 256;
+/// Entries deleted per purge transaction.
+pub(super) const PURGE_ROUND: i64 = 500;
 
-pub(super) const INSERT_ENTRY: &str = "INSERT INTO entries (key_digest, source_hash, magic, \
-     cache_tag, optimization, settings, dfile, success, entry, entry_digest, size, created_at, \
-     last_used_at, hits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, 0) \
-     ON CONFLICT (key_digest) DO UPDATE SET entry = excluded.entry, \
-     entry_digest = excluded.entry_digest, size = excluded.size, success = excluded.success \
-     WHERE entries.entry <> excluded.entry";
+/// Stores a body unless one with its digest is there. The pair differs by database: on
+/// PostgreSQL an existing row is touched so that it is locked until the entry that points at it
+/// commits (a concurrent purge then waits instead of freeing it under the new entry); SQLite has
+/// one writer at a time and must not rewrite the blob.
+pub(super) const INSERT_BODY_SQLITE: &str =
+    "INSERT INTO bodies (digest, size, entry) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING";
+pub(super) const INSERT_BODY_POSTGRES: &str = "INSERT INTO bodies (digest, size, entry) \
+     VALUES ($1, $2, $3) ON CONFLICT (digest) DO UPDATE SET size = excluded.size";
+/// Entries never change once stored: a second upload of a key inserts nothing.
+pub(super) const INSERT_ENTRY: &str = "INSERT INTO entries (namespace, key_digest, source_hash, \
+     magic, cache_tag, optimization, settings, dfile, success, body_digest, size, written_by, \
+     created_at, last_used_at, hits) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, 0) \
+     ON CONFLICT (namespace, key_digest) DO NOTHING";
+pub(super) const STORED_BODY: &str =
+    "SELECT body_digest FROM entries WHERE namespace = $1 AND key_digest = $2";
+/// Frees a body no entry holds any more; answers its size when it did.
+pub(super) const DELETE_ORPHAN_BODY: &str = "DELETE FROM bodies WHERE digest = $1 \
+     AND NOT EXISTS (SELECT 1 FROM entries WHERE body_digest = $1) RETURNING size";
 pub(super) const RECORD_USAGE: &str = "UPDATE entries SET hits = hits + $1, last_used_at = \
-     CASE WHEN last_used_at < $2 THEN $2 ELSE last_used_at END WHERE key_digest = $3";
-pub(super) const TOTALS: &str =
-    "SELECT COUNT(*) AS entries, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM entries";
+     CASE WHEN last_used_at < $2 THEN $2 ELSE last_used_at END \
+     WHERE namespace = $3 AND key_digest = $4";
+pub(super) const TOTALS: &str = "SELECT (SELECT COUNT(*) FROM entries) AS entries, \
+     CAST((SELECT COALESCE(SUM(size), 0) FROM bodies) AS BIGINT) AS bytes";
 pub(super) const BY_INTERPRETER: &str = "SELECT cache_tag, magic, COUNT(*) AS entries, \
      CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM entries \
      GROUP BY cache_tag, magic ORDER BY cache_tag, magic";
-pub(super) const LRU_CANDIDATES: &str =
-    "SELECT key_digest, size FROM entries ORDER BY last_used_at, key_digest LIMIT $1";
-pub(super) const DELETE_ENTRY: &str = "DELETE FROM entries WHERE key_digest = $1";
-pub(super) const INSERT_TOKEN: &str =
-    "INSERT INTO tokens (token_hash, name, scope, created_at) VALUES ($1, $2, $3, $4)";
-pub(super) const TOKEN_SCOPE: &str =
-    "SELECT scope FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL";
-pub(super) const LIST_TOKENS: &str =
-    "SELECT name, scope, created_at, revoked_at FROM tokens ORDER BY created_at, name";
+pub(super) const LRU_CANDIDATES: &str = "SELECT namespace, key_digest, body_digest, size \
+     FROM entries ORDER BY last_used_at, namespace, key_digest LIMIT $1";
+pub(super) const DELETE_ENTRY: &str =
+    "DELETE FROM entries WHERE namespace = $1 AND key_digest = $2";
+pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (token_hash, name, scope, writes, \
+     reads, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(super) const TOKEN_GRANT: &str = "SELECT name, scope, writes, reads, created_at, revoked_at \
+     FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL";
+pub(super) const LIST_TOKENS: &str = "SELECT name, scope, writes, reads, created_at, revoked_at \
+     FROM tokens ORDER BY created_at, name";
 pub(super) const REVOKE_TOKEN: &str =
     "UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL";
 
-/// `SELECT` of the entries whose key digest is among `n` bound values.
-pub(super) fn select_entries(n: usize) -> String {
-    let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+/// `SELECT` of the entries whose key digest is among `keys` bound values (`$1…`) and whose
+/// namespace is among the `namespaces` bound after them, with their bodies.
+pub(super) fn select_entries(keys: usize, namespaces: usize) -> String {
+    let list = |from: usize, n: usize| -> String {
+        (from..from + n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     format!(
-        "SELECT source_hash, magic, cache_tag, optimization, settings, dfile, entry, entry_digest \
-         FROM entries WHERE key_digest IN ({})",
-        list.join(", ")
+        "SELECT e.namespace, e.source_hash, e.magic, e.cache_tag, e.optimization, e.settings, \
+         e.dfile, e.written_by, e.body_digest, b.entry \
+         FROM entries e JOIN bodies b ON b.digest = e.body_digest \
+         WHERE e.key_digest IN ({}) AND e.namespace IN ({})",
+        list(1, keys),
+        list(keys + 1, namespaces)
     )
 }
 
+/// A value bound to a purge condition.
+pub(super) enum PurgeValue<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    Int(i64),
+}
+
+/// `SELECT` of up to `$N` (the last value bound) entries matching `filter`, in the order writers
+/// lock rows in, with the values to bind before the limit.
+pub(super) fn purge_candidates(filter: &PurgeFilter) -> (String, Vec<PurgeValue<'_>>) {
+    let mut conditions = Vec::new();
+    let mut values = Vec::new();
+    if let Some(name) = &filter.written_by {
+        values.push(PurgeValue::Text(name));
+        conditions.push(format!("written_by = ${}", values.len()));
+    }
+    if let Some(namespace) = &filter.namespace {
+        values.push(PurgeValue::Text(namespace));
+        conditions.push(format!("namespace = ${}", values.len()));
+    }
+    if let Some(key) = &filter.key {
+        values.push(PurgeValue::Bytes(&key.0));
+        conditions.push(format!("key_digest = ${}", values.len()));
+    }
+    if let Some(since) = filter.since {
+        values.push(PurgeValue::Int(since));
+        conditions.push(format!("created_at >= ${}", values.len()));
+    }
+    let filter_sql = if conditions.is_empty() {
+        // Never reached through the API (a purge needs a condition); kept total for safety.
+        "1 = 0".to_owned()
+    } else {
+        conditions.join(" AND ")
+    };
+    let sql = format!(
+        "SELECT namespace, key_digest, body_digest, size FROM entries WHERE {filter_sql} \
+         ORDER BY namespace, key_digest LIMIT ${}",
+        values.len() + 1
+    );
+    (sql, values)
+}
+
 /// The entries of one batch in the order every writer locks rows in: by key digest, each key
-/// once (the last upload of a key wins, as it would one statement later). Two transactions that
-/// lock overlapping keys in one global order cannot deadlock on them.
+/// once (the first upload of a key counts: entries never change once stored). Two transactions
+/// that lock overlapping keys in one global order cannot deadlock on them.
 pub(super) fn in_lock_order(entries: &[NewEntry]) -> Vec<(KeyDigest, &NewEntry)> {
     let mut ordered: Vec<(KeyDigest, &NewEntry)> =
         entries.iter().map(|e| (e.stored.key.digest(), e)).collect();
-    // Stable, so equal keys keep their upload order and the last one survives `dedup`.
+    // Stable, so equal keys keep their upload order and the first one survives `dedup`.
     ordered.sort_by_key(|e| e.0);
-    ordered.reverse();
     ordered.dedup_by(|next, kept| next.0 == kept.0);
-    ordered.reverse();
     ordered
 }
 
 /// One row of [`select_entries`].
 #[derive(sqlx::FromRow)]
 pub(super) struct EntryRow {
+    namespace: String,
     source_hash: Vec<u8>,
     magic: Vec<u8>,
     cache_tag: String,
     optimization: i32,
     settings: String,
     dfile: String,
+    written_by: Option<String>,
+    body_digest: Vec<u8>,
     entry: Vec<u8>,
-    entry_digest: Vec<u8>,
 }
 
 impl EntryRow {
     /// Rebuilds the key and entry; a row that does not fit is corruption, not a panic.
-    pub(super) fn into_stored(self) -> Result<StoredEntry, StoreError> {
+    pub(super) fn into_found(self) -> Result<FoundEntry, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("entries.{what} has a bad length"));
         let key = CacheKey {
             source_hash: self
@@ -94,16 +163,29 @@ impl EntryRow {
             dfile: self.dfile,
         };
         let digest = EntryDigest(
-            self.entry_digest
+            self.body_digest
                 .try_into()
-                .map_err(|_| corrupt("entry_digest"))?,
+                .map_err(|_| corrupt("body_digest"))?,
         );
-        Ok(StoredEntry {
-            key,
-            entry_bytes: self.entry,
-            digest,
+        Ok(FoundEntry {
+            namespace: self.namespace,
+            written_by: self.written_by,
+            stored: StoredEntry {
+                key,
+                entry_bytes: self.entry,
+                digest,
+            },
         })
     }
+}
+
+/// One row of [`LRU_CANDIDATES`] or [`purge_candidates`]: an entry to delete.
+#[derive(sqlx::FromRow, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct DoomedRow {
+    pub(super) namespace: String,
+    pub(super) key_digest: Vec<u8>,
+    pub(super) body_digest: Vec<u8>,
+    pub(super) size: i64,
 }
 
 /// One row of [`TOTALS`] or [`BY_INTERPRETER`].
@@ -115,24 +197,38 @@ pub(super) struct UsageRow {
     pub(super) bytes: i64,
 }
 
-/// One row of [`LIST_TOKENS`].
+/// One row of [`LIST_TOKENS`] or [`TOKEN_GRANT`].
 #[derive(sqlx::FromRow)]
 pub(super) struct TokenRow {
     name: String,
     scope: String,
+    writes: String,
+    reads: String,
     created_at: i64,
     revoked_at: Option<i64>,
 }
 
 impl TokenRow {
     pub(super) fn into_record(self) -> Result<TokenRecord, StoreError> {
+        let patterns = |column: &str, text: &str| {
+            parse_patterns(text).map_err(|e| {
+                StoreError::Corrupt(format!("tokens.{column} of {:?}: {e}", self.name))
+            })
+        };
         Ok(TokenRecord {
             scope: parse_scope(&self.scope)?,
+            writes: patterns("writes", &self.writes)?,
+            reads: patterns("reads", &self.reads)?,
             name: self.name,
             created_at: self.created_at,
             revoked_at: self.revoked_at,
         })
     }
+}
+
+/// The `writes` or `reads` column's value.
+pub(super) fn patterns_column(patterns: &[pycache_proto::namespace::NamespacePattern]) -> String {
+    join_patterns(patterns)
 }
 
 /// A scope column's value.
@@ -150,9 +246,17 @@ pub(super) fn token_insert_error(err: sqlx::Error, name: &str) -> StoreError {
     }
 }
 
-/// Implements [`Store`](super::Store) for a type with a `pool: sqlx::Pool<_>` field.
+/// Starts a transaction that reads before it writes. SQLite must take the write lock at once
+/// (`BEGIN IMMEDIATE`): a deferred transaction that read first cannot upgrade while another
+/// writer holds the lock and fails with `SQLITE_BUSY` instead of waiting its busy timeout.
+pub(super) const BEGIN_WRITE_SQLITE: &str = "BEGIN IMMEDIATE";
+pub(super) const BEGIN_WRITE_POSTGRES: &str = "BEGIN";
+
+/// Implements [`Store`](super::Store) for a type with a `pool: sqlx::Pool<_>` field, given the
+/// statements that differ by database: the one that stores a body and the one that starts a
+/// write transaction.
 macro_rules! impl_store_with_sql {
-    ($store:ty) => {
+    ($store:ty, $insert_body:expr, $begin_write:expr) => {
         /// A connection whose write failed is closed instead of going back to the pool: after
         /// an error such as `SQLITE_FULL` SQLite may have rolled the transaction back itself
         /// (or not), and a connection whose transaction state is unknown must never serve the
@@ -167,40 +271,143 @@ macro_rules! impl_store_with_sql {
             }
         }
 
+        impl $store {
+            /// Deletes `doomed` entries in one transaction, in the order writers lock rows in,
+            /// and frees each body no entry holds any more.
+            async fn delete_entries(
+                &self,
+                mut doomed: Vec<$crate::store::sql::DoomedRow>,
+            ) -> Result<$crate::store::Evicted, $crate::store::StoreError> {
+                use $crate::store::sql::{DELETE_ENTRY, DELETE_ORPHAN_BODY};
+                doomed.sort();
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<$crate::store::Evicted, $crate::store::StoreError> = async {
+                    let mut done = $crate::store::Evicted::default();
+                    let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin_write).await?;
+                    let mut bodies = Vec::new();
+                    for row in &doomed {
+                        let deleted = sqlx::query(DELETE_ENTRY)
+                            .bind(&row.namespace)
+                            .bind(&row.key_digest)
+                            .execute(&mut *tx)
+                            .await?;
+                        if deleted.rows_affected() > 0 {
+                            done.entries += 1;
+                            bodies.push(row.body_digest.clone());
+                        }
+                    }
+                    bodies.sort();
+                    bodies.dedup();
+                    for body in bodies {
+                        // In a savepoint: on PostgreSQL a writer may have just pointed a new
+                        // entry at this body (the foreign key then refuses the delete, and the
+                        // body stays, as it must).
+                        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+                        let freed: Result<Option<(i64,)>, sqlx::Error> =
+                            sqlx::query_as(DELETE_ORPHAN_BODY)
+                                .bind(&body)
+                                .fetch_optional(&mut *savepoint)
+                                .await;
+                        match freed {
+                            Ok(size) => {
+                                savepoint.commit().await?;
+                                done.bytes += size.map_or(0, |(s,)| s as u64);
+                            }
+                            Err(sqlx::Error::Database(db))
+                                if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+                            {
+                                savepoint.rollback().await?;
+                            }
+                            Err(err) => return Err(err.into()),
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(done)
+                }
+                .await;
+                discard_on_error(&mut conn, &result);
+                result
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn get_many(
                 &self,
+                namespaces: &[String],
                 keys: &[pycache_proto::KeyDigest],
-            ) -> Result<Vec<$crate::store::StoredEntry>, $crate::store::StoreError> {
+            ) -> Result<Vec<$crate::store::FoundEntry>, $crate::store::StoreError> {
                 use $crate::store::sql::{select_entries, EntryRow, KEYS_PER_QUERY};
-                let mut found = Vec::new();
+                let mut found: std::collections::HashMap<
+                    pycache_proto::KeyDigest,
+                    (usize, $crate::store::FoundEntry),
+                > = std::collections::HashMap::new();
+                if namespaces.is_empty() {
+                    return Ok(Vec::new());
+                }
                 for chunk in keys.chunks(KEYS_PER_QUERY) {
-                    let sql = select_entries(chunk.len());
+                    let sql = select_entries(chunk.len(), namespaces.len());
                     let mut query = sqlx::query_as::<_, EntryRow>(&sql);
                     for key in chunk {
                         query = query.bind(&key.0[..]);
                     }
+                    for namespace in namespaces {
+                        query = query.bind(namespace);
+                    }
                     for row in query.fetch_all(&self.pool).await? {
-                        found.push(row.into_stored()?);
+                        let entry = row.into_found()?;
+                        let rank = namespaces
+                            .iter()
+                            .position(|n| *n == entry.namespace)
+                            .unwrap_or(usize::MAX);
+                        let key = entry.stored.key.digest();
+                        // The first namespace in the caller's order that holds the key wins.
+                        match found.get(&key) {
+                            Some((best, _)) if *best <= rank => {}
+                            _ => {
+                                found.insert(key, (rank, entry));
+                            }
+                        }
                     }
                 }
-                Ok(found)
+                Ok(found.into_values().map(|(_, e)| e).collect())
             }
 
             async fn put_from(
                 &self,
+                namespace: &str,
+                written_by: Option<&str>,
                 entries: &mut dyn $crate::store::EntrySource,
                 now: i64,
-            ) -> Result<u64, $crate::store::StoreError> {
+            ) -> Result<$crate::store::PutOutcome, $crate::store::StoreError> {
+                use $crate::store::sql::{DELETE_ORPHAN_BODY, INSERT_ENTRY, STORED_BODY};
                 let mut conn = self.pool.acquire().await?;
-                let result: Result<u64, $crate::store::StoreError> = async {
-                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                    let mut inserted = 0;
+                let result: Result<$crate::store::PutOutcome, $crate::store::StoreError> = async {
+                    let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin_write).await?;
+                    let mut outcome = $crate::store::PutOutcome::default();
                     while let Some(new) = entries.next_entry()? {
                         let key = &new.stored.key;
                         let digest = key.digest();
-                        let done = sqlx::query($crate::store::sql::INSERT_ENTRY)
+                        let body = &new.stored.digest.0[..];
+                        let stored: Option<(Vec<u8>,)> = sqlx::query_as(STORED_BODY)
+                            .bind(namespace)
+                            .bind(&digest.0[..])
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if let Some((stored,)) = stored {
+                            if stored != body {
+                                outcome.conflicts.push(digest);
+                            }
+                            continue;
+                        }
+                        sqlx::query($insert_body)
+                            .bind(body)
+                            .bind(new.stored.entry_bytes.len() as i64)
+                            .bind(&new.stored.entry_bytes)
+                            .execute(&mut *tx)
+                            .await?;
+                        let done = sqlx::query(INSERT_ENTRY)
+                            .bind(namespace)
                             .bind(&digest.0[..])
                             .bind(&key.source_hash[..])
                             .bind(&key.magic[..])
@@ -209,16 +416,33 @@ macro_rules! impl_store_with_sql {
                             .bind(&key.settings)
                             .bind(&key.dfile)
                             .bind(new.success)
-                            .bind(&new.stored.entry_bytes)
-                            .bind(&new.stored.digest.0[..])
+                            .bind(body)
                             .bind(new.stored.entry_bytes.len() as i64)
+                            .bind(written_by)
                             .bind(now)
                             .execute(&mut *tx)
                             .await?;
-                        inserted += done.rows_affected();
+                        if done.rows_affected() > 0 {
+                            outcome.inserted += 1;
+                            continue;
+                        }
+                        // Another writer stored this key since the look above (PostgreSQL
+                        // waited for it to commit): its entry stands.
+                        let (stored,): (Vec<u8>,) = sqlx::query_as(STORED_BODY)
+                            .bind(namespace)
+                            .bind(&digest.0[..])
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if stored != body {
+                            outcome.conflicts.push(digest);
+                            sqlx::query(DELETE_ORPHAN_BODY)
+                                .bind(body)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
                     }
                     tx.commit().await?;
-                    Ok(inserted)
+                    Ok(outcome)
                 }
                 .await;
                 discard_on_error(&mut conn, &result);
@@ -230,7 +454,7 @@ macro_rules! impl_store_with_sql {
                 usage: &[$crate::store::Usage],
             ) -> Result<(), $crate::store::StoreError> {
                 let mut ordered: Vec<&$crate::store::Usage> = usage.iter().collect();
-                ordered.sort_by_key(|u| u.key);
+                ordered.sort_by(|a, b| (&a.namespace, a.key).cmp(&(&b.namespace, b.key)));
                 let mut conn = self.pool.acquire().await?;
                 let result: Result<(), $crate::store::StoreError> = async {
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -238,6 +462,7 @@ macro_rules! impl_store_with_sql {
                         sqlx::query($crate::store::sql::RECORD_USAGE)
                             .bind(u.hits as i64)
                             .bind(u.last_used_at)
+                            .bind(&u.namespace)
                             .bind(&u.key.0[..])
                             .execute(&mut *tx)
                             .await?;
@@ -279,51 +504,63 @@ macro_rules! impl_store_with_sql {
                 &self,
                 bytes: u64,
             ) -> Result<$crate::store::Evicted, $crate::store::StoreError> {
-                use $crate::store::sql::{DELETE_ENTRY, EVICTION_ROUND, LRU_CANDIDATES};
+                use $crate::store::sql::{DoomedRow, EVICTION_ROUND, LRU_CANDIDATES};
                 let mut evicted = $crate::store::Evicted::default();
                 while evicted.bytes < bytes {
-                    let candidates: Vec<(Vec<u8>, i64)> = sqlx::query_as(LRU_CANDIDATES)
+                    let candidates: Vec<DoomedRow> = sqlx::query_as(LRU_CANDIDATES)
                         .bind(EVICTION_ROUND)
                         .fetch_all(&self.pool)
                         .await?;
                     if candidates.is_empty() {
                         break;
                     }
-                    // Deleted in key order, the order every writer locks rows in.
                     let mut chosen = Vec::new();
                     let mut planned = 0u64;
-                    for (key, size) in candidates {
+                    for row in candidates {
                         if evicted.bytes + planned >= bytes {
                             break;
                         }
-                        planned += size as u64;
-                        chosen.push((key, size));
+                        planned += row.size as u64;
+                        chosen.push(row);
                     }
-                    chosen.sort();
-                    let mut conn = self.pool.acquire().await?;
-                    let result: Result<$crate::store::Evicted, $crate::store::StoreError> = async {
-                        let mut round = $crate::store::Evicted::default();
-                        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                        for (key, size) in &chosen {
-                            let done = sqlx::query(DELETE_ENTRY)
-                                .bind(key)
-                                .execute(&mut *tx)
-                                .await?;
-                            if done.rows_affected() > 0 {
-                                round.entries += 1;
-                                round.bytes += *size as u64;
-                            }
-                        }
-                        tx.commit().await?;
-                        Ok(round)
+                    let round = self.delete_entries(chosen).await?;
+                    if round.entries == 0 {
+                        break;
                     }
-                    .await;
-                    discard_on_error(&mut conn, &result);
-                    let round = result?;
                     evicted.entries += round.entries;
                     evicted.bytes += round.bytes;
                 }
                 Ok(evicted)
+            }
+
+            async fn purge(
+                &self,
+                filter: &$crate::store::PurgeFilter,
+            ) -> Result<$crate::store::Evicted, $crate::store::StoreError> {
+                use $crate::store::sql::{purge_candidates, DoomedRow, PurgeValue, PURGE_ROUND};
+                let mut purged = $crate::store::Evicted::default();
+                if filter.is_empty() {
+                    return Ok(purged);
+                }
+                let (sql, values) = purge_candidates(filter);
+                loop {
+                    let mut query = sqlx::query_as::<_, DoomedRow>(&sql);
+                    for value in &values {
+                        query = match value {
+                            PurgeValue::Text(text) => query.bind(*text),
+                            PurgeValue::Bytes(bytes) => query.bind(*bytes),
+                            PurgeValue::Int(n) => query.bind(*n),
+                        };
+                    }
+                    let doomed = query.bind(PURGE_ROUND).fetch_all(&self.pool).await?;
+                    if doomed.is_empty() {
+                        break;
+                    }
+                    let round = self.delete_entries(doomed).await?;
+                    purged.entries += round.entries;
+                    purged.bytes += round.bytes;
+                }
+                Ok(purged)
             }
 
             async fn reclaim_space(&self) -> Result<(), $crate::store::StoreError> {
@@ -338,32 +575,33 @@ macro_rules! impl_store_with_sql {
             async fn create_token(
                 &self,
                 token_hash: &[u8; 32],
-                name: &str,
-                scope: pycache_proto::api::Scope,
+                token: &$crate::store::NewToken,
                 now: i64,
             ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::sql::patterns_column;
                 sqlx::query($crate::store::sql::INSERT_TOKEN)
                     .bind(&token_hash[..])
-                    .bind(name)
-                    .bind(scope.as_str())
+                    .bind(&token.name)
+                    .bind(token.scope.as_str())
+                    .bind(patterns_column(&token.writes))
+                    .bind(patterns_column(&token.reads))
                     .bind(now)
                     .execute(&self.pool)
                     .await
-                    .map_err(|e| $crate::store::sql::token_insert_error(e, name))?;
+                    .map_err(|e| $crate::store::sql::token_insert_error(e, &token.name))?;
                 Ok(())
             }
 
-            async fn token_scope(
+            async fn token_grant(
                 &self,
                 token_hash: &[u8; 32],
-            ) -> Result<Option<pycache_proto::api::Scope>, $crate::store::StoreError> {
-                let scope: Option<(String,)> = sqlx::query_as($crate::store::sql::TOKEN_SCOPE)
-                    .bind(&token_hash[..])
-                    .fetch_optional(&self.pool)
-                    .await?;
-                scope
-                    .map(|(s,)| $crate::store::sql::parse_scope(&s))
-                    .transpose()
+            ) -> Result<Option<$crate::store::TokenRecord>, $crate::store::StoreError> {
+                let row: Option<$crate::store::sql::TokenRow> =
+                    sqlx::query_as($crate::store::sql::TOKEN_GRANT)
+                        .bind(&token_hash[..])
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(|r| r.into_record()).transpose()
             }
 
             async fn list_tokens(

@@ -70,4 +70,8 @@ impl SqliteStore {
     }
 }
 
-impl_store_with_sql!(SqliteStore);
+impl_store_with_sql!(
+    SqliteStore,
+    super::sql::INSERT_BODY_SQLITE,
+    super::sql::BEGIN_WRITE_SQLITE
+);

@@ -174,9 +174,16 @@ pub mod router {
     /// Creates a token with `scope` directly in the store.
     pub async fn token(state: &AppState, name: &str, scope: Scope) -> String {
         let token = new_token();
+        let (writes, reads) = pycache_server::auth::default_grants(scope);
+        let grant = pycache_server::store::NewToken {
+            name: name.to_owned(),
+            scope,
+            writes,
+            reads,
+        };
         state
             .store
-            .create_token(&token_hash(&token), name, scope, 0)
+            .create_token(&token_hash(&token), &grant, 0)
             .await
             .unwrap();
         token
