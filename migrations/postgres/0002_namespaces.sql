@@ -14,7 +14,9 @@ INSERT INTO bodies (digest, size, entry)
     SELECT DISTINCT ON (entry_digest) entry_digest, size, entry FROM entries;
 
 -- One compile result per (namespace, key); immutable once stored. `written_by` names the token
--- that stored it (NULL for entries from before provenance was recorded).
+-- that stored it (NULL for entries from before provenance was recorded). `frame_digest` is the
+-- writer's digest binding the body to this key, served as stored (NULL for entries from before:
+-- the server then computes it); `signatures` the writers' signatures (proto's encoding).
 CREATE TABLE entries_v2 (
     namespace     TEXT    NOT NULL,
     key_digest    BYTEA   NOT NULL,
@@ -28,6 +30,8 @@ CREATE TABLE entries_v2 (
     body_digest   BYTEA   NOT NULL REFERENCES bodies (digest),
     size          BIGINT  NOT NULL,
     written_by    TEXT,
+    frame_digest  BYTEA,
+    signatures    BYTEA,
     created_at    BIGINT  NOT NULL,
     last_used_at  BIGINT  NOT NULL,
     hits          BIGINT  NOT NULL DEFAULT 0,
@@ -35,10 +39,10 @@ CREATE TABLE entries_v2 (
 );
 
 INSERT INTO entries_v2 (namespace, key_digest, source_hash, magic, cache_tag, optimization,
-                        settings, dfile, success, body_digest, size, written_by, created_at,
-                        last_used_at, hits)
+                        settings, dfile, success, body_digest, size, written_by, frame_digest,
+                        signatures, created_at, last_used_at, hits)
     SELECT 'default', key_digest, source_hash, magic, cache_tag, optimization, settings, dfile,
-           success, entry_digest, size, NULL, created_at, last_used_at, hits
+           success, entry_digest, size, NULL, NULL, NULL, created_at, last_used_at, hits
     FROM entries;
 
 DROP TABLE entries;

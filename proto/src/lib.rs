@@ -11,6 +11,7 @@ pub mod key;
 pub mod namespace;
 pub mod pack;
 mod reader;
+pub mod signature;
 pub mod size;
 
 pub use api::ErrorResponse;

@@ -1,11 +1,15 @@
 //! The binary pack that carries many entries in one request or response body.
 //!
 //! ```text
-//! pack    = "PYCPACK" 0x01, frame*, end
-//! frame   = u32 key_len (> 0), key (CacheKey::encode), u32 entry_len, entry (Entry::encode),
-//!           32-byte blake3 digest of the entry bytes
-//! end     = u32 0, u32 frame count
+//! pack      = "PYCPACK" 0x02, frame*, end
+//! frame     = u32 key_len (> 0), key (CacheKey::encode), u32 entry_len, entry (Entry::encode),
+//!             32-byte frame digest, u8 count (<= 8), signature*
+//! signature = u8 name_len (1..=64), key name, 64-byte ed25519 signature
+//! end       = u32 0, u32 frame count
 //! ```
+//! The frame digest binds the entry to its key ([`FrameDigest::bind`]): a body served under
+//! another key fails it. Signatures ([`crate::signature`]) sign the key digest and the entry
+//! digest.
 //! All integers little-endian. The end marker with its frame count makes a truncated pack
 //! detectable: a pack that stops anywhere before the end marker is an error, never a shorter
 //! batch. [`PackDecoder`] accepts bytes in arbitrary chunks, so both sides can stream.
@@ -13,9 +17,37 @@
 use crate::entry::{Entry, EntryDigest, EntryError};
 use crate::key::{CacheKey, KeyDigest, KeyError};
 use crate::reader::Reader;
+use crate::signature::{decode_signatures, encode_signatures, EntrySignature, SignatureListError};
 
-/// The first 8 bytes of every pack.
-pub const PACK_MAGIC: &[u8; 8] = b"PYCPACK\x01";
+/// The first 8 bytes of every pack (version 2: frame digests bound to keys, signatures).
+pub const PACK_MAGIC: &[u8; 8] = b"PYCPACK\x02";
+
+/// A frame's integrity digest: blake3 over a domain tag, the key digest and the entry digest,
+/// so the entry bytes check out only under the key they were stored for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameDigest(pub [u8; 32]);
+
+impl FrameDigest {
+    /// The digest binding the entry of digest `entry` to the key of digest `key`.
+    pub fn bind(key: &KeyDigest, entry: &EntryDigest) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"pycache frame v2\0");
+        hasher.update(&key.0);
+        hasher.update(&entry.0);
+        FrameDigest(*hasher.finalize().as_bytes())
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for FrameDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FrameDigest({})", self.to_hex())
+    }
+}
 
 /// Media type of a pack body.
 pub const PACK_CONTENT_TYPE: &str = "application/x-pycache-pack";
@@ -23,26 +55,33 @@ pub const PACK_CONTENT_TYPE: &str = "application/x-pycache-pack";
 /// Largest key encoding a frame may carry.
 const MAX_KEY_LEN: usize = 3 * crate::key::MAX_KEY_STRING + 64;
 
-/// One entry in a pack, with its key and the digest the sender computed.
+/// One entry in a pack, with its key, the digest the sender computed and any signatures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     /// The entry's key.
     pub key: CacheKey,
     /// The entry exactly as encoded by the sender.
     pub entry_bytes: Vec<u8>,
-    /// The sender's blake3 of `entry_bytes`.
-    pub digest: EntryDigest,
+    /// The sender's [`FrameDigest::bind`] of the key digest and the entry bytes' digest.
+    pub digest: FrameDigest,
+    /// Signatures over the key digest and the entry digest.
+    pub signatures: Vec<EntrySignature>,
 }
 
 impl Frame {
-    /// A frame for `entry` under `key`, with its digest computed.
+    /// A frame for `entry` under `key`, with its digest computed and no signature.
     pub fn new(key: CacheKey, entry: &Entry) -> Self {
-        let entry_bytes = entry.encode();
-        let digest = EntryDigest::of(&entry_bytes);
+        Frame::from_encoded(key, entry.encode())
+    }
+
+    /// A frame for already encoded entry bytes under `key`, with its digest computed.
+    pub fn from_encoded(key: CacheKey, entry_bytes: Vec<u8>) -> Self {
+        let digest = FrameDigest::bind(&key.digest(), &EntryDigest::of(&entry_bytes));
         Frame {
             key,
             entry_bytes,
             digest,
+            signatures: Vec::new(),
         }
     }
 
@@ -51,9 +90,15 @@ impl Frame {
         self.key.digest()
     }
 
-    /// Checks the digest and decodes the entry; any mismatch is an error, never a silent use.
+    /// blake3 of the entry bytes (what bodies are stored by, and what signatures sign).
+    pub fn entry_digest(&self) -> EntryDigest {
+        EntryDigest::of(&self.entry_bytes)
+    }
+
+    /// Checks that the digest binds these entry bytes to this key, and decodes the entry; any
+    /// mismatch is an error, never a silent use.
     pub fn verify(&self) -> Result<Entry, FrameError> {
-        if EntryDigest::of(&self.entry_bytes) != self.digest {
+        if FrameDigest::bind(&self.key_digest(), &self.entry_digest()) != self.digest {
             return Err(FrameError::DigestMismatch);
         }
         Entry::decode(&self.entry_bytes).map_err(FrameError::Entry)
@@ -63,8 +108,8 @@ impl Frame {
 /// Why a frame's entry cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
-    /// The bytes do not hash to the digest the sender sent.
-    #[error("the entry's blake3 digest does not match its bytes")]
+    /// The bytes and the key do not hash to the digest the sender sent.
+    #[error("the frame digest does not match the entry's bytes and key")]
     DigestMismatch,
     /// The bytes hash right but are not a valid entry.
     #[error(transparent)]
@@ -114,6 +159,12 @@ pub enum PackError {
     /// Bytes follow the end marker.
     #[error("the pack has bytes after its end marker")]
     TrailingBytes,
+    /// A frame's signature list is malformed (too many, or a bad key name).
+    #[error("entry {index} of the pack has malformed signatures (at most 8, key names of 1 to 64 letters, digits, . _ -)")]
+    BadSignature {
+        /// Zero-based frame index.
+        index: u64,
+    },
 }
 
 /// Writes a pack into a byte vector, frame by frame.
@@ -148,6 +199,7 @@ impl PackWriter {
             .extend_from_slice(&(frame.entry_bytes.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&frame.entry_bytes);
         self.buf.extend_from_slice(&frame.digest.0);
+        encode_signatures(&frame.signatures, &mut self.buf);
         self.frames += 1;
     }
 
@@ -294,12 +346,21 @@ impl PackDecoder {
         let Ok(digest) = r.take(32) else {
             return Ok(None);
         };
+        let signatures = match decode_signatures(r.rest()) {
+            Ok((signatures, len)) => {
+                r.take(len).expect("decoded from these bytes");
+                signatures
+            }
+            Err(SignatureListError::Short) => return Ok(None),
+            Err(SignatureListError::Malformed) => return Err(PackError::BadSignature { index }),
+        };
         let key =
             CacheKey::decode(key_bytes).map_err(|source| PackError::BadKey { index, source })?;
         let frame = Frame {
             key,
             entry_bytes: entry_bytes.to_vec(),
-            digest: EntryDigest(digest.try_into().expect("32 bytes")),
+            digest: FrameDigest(digest.try_into().expect("32 bytes")),
+            signatures,
         };
         self.pos += r.consumed();
         self.frames += 1;
@@ -403,6 +464,39 @@ mod tests {
             decode_pack(&trailing, 1 << 20),
             Err(PackError::TrailingBytes)
         );
+    }
+
+    #[test]
+    fn signatures_round_trip_and_bad_ones_are_refused() {
+        let signer = crate::signature::SigningKey::from_seed("ci", [3; 32]).unwrap();
+        let mut fs = frames();
+        for f in &mut fs {
+            f.signatures
+                .push(signer.sign(&f.key_digest(), &f.entry_digest()));
+        }
+        let pack = encode_pack(&fs);
+        assert_eq!(decode_pack(&pack, 1 << 20).unwrap(), fs);
+        for cut in 0..pack.len() {
+            assert!(decode_pack(&pack[..cut], 1 << 20).is_err(), "cut at {cut}");
+        }
+        // A key name with a space where the first frame's name starts.
+        let mut bad = pack.clone();
+        let at = bad.windows(3).position(|w| w == [1, 2, b'c']).unwrap() + 2;
+        bad[at] = b' ';
+        assert!(matches!(
+            decode_pack(&bad, 1 << 20),
+            Err(PackError::BadSignature { index: 0 })
+        ));
+    }
+
+    #[test]
+    fn a_body_under_another_key_fails_its_digest() {
+        let fs = frames();
+        let swapped = Frame {
+            key: fs[1].key.clone(),
+            ..fs[0].clone()
+        };
+        assert_eq!(swapped.verify(), Err(FrameError::DigestMismatch));
     }
 
     #[test]

@@ -24,10 +24,19 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    pub(crate) fn u8(&mut self) -> Result<u8, Short> {
+        Ok(self.take(1)?[0])
+    }
+
     pub(crate) fn u32(&mut self) -> Result<u32, Short> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
+    }
+
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        &self.bytes[self.pos..]
     }
 
     pub(crate) fn is_empty(&self) -> bool {

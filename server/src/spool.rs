@@ -10,7 +10,11 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use pycache_proto::pack::FrameDigest;
+use pycache_proto::signature::EntrySignature;
 use pycache_proto::{CacheKey, EntryDigest, KeyDigest};
+
+use pycache_proto::pack::Frame;
 
 use crate::store::{EntrySource, NewEntry, StoreError, StoredEntry};
 
@@ -20,6 +24,8 @@ struct Spooled {
     key: CacheKey,
     key_digest: KeyDigest,
     digest: EntryDigest,
+    frame_digest: FrameDigest,
+    signatures: Vec<EntrySignature>,
     success: bool,
     offset: u64,
     len: usize,
@@ -44,24 +50,21 @@ impl Spool {
         })
     }
 
-    /// Appends an entry.
-    pub fn push(
-        &mut self,
-        key: CacheKey,
-        digest: EntryDigest,
-        success: bool,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
+    /// Appends the entry of a checked frame.
+    pub fn push(&mut self, frame: Frame, success: bool) -> Result<(), StoreError> {
+        let bytes = &frame.entry_bytes;
         self.file.write_all(bytes).map_err(StoreError::Spool)?;
         self.index.push(Spooled {
-            key_digest: key.digest(),
-            key,
-            digest,
-            success,
+            key_digest: frame.key.digest(),
+            digest: frame.entry_digest(),
+            frame_digest: frame.digest,
             offset: self.written,
             len: bytes.len(),
+            key: frame.key,
+            signatures: frame.signatures,
+            success,
         });
-        self.written += bytes.len() as u64;
+        self.written += frame.entry_bytes.len() as u64;
         Ok(())
     }
 
@@ -86,7 +89,7 @@ impl Spool {
     }
 
     /// The entries for the store, in the order every writer locks rows in: by key digest, each
-    /// key once (the last upload of a key wins, as it would one statement later).
+    /// key once (the first upload of a key counts: entries never change once stored).
     pub fn into_source(self) -> Result<SpoolSource, StoreError> {
         let Spool {
             file, mut index, ..
@@ -94,11 +97,9 @@ impl Spool {
         let file = file
             .into_inner()
             .map_err(|e| StoreError::Spool(e.into_error()))?;
-        // Stable, so equal keys keep their upload order and the last one survives `dedup`.
+        // Stable, so equal keys keep their upload order and the first one survives `dedup`.
         index.sort_by_key(|s| s.key_digest);
-        index.reverse();
         index.dedup_by(|next, kept| next.key_digest == kept.key_digest);
-        index.reverse();
         Ok(SpoolSource {
             file,
             entries: index.into_iter(),
@@ -128,6 +129,8 @@ impl EntrySource for SpoolSource {
                 digest: spooled.digest,
             },
             success: spooled.success,
+            frame_digest: spooled.frame_digest,
+            signatures: spooled.signatures,
         }))
     }
 }
@@ -172,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_come_back_in_lock_order_each_key_once_the_last_upload_winning() {
+    fn entries_come_back_in_lock_order_each_key_once_the_first_upload_counting() {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::new(dir.path()).unwrap();
         let bodies: Vec<Vec<u8>> = (0..5u8)
@@ -180,7 +183,9 @@ mod tests {
             .collect();
         for (n, body) in bodies.iter().enumerate() {
             let k = key((n % 4) as u8);
-            spool.push(k, EntryDigest::of(body), true, body).unwrap();
+            spool
+                .push(Frame::from_encoded(k, body.clone()), true)
+                .unwrap();
         }
         assert_eq!(spool.len(), 5);
         assert_eq!(spool.keys().next(), Some(key(0).digest()));
@@ -198,8 +203,12 @@ mod tests {
         assert_eq!(digests, sorted);
         let zero = got.iter().find(|e| e.stored.key == key(0)).unwrap();
         assert_eq!(
-            zero.stored.entry_bytes, bodies[4],
-            "the last upload of a key wins"
+            zero.stored.entry_bytes, bodies[0],
+            "the first upload of a key counts"
+        );
+        assert_eq!(
+            zero.frame_digest,
+            Frame::from_encoded(key(0), bodies[0].clone()).digest
         );
         for entry in &got {
             assert_eq!(

@@ -14,14 +14,8 @@ use pycache_server::store::{
 use support::{compiled_frame, failed_frame};
 
 fn new_entry(frame: &Frame) -> NewEntry {
-    NewEntry {
-        success: frame.verify().expect("valid frame").is_success(),
-        stored: StoredEntry {
-            key: frame.key.clone(),
-            entry_bytes: frame.entry_bytes.clone(),
-            digest: frame.digest,
-        },
-    }
+    let success = frame.verify().expect("valid frame").is_success();
+    NewEntry::from_frame(frame.clone(), success)
 }
 
 const MAIN: &str = "main";
@@ -74,6 +68,36 @@ async fn entries_round_trip(store: &dyn Store) {
     assert!(found
         .iter()
         .all(|f| f.namespace == MAIN && f.written_by.as_deref() == Some("ci")));
+    // The frame digest and signatures come back as the writer sent them, never recomputed.
+    for f in &found {
+        let sent = frames.iter().find(|fr| fr.key == f.stored.key).unwrap();
+        assert_eq!(
+            (f.frame_digest, &f.signatures),
+            (sent.digest, &sent.signatures)
+        );
+    }
+    let signer = pycache_proto::signature::SigningKey::from_seed("ci-key", [5; 32]).unwrap();
+    let mut signed = compiled_frame(4, 64);
+    signed.signatures = vec![signer.sign(&signed.key_digest(), &signed.entry_digest())];
+    let mut entry = new_entry(&signed);
+    entry.frame_digest = pycache_proto::pack::FrameDigest([0xab; 32]);
+    store
+        .put_many(MAIN, None, &[entry.clone()], 1_500)
+        .await
+        .unwrap();
+    let back = store
+        .get_many(&main_only(), &[signed.key_digest()])
+        .await
+        .unwrap();
+    assert_eq!(back[0].frame_digest, entry.frame_digest);
+    assert_eq!(back[0].signatures, signed.signatures);
+    store
+        .purge(&PurgeFilter {
+            key: Some(signed.key_digest()),
+            ..PurgeFilter::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(
         store.totals().await.unwrap(),
         (2, expected.iter().map(|e| e.entry_bytes.len() as u64).sum())
@@ -442,10 +466,7 @@ const OLD_TOKEN: &str =
 /// Three entries of the old store; the first and the third have the same bytes.
 fn old_frames() -> [Frame; 3] {
     let first = compiled_frame(1, 300);
-    let third = Frame {
-        key: support::key(3),
-        ..first.clone()
-    };
+    let third = Frame::from_encoded(support::key(3), first.entry_bytes.clone());
     [first, failed_frame(2), third]
 }
 
@@ -463,7 +484,7 @@ macro_rules! write_old_rows {
                 .bind(&key.dfile)
                 .bind(frame.verify().unwrap().is_success())
                 .bind(&frame.entry_bytes)
-                .bind(&frame.digest.0[..])
+                .bind(&frame.entry_digest().0[..])
                 .bind(frame.entry_bytes.len() as i64)
                 .execute($pool)
                 .await
@@ -493,7 +514,11 @@ async fn old_store_works_as_before(store: Arc<dyn Store>) {
         assert_eq!(f.written_by, None);
         let frame = frames.iter().find(|fr| fr.key == f.stored.key).unwrap();
         assert_eq!(f.stored.entry_bytes, frame.entry_bytes);
-        assert_eq!(f.stored.digest, frame.digest);
+        assert_eq!(f.stored.digest, frame.entry_digest());
+        assert_eq!(
+            f.frame_digest, frame.digest,
+            "computed for entries from before"
+        );
     }
     // Entries 1 and 3 have the same bytes: stored once now.
     assert_eq!(

@@ -3,7 +3,8 @@
 //! The keys are looked up in the caller's namespaces in order (the one it names, then its
 //! token's reads; the first that holds a key wins). The answer is a pack
 //! (`application/x-pycache-pack`) of the entries found, in request order,
-//! each frame carrying the entry's blake3 digest; missing keys are simply absent. The first
+//! each frame carrying the digest its writer bound it to its key with and the writers'
+//! signatures, as stored; missing keys are simply absent. The first
 //! chunk of keys is looked up before answering, so an unreachable database is a clean error;
 //! later chunks stream, and a failure there cuts the pack short, which the client detects as a
 //! truncated pack (no end marker). Chunks are sized by the bytes of the entries found so far
@@ -207,7 +208,8 @@ async fn lookup(
         .map(|e| Frame {
             key: e.stored.key,
             entry_bytes: e.stored.entry_bytes,
-            digest: e.stored.digest,
+            digest: e.frame_digest,
+            signatures: e.signatures,
         })
         .collect();
     let metrics = &state.metrics;

@@ -90,17 +90,14 @@ fn accept(frame: Frame, upload: &mut Upload) -> Result<(), AppError> {
     let key = frame.key_digest();
     match frame.verify() {
         Ok(entry) => {
-            let success = entry.is_success();
-            upload
-                .accepted
-                .push(frame.key, frame.digest, success, &frame.entry_bytes)?;
+            upload.accepted.push(frame, entry.is_success())?;
             Ok(())
         }
         Err(FrameError::DigestMismatch) => Err(AppError::unprocessable(
             "digest_mismatch",
             format!(
-                "entry {key}: its bytes do not hash to the blake3 digest sent with them; \
-                 the upload was damaged, nothing was stored"
+                "entry {key}: its bytes and key do not hash to the frame digest sent with \
+                 them; the upload was damaged, nothing was stored"
             ),
         )),
         Err(FrameError::Entry(err)) => {

@@ -11,6 +11,8 @@ mod sqlite;
 use async_trait::async_trait;
 use pycache_proto::api::Scope;
 use pycache_proto::namespace::NamespacePattern;
+use pycache_proto::pack::FrameDigest;
+use pycache_proto::signature::EntrySignature;
 use pycache_proto::{CacheKey, EntryDigest, KeyDigest};
 
 pub use postgres::PgStore;
@@ -91,6 +93,10 @@ pub struct FoundEntry {
     pub written_by: Option<String>,
     /// The key and its bytes.
     pub stored: StoredEntry,
+    /// The writer's digest binding the bytes to the key.
+    pub frame_digest: FrameDigest,
+    /// The writers' signatures.
+    pub signatures: Vec<EntrySignature>,
 }
 
 /// What a write did.
@@ -133,6 +139,27 @@ pub struct NewEntry {
     pub stored: StoredEntry,
     /// Whether the entry records a successful compile.
     pub success: bool,
+    /// The writer's digest binding the bytes to the key (checked before it gets here).
+    pub frame_digest: FrameDigest,
+    /// The writer's signatures.
+    pub signatures: Vec<EntrySignature>,
+}
+
+impl NewEntry {
+    /// The entry a checked frame carries.
+    pub fn from_frame(frame: pycache_proto::pack::Frame, success: bool) -> Self {
+        let digest = frame.entry_digest();
+        NewEntry {
+            stored: StoredEntry {
+                key: frame.key,
+                entry_bytes: frame.entry_bytes,
+                digest,
+            },
+            success,
+            frame_digest: frame.digest,
+            signatures: frame.signatures,
+        }
+    }
 }
 
 /// Entries to store, handed over one at a time in the order every writer locks rows in (by key

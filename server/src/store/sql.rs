@@ -6,6 +6,8 @@
 
 use pycache_proto::api::Scope;
 use pycache_proto::namespace::{join_patterns, parse_patterns};
+use pycache_proto::pack::FrameDigest;
+use pycache_proto::signature::{decode_signatures, encode_signatures};
 use pycache_proto::{CacheKey, EntryDigest};
 
 use pycache_proto::KeyDigest;
@@ -30,8 +32,8 @@ pub(super) const INSERT_BODY_POSTGRES: &str = "INSERT INTO bodies (digest, size,
 /// Entries never change once stored: a second upload of a key inserts nothing.
 pub(super) const INSERT_ENTRY: &str = "INSERT INTO entries (namespace, key_digest, source_hash, \
      magic, cache_tag, optimization, settings, dfile, success, body_digest, size, written_by, \
-     created_at, last_used_at, hits) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, 0) \
+     frame_digest, signatures, created_at, last_used_at, hits) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, 0) \
      ON CONFLICT (namespace, key_digest) DO NOTHING";
 pub(super) const STORED_BODY: &str =
     "SELECT body_digest FROM entries WHERE namespace = $1 AND key_digest = $2";
@@ -70,7 +72,7 @@ pub(super) fn select_entries(keys: usize, namespaces: usize) -> String {
     };
     format!(
         "SELECT e.namespace, e.source_hash, e.magic, e.cache_tag, e.optimization, e.settings, \
-         e.dfile, e.written_by, e.body_digest, b.entry \
+         e.dfile, e.written_by, e.body_digest, e.frame_digest, e.signatures, b.entry \
          FROM entries e JOIN bodies b ON b.digest = e.body_digest \
          WHERE e.key_digest IN ({}) AND e.namespace IN ({})",
         list(1, keys),
@@ -144,6 +146,8 @@ pub(super) struct EntryRow {
     dfile: String,
     written_by: Option<String>,
     body_digest: Vec<u8>,
+    frame_digest: Option<Vec<u8>>,
+    signatures: Option<Vec<u8>>,
     entry: Vec<u8>,
 }
 
@@ -167,9 +171,23 @@ impl EntryRow {
                 .try_into()
                 .map_err(|_| corrupt("body_digest"))?,
         );
+        // Entries from before frame digests were stored get theirs computed here.
+        let frame_digest = match self.frame_digest {
+            Some(bytes) => FrameDigest(bytes.try_into().map_err(|_| corrupt("frame_digest"))?),
+            None => FrameDigest::bind(&key.digest(), &digest),
+        };
+        let signatures = match self.signatures {
+            Some(bytes) => match decode_signatures(&bytes) {
+                Ok((signatures, len)) if len == bytes.len() => signatures,
+                _ => return Err(corrupt("signatures")),
+            },
+            None => Vec::new(),
+        };
         Ok(FoundEntry {
             namespace: self.namespace,
             written_by: self.written_by,
+            frame_digest,
+            signatures,
             stored: StoredEntry {
                 key,
                 entry_bytes: self.entry,
@@ -224,6 +242,18 @@ impl TokenRow {
             revoked_at: self.revoked_at,
         })
     }
+}
+
+/// The `signatures` column's value: `NULL` for none.
+pub(super) fn signatures_column(
+    signatures: &[pycache_proto::signature::EntrySignature],
+) -> Option<Vec<u8>> {
+    if signatures.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    encode_signatures(signatures, &mut out);
+    Some(out)
 }
 
 /// The `writes` or `reads` column's value.
@@ -419,6 +449,8 @@ macro_rules! impl_store_with_sql {
                             .bind(body)
                             .bind(new.stored.entry_bytes.len() as i64)
                             .bind(written_by)
+                            .bind(&new.frame_digest.0[..])
+                            .bind($crate::store::sql::signatures_column(&new.signatures))
                             .bind(now)
                             .execute(&mut *tx)
                             .await?;
