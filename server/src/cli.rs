@@ -181,6 +181,22 @@ pub struct ServeArgs {
     /// Seconds a connection may sit idle (no request, no traffic) before it is closed.
     #[arg(long, env = "PYCACHE_IDLE_TIMEOUT", default_value_t = 60.0)]
     pub idle_timeout: f64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(
+        long,
+        env = "PYCACHE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "PYCACHE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Directory where uploads are spooled while they arrive and are checked (unnamed
     /// temporary files; at most --max-heavy-requests uploads of --max-request-size each);
     /// default: the system's temporary directory (`TMPDIR`).

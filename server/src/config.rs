@@ -33,6 +33,9 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Where uploads are spooled while they arrive (unnamed temporary files).
     pub spool_dir: std::path::PathBuf,
+    /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`); plain HTTP
+    /// without.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -52,11 +55,58 @@ impl Default for Config {
             body_timeout: Duration::from_secs(60),
             connections: ConnectionLimits::default(),
             spool_dir: std::env::temp_dir(),
+            tls: None,
         }
     }
 }
 
 pub use pycache_proto::size::parse_size;
+
+/// The TLS configuration of a PEM certificate chain and private key; errors name the file and
+/// say what is wrong with it.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+    use anyhow::Context;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| {
+            format!(
+                "cannot read the TLS certificate {}: give --tls-cert a PEM file (the server's \
+                 certificate first, then any intermediates)",
+                cert.display()
+            )
+        })?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "the TLS certificate file {} holds no certificate: give --tls-cert a PEM file",
+        cert.display()
+    );
+    let private_key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "cannot read the TLS private key {}: give --tls-key a PEM file with one key \
+             (PKCS#8, PKCS#1 or SEC1)",
+            key.display()
+        )
+    })?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS set-up")?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .with_context(|| {
+            format!(
+                "the TLS key {} does not fit the certificate {}: check that they belong together",
+                key.display(),
+                cert.display()
+            )
+        })?;
+    Ok(std::sync::Arc::new(config))
+}
 
 #[cfg(test)]
 mod tests {

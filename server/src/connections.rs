@@ -141,14 +141,21 @@ impl Registry {
     }
 }
 
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
 /// Serves `app` on `listener` within `limits` until `shutdown`, then lets in-flight requests
-/// finish.
+/// finish. With `tls`, every connection is TLS; its handshake must finish within the header
+/// timeout, in the connection's own task (a slow handshake never holds up the accept loop).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let registry = Arc::new(Registry {
         open: Mutex::new(BTreeMap::new()),
         live: AtomicUsize::new(0),
@@ -207,11 +214,11 @@ pub async fn serve(
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tracked.clone());
 
-        let io = TokioIo::new(ActivityStream {
+        let stream = ActivityStream {
             inner: stream,
             tracked: tracked.clone(),
             registry: registry.clone(),
-        });
+        };
         let service = {
             let app = app.clone();
             let tracked = tracked.clone();
@@ -237,14 +244,35 @@ pub async fn serve(
             .max_headers(MAX_PARSED_HEADERS)
             .max_buf_size(MAX_HEADER_BUFFER)
             .keep_alive(true);
-        let connection = graceful.watch(builder.serve_connection(io, service));
+        let watcher = graceful.watcher();
         let registry = registry.clone();
         let idle_timeout = limits.idle_timeout;
+        let acceptor = acceptor.clone();
+        let handshake_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                () = tracked.shed.notified() => {}
-                () = idle(&registry, &tracked, idle_timeout) => {}
+            let io: Option<Box<dyn Connection>> = match acceptor {
+                None => Some(Box::new(stream)),
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => Some(Box::new(tls)),
+                        Ok(Err(err)) => {
+                            tracing::debug!(error = %err, "TLS handshake failed");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(io) = io {
+                let connection = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
+                tokio::select! {
+                    _ = connection => {}
+                    () = tracked.shed.notified() => {}
+                    () = idle(&registry, &tracked, idle_timeout) => {}
+                }
             }
             registry
                 .open

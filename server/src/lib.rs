@@ -86,6 +86,7 @@ pub async fn serve(
         listener,
         app(state.clone()),
         state.config.connections,
+        state.config.tls.clone(),
         shutdown,
     )
     .await;

@@ -27,7 +27,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;
-    tracing::info!(%addr, database = %redact_url(&url), ?config, "pycache-server ready");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, scheme, database = %redact_url(&url), ?config, "pycache-server ready");
     // Scripts and tests read this line to learn the port when --listen ends in :0.
     println!("listening on {addr}");
     std::io::stdout().flush().ok();
@@ -74,6 +79,10 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         spool_dir: crate::spool::check_dir(
             &args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
         )?,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::config::tls_config(cert, key)?),
+            _ => None,
+        },
     })
 }
 
