@@ -29,6 +29,29 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
 
+/// Longest token name.
+pub const MAX_TOKEN_NAME: usize = 64;
+
+/// Checks a new token's name: 1 to 64 of `A-Z a-z 0-9 . _ - @ /`, starting with a letter or
+/// digit, so that names print as they are in lists, logs and provenance.
+pub fn validate_token_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TOKEN_NAME
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a token name: use 1 to {MAX_TOKEN_NAME} of the characters A-Z a-z 0-9 \
+             . _ - @ /, starting with a letter or digit (e.g. ci-main)",
+            name.chars().take(80).collect::<String>()
+        ))
+    }
+}
+
 /// What a new token may write and read when its creator does not say: write and admin tokens
 /// write `default`, read tokens nothing; every token reads `default` (what tokens from before
 /// namespaces do).
@@ -182,18 +205,27 @@ impl FromRequestParts<AppState> for Caller {
                 Some(text)
             }
         };
-        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+        let mut headers = parts.headers.get_all(AUTHORIZATION).iter();
+        let (Some(header), None) = (headers.next(), headers.next()) else {
+            if parts.headers.contains_key(AUTHORIZATION) {
+                return Err(AppError::Unauthorized(
+                    "more than one Authorization header: send exactly one `Bearer <token>`"
+                        .to_owned(),
+                ));
+            }
             return Ok(Caller {
                 reads: state.config.public_namespaces.clone(),
                 namespace,
                 ..Caller::default()
             });
         };
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 AppError::Unauthorized(

@@ -6,6 +6,8 @@ mod token;
 
 use std::sync::Arc;
 
+use std::os::unix::fs::DirBuilderExt;
+
 use anyhow::Context;
 
 use crate::cli::{Cli, Command, DatabaseArgs};
@@ -33,12 +35,17 @@ pub fn database_url(args: &DatabaseArgs) -> anyhow::Result<String> {
         return Ok(url.clone());
     }
     let dir = &args.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}: pick a writable --data-dir",
-            dir.display()
-        )
-    })?;
+    // The data directory holds the tokens' hashes and every entry: only its owner reads it.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| {
+            format!(
+                "cannot create the data directory {}: pick a writable --data-dir",
+                dir.display()
+            )
+        })?;
     let dir = dir
         .canonicalize()
         .with_context(|| format!("cannot resolve the data directory {}", dir.display()))?;

@@ -43,15 +43,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Longest timeout or interval accepted: a week.
+const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
 fn config(args: &ServeArgs) -> anyhow::Result<Config> {
-    let seconds = |value: f64, flag: &str| -> anyhow::Result<Duration> {
+    // Bounds that keep every timer meaningful: below them connections or the maintenance task
+    // spin, above them a duration overflows.
+    let seconds = |value: f64, flag: &str, min: f64| -> anyhow::Result<Duration> {
         anyhow::ensure!(
-            value.is_finite() && value > 0.0,
-            "{flag} must be a positive number of seconds, not {value}"
+            value.is_finite() && (min..=MAX_SECONDS).contains(&value),
+            "{flag} must be between {min} and {MAX_SECONDS} seconds, not {value}"
         );
         Ok(Duration::from_secs_f64(value))
     };
-    let maintenance_interval = seconds(args.maintenance_interval, "--maintenance-interval")?;
+    let maintenance_interval = seconds(args.maintenance_interval, "--maintenance-interval", 0.01)?;
     let max_connections = fit_to_fd_limit(args.max_connections.max(1));
     if max_connections < args.max_connections {
         tracing::warn!(
@@ -70,11 +75,11 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         max_store_bytes: (args.max_size > 0).then_some(args.max_size),
         maintenance_interval,
         max_heavy_requests: args.max_heavy_requests.max(1),
-        body_timeout: seconds(args.body_timeout, "--body-timeout")?,
+        body_timeout: seconds(args.body_timeout, "--body-timeout", 1.0)?,
         connections: ConnectionLimits {
             max_connections,
-            header_timeout: seconds(args.header_timeout, "--header-timeout")?,
-            idle_timeout: seconds(args.idle_timeout, "--idle-timeout")?,
+            header_timeout: seconds(args.header_timeout, "--header-timeout", 1.0)?,
+            idle_timeout: seconds(args.idle_timeout, "--idle-timeout", 1.0)?,
         },
         spool_dir: crate::spool::check_dir(
             &args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),

@@ -18,8 +18,8 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             reads,
             database,
         } => {
-            if name.trim().is_empty() {
-                bail!("a token needs a non-empty --name");
+            if let Err(e) = crate::auth::validate_token_name(&name) {
+                bail!("--name: {e}");
             }
             let (default_writes, default_reads) = default_grants(scope);
             let token_text = new_token();

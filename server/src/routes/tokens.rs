@@ -83,12 +83,8 @@ pub async fn create_token(
     Json(request): Json<TokenCreateRequest>,
 ) -> Result<(StatusCode, Json<TokenCreated>), AppError> {
     caller.require(Scope::Admin, state.config.public_read)?;
-    if request.name.trim().is_empty() {
-        return Err(AppError::bad_request(
-            "bad_name",
-            "a token needs a non-empty name",
-        ));
-    }
+    crate::auth::validate_token_name(&request.name)
+        .map_err(|e| AppError::bad_request("bad_name", e))?;
     let (default_writes, default_reads) = default_grants(request.scope);
     let grant = NewToken {
         name: request.name.clone(),

@@ -27,11 +27,13 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT);
+        let file = options.get_filename().to_owned();
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await
             .map_err(unreachable)?;
+        owner_only(&file);
         sqlx::migrate!("../migrations/sqlite")
             .run(&pool)
             .await
@@ -67,6 +69,25 @@ impl SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// Makes the database file and its WAL and shared-memory files readable by their owner only
+/// (SQLite gives the WAL files the database's mode): they hold the tokens' hashes and entries.
+fn owner_only(file: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let name = file.as_os_str().to_owned();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = name.clone();
+        path.push(suffix);
+        let path = std::path::PathBuf::from(path);
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "cannot make the database file private");
+            }
+        }
     }
 }
 

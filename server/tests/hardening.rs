@@ -1,0 +1,148 @@
+//! Smaller ways a hostile or careless client or operator could hurt the server, each refused
+//! or made harmless: invented methods in metric labels, odd Authorization headers, unprintable
+//! token names, out-of-range settings, colour codes in log files, world-readable data.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use axum::http::StatusCode;
+use pycache_proto::api;
+use pycache_server::Config;
+use serde_json::json;
+use support::process::{run, Server};
+use support::router::{get, post_json, request, send};
+use support::setup;
+
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let (_dir, state, _) = setup(Config::default()).await;
+    for n in 0..300 {
+        let req = request(&format!("X{n}"), api::HEALTHZ, None)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        send(&state, req).await;
+    }
+    let text = String::from_utf8(send(&state, get(api::METRICS, None)).await.body).unwrap();
+    assert!(!text.contains("X1"), "an invented method became a label");
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("pycache_http_requests_total{"))
+        .count();
+    assert!(series <= 3, "{series} series:\n{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_one_header_only() {
+    let (_dir, state, write) = setup(Config::default()).await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let req = request("GET", api::INFO, None)
+            .header("authorization", format!("{scheme} {write}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let info: api::ServerInfo = send(&state, req).await.json();
+        assert_eq!(info.scope, Some(api::Scope::Write), "{scheme}");
+    }
+    let req = request("GET", api::INFO, None)
+        .header("authorization", format!("Bearer {write}"))
+        .header("authorization", "Bearer pyc_someone_else")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let err = send(&state, req)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(err.message.contains("more than one"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn token_names_are_short_and_printable() {
+    let (_dir, state, _) = setup(Config::default()).await;
+    let admin = support::router::token(&state, "admin", api::Scope::Admin).await;
+    for bad in ["", "a b", "evil\u{1b}[31m", "-x", &"n".repeat(65)] {
+        let answer = send(
+            &state,
+            post_json(
+                api::TOKENS,
+                Some(&admin),
+                &json!({"name": bad, "scope": "read"}),
+            ),
+        )
+        .await;
+        answer.assert_error(StatusCode::BAD_REQUEST, "bad_name");
+    }
+    let answer = send(
+        &state,
+        post_json(
+            api::TOKENS,
+            Some(&admin),
+            &json!({"name": "ci@main/x-1.2", "scope": "read"}),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "token",
+        "create",
+        "--scope",
+        "read",
+        "--name",
+        "bad\u{7}name",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a token name"));
+}
+
+#[test]
+fn out_of_range_settings_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (flag, value) in [
+        ("--body-timeout", "1e20"),
+        ("--header-timeout", "1e300"),
+        ("--maintenance-interval", "1e-12"),
+        ("--idle-timeout", "0.0001"),
+        ("--idle-timeout", "NaN"),
+    ] {
+        let out = run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            flag,
+            value,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("between"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn the_data_is_private_and_the_log_file_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()], dir.path());
+    let client = reqwest::blocking::Client::new();
+    assert_eq!(
+        client.get(server.url("/nothing")).send().unwrap().status(),
+        404
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("pycache.db")), 0o600);
+    let log = server.log();
+    assert!(log.contains("pycache-server ready"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+}
