@@ -61,3 +61,14 @@ CREATE INDEX entries_created ON entries (created_at);
 ALTER TABLE tokens ADD COLUMN writes TEXT NOT NULL DEFAULT '';
 ALTER TABLE tokens ADD COLUMN reads TEXT NOT NULL DEFAULT 'default';
 UPDATE tokens SET writes = 'default' WHERE scope IN ('write', 'admin');
+
+-- Running totals, kept in every write transaction, so that limits, /metrics and /stats never
+-- scan the store: entries, and bytes of the bodies they hold (each body once).
+CREATE TABLE store_totals (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    entries  BIGINT  NOT NULL,
+    bytes    BIGINT  NOT NULL
+);
+
+INSERT INTO store_totals (id, entries, bytes)
+    SELECT 1, (SELECT COUNT(*) FROM entries), (SELECT COALESCE(SUM(size), 0) FROM bodies);

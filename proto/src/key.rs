@@ -69,6 +69,42 @@ pub enum KeyError {
 }
 
 impl CacheKey {
+    /// Checks that every field holds a value real interpreters produce: optimization 0 to 2, a
+    /// magic number ending in `\r\n`, a short cache tag of letters, digits, `.`, `_` and `-`,
+    /// and settings and dfile without control characters. The error names the field.
+    pub fn check_fields(&self) -> Result<(), String> {
+        if self.optimization > 2 {
+            return Err(format!(
+                "optimization is {}; interpreters have levels 0, 1 and 2",
+                self.optimization
+            ));
+        }
+        if self.magic[2..] != *b"\r\n" {
+            return Err(format!(
+                "magic is {}; a magic number ends in 0d 0a",
+                hex::encode(self.magic)
+            ));
+        }
+        let tag_ok = !self.cache_tag.is_empty()
+            && self.cache_tag.len() <= 64
+            && self
+                .cache_tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !tag_ok {
+            return Err(format!(
+                "cache_tag {:?} is not a cache tag (1 to 64 letters, digits, . _ -)",
+                self.cache_tag.chars().take(80).collect::<String>()
+            ));
+        }
+        for (field, text) in [("settings", &self.settings), ("dfile", &self.dfile)] {
+            if text.chars().any(char::is_control) {
+                return Err(format!("{field} holds control characters"));
+            }
+        }
+        Ok(())
+    }
+
     /// Canonical encoding: tag, source hash, magic, optimization, then three u32-length-prefixed
     /// UTF-8 strings (cache tag, settings, dfile).
     pub fn encode(&self) -> Vec<u8> {

@@ -146,3 +146,70 @@ fn the_data_is_private_and_the_log_file_plain() {
         "colour codes in a log file:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn keys_no_interpreter_makes_are_refused_naming_the_field() {
+    use pycache_proto::pack::{encode_pack, Frame};
+    use pycache_proto::Entry;
+    let (_dir, state, write) = setup(Config::default()).await;
+    let entry = Entry::compiled(vec![0xe3, 1, 2, 3], String::new());
+    let bad_keys = [
+        ("optimization", {
+            let mut k = support::key(1);
+            k.optimization = 7;
+            k
+        }),
+        ("magic", {
+            let mut k = support::key(2);
+            k.magic = [0xff, 0xff, 0x0d, 0x0b];
+            k
+        }),
+        ("cache_tag", {
+            let mut k = support::key(3);
+            k.cache_tag = "cpython-311\u{1b}[2J\0".into();
+            k
+        }),
+        ("settings", {
+            let mut k = support::key(4);
+            k.settings = "w=x\n".into();
+            k
+        }),
+    ];
+    let frames: Vec<Frame> = bad_keys
+        .iter()
+        .map(|(_, k)| Frame::new(k.clone(), &entry))
+        .chain([Frame::new(support::key(5), &entry)])
+        .collect();
+    let answer = send(
+        &state,
+        support::router::send_pack("POST", api::BATCH_PUT, Some(&write), encode_pack(&frames)),
+    )
+    .await;
+    let outcome: api::BatchPutResponse = answer.json();
+    assert_eq!(outcome.stored, vec![support::key(5).digest()]);
+    assert_eq!(outcome.refused.len(), 4);
+    for ((field, key), refused) in bad_keys.iter().zip(&outcome.refused) {
+        assert_eq!(refused.key, key.digest());
+        assert_eq!(refused.code, api::REFUSED_INVALID);
+        assert!(
+            refused.reason.contains(field),
+            "{field}: {}",
+            refused.reason
+        );
+        assert!(!refused.reason.contains('\u{1b}'), "{}", refused.reason);
+    }
+    // The single-entry PUT answers 422 naming the field.
+    let (_, key) = &bad_keys[0];
+    let answer = send(
+        &state,
+        support::router::send_pack(
+            "PUT",
+            &api::entry_path(&key.digest()),
+            Some(&write),
+            encode_pack(&[Frame::new(key.clone(), &entry)]),
+        ),
+    )
+    .await;
+    let err = answer.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_entry");
+    assert!(err.message.contains("optimization"), "{}", err.message);
+}

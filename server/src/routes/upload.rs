@@ -90,6 +90,16 @@ fn accept(frame: Frame, upload: &mut Upload) -> Result<(), AppError> {
     let key = frame.key_digest();
     match frame.verify() {
         Ok(entry) => {
+            if let Err(field) = frame.key.check_fields() {
+                upload.refused.push(RefusedEntry {
+                    key,
+                    code: pycache_proto::api::REFUSED_INVALID.to_owned(),
+                    reason: format!(
+                        "entry {key}: its key is not one an interpreter makes: {field}"
+                    ),
+                });
+                return Ok(());
+            }
             upload.accepted.push(frame, entry.is_success())?;
             Ok(())
         }

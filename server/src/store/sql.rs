@@ -25,10 +25,16 @@ pub(super) const PURGE_ROUND: i64 = 500;
 /// PostgreSQL an existing row is touched so that it is locked until the entry that points at it
 /// commits (a concurrent purge then waits instead of freeing it under the new entry); SQLite has
 /// one writer at a time and must not rewrite the blob.
-pub(super) const INSERT_BODY_SQLITE: &str =
-    "INSERT INTO bodies (digest, size, entry) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING";
+/// Both answer whether the body is new (SQLite: a row only then).
+pub(super) const INSERT_BODY_SQLITE: &str = "INSERT INTO bodies (digest, size, entry) \
+     VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING RETURNING TRUE AS inserted";
 pub(super) const INSERT_BODY_POSTGRES: &str = "INSERT INTO bodies (digest, size, entry) \
-     VALUES ($1, $2, $3) ON CONFLICT (digest) DO UPDATE SET size = excluded.size";
+     VALUES ($1, $2, $3) ON CONFLICT (digest) DO UPDATE SET size = excluded.size \
+     RETURNING (xmax = 0) AS inserted";
+/// Adds a write transaction's changes to the running totals; the last statement of every
+/// write, so the row's lock is held only until the commit.
+pub(super) const ADD_TOTALS: &str =
+    "UPDATE store_totals SET entries = entries + $1, bytes = bytes + $2 WHERE id = 1";
 /// Entries never change once stored: a second upload of a key inserts nothing.
 pub(super) const INSERT_ENTRY: &str = "INSERT INTO entries (namespace, key_digest, source_hash, \
      magic, cache_tag, optimization, settings, dfile, success, body_digest, size, written_by, \
@@ -43,8 +49,7 @@ pub(super) const DELETE_ORPHAN_BODY: &str = "DELETE FROM bodies WHERE digest = $
 pub(super) const RECORD_USAGE: &str = "UPDATE entries SET hits = hits + $1, last_used_at = \
      CASE WHEN last_used_at < $2 THEN $2 ELSE last_used_at END \
      WHERE namespace = $3 AND key_digest = $4";
-pub(super) const TOTALS: &str = "SELECT (SELECT COUNT(*) FROM entries) AS entries, \
-     CAST((SELECT COALESCE(SUM(size), 0) FROM bodies) AS BIGINT) AS bytes";
+pub(super) const TOTALS: &str = "SELECT entries, bytes FROM store_totals WHERE id = 1";
 pub(super) const BY_INTERPRETER: &str = "SELECT cache_tag, magic, COUNT(*) AS entries, \
      CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM entries \
      GROUP BY cache_tag, magic ORDER BY cache_tag, magic";
@@ -351,6 +356,11 @@ macro_rules! impl_store_with_sql {
                             Err(err) => return Err(err.into()),
                         }
                     }
+                    sqlx::query($crate::store::sql::ADD_TOTALS)
+                        .bind(-(done.entries as i64))
+                        .bind(-(done.bytes as i64))
+                        .execute(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                     Ok(done)
                 }
@@ -415,6 +425,7 @@ macro_rules! impl_store_with_sql {
                 let result: Result<$crate::store::PutOutcome, $crate::store::StoreError> = async {
                     let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin_write).await?;
                     let mut outcome = $crate::store::PutOutcome::default();
+                    let mut added_bytes: i64 = 0;
                     while let Some(new) = entries.next_entry()? {
                         let key = &new.stored.key;
                         let digest = key.digest();
@@ -430,12 +441,14 @@ macro_rules! impl_store_with_sql {
                             }
                             continue;
                         }
-                        sqlx::query($insert_body)
+                        let size = new.stored.entry_bytes.len() as i64;
+                        let new_body: Option<(bool,)> = sqlx::query_as($insert_body)
                             .bind(body)
-                            .bind(new.stored.entry_bytes.len() as i64)
+                            .bind(size)
                             .bind(&new.stored.entry_bytes)
-                            .execute(&mut *tx)
+                            .fetch_optional(&mut *tx)
                             .await?;
+                        let new_body = new_body.is_some_and(|(inserted,)| inserted);
                         let done = sqlx::query(INSERT_ENTRY)
                             .bind(namespace)
                             .bind(&digest.0[..])
@@ -456,6 +469,9 @@ macro_rules! impl_store_with_sql {
                             .await?;
                         if done.rows_affected() > 0 {
                             outcome.inserted += 1;
+                            if new_body {
+                                added_bytes += size;
+                            }
                             continue;
                         }
                         // Another writer stored this key since the look above (PostgreSQL
@@ -467,12 +483,22 @@ macro_rules! impl_store_with_sql {
                             .await?;
                         if stored != body {
                             outcome.conflicts.push(digest);
-                            sqlx::query(DELETE_ORPHAN_BODY)
-                                .bind(body)
-                                .execute(&mut *tx)
-                                .await?;
+                            if new_body {
+                                // The body this upload brought is held by no entry.
+                                sqlx::query(DELETE_ORPHAN_BODY)
+                                    .bind(body)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                        } else if new_body {
+                            added_bytes += size;
                         }
                     }
+                    sqlx::query($crate::store::sql::ADD_TOTALS)
+                        .bind(outcome.inserted as i64)
+                        .bind(added_bytes)
+                        .execute(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                     Ok(outcome)
                 }
