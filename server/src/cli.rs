@@ -168,6 +168,13 @@ pub struct ServeArgs {
     /// Heavy requests (batch get, uploads) served at once; more wait for a slot.
     #[arg(long, env = "PYCACHE_MAX_HEAVY_REQUESTS", default_value_t = 16)]
     pub max_heavy_requests: usize,
+    /// Seconds a batch request waits for a slot before it is answered 503 (busy, retry).
+    #[arg(long, env = "PYCACHE_SLOT_WAIT", default_value_t = 5.0)]
+    pub slot_wait: f64,
+    /// Seconds an answer may wait for the client to read it before the connection is closed
+    /// (a client that stops reading frees what it held).
+    #[arg(long, env = "PYCACHE_SEND_TIMEOUT", default_value_t = 30.0)]
+    pub send_timeout: f64,
     /// Open connections at most (lowered to fit the open-file limit, whose soft value is
     /// raised to the hard one at start).
     #[arg(long, env = "PYCACHE_MAX_CONNECTIONS", default_value_t = 4096)]

@@ -27,6 +27,8 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// Heavy requests (batch get, uploads) served at once; more wait for a slot.
     pub max_heavy_requests: usize,
+    /// How long a request waits for a slot before it is answered 503 `busy`.
+    pub slot_wait: Duration,
     /// Time a request body may take to arrive in full.
     pub body_timeout: Duration,
     /// Open connections, header and idle timeouts.
@@ -52,6 +54,7 @@ impl Default for Config {
             max_store_bytes: Some(10 << 30),
             maintenance_interval: Duration::from_secs(10),
             max_heavy_requests: 16,
+            slot_wait: Duration::from_secs(5),
             body_timeout: Duration::from_secs(60),
             connections: ConnectionLimits::default(),
             spool_dir: std::env::temp_dir(),

@@ -34,6 +34,8 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
     /// A connection with no request in flight and no bytes moving for this long is closed.
     pub idle_timeout: Duration,
+    /// A connection whose answer the client has not read for this long is closed.
+    pub send_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -42,6 +44,7 @@ impl Default for ConnectionLimits {
             max_connections: 4096,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -105,6 +108,9 @@ struct Tracked {
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` of the last byte read or written.
     last_active: AtomicU64,
+    /// 1 + milliseconds since `epoch` when a write started waiting for the client to read;
+    /// 0 while writes go through.
+    write_blocked_since: AtomicU64,
     /// Told to close (its slot was given to a newer connection).
     shed: Notify,
 }
@@ -247,6 +253,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let registry = registry.clone();
         let idle_timeout = limits.idle_timeout;
+        let send_timeout = limits.send_timeout;
         let acceptor = acceptor.clone();
         let handshake_timeout = limits.header_timeout;
         tokio::spawn(async move {
@@ -272,6 +279,9 @@ pub async fn serve(
                     _ = connection => {}
                     () = tracked.shed.notified() => {}
                     () = idle(&registry, &tracked, idle_timeout) => {}
+                    () = stalled(&registry, &tracked, send_timeout) => {
+                        tracing::debug!("the client stopped reading its answer; connection closed");
+                    }
                 }
             }
             registry
@@ -305,6 +315,28 @@ async fn idle(registry: &Registry, tracked: &Tracked, timeout: Duration) {
             return;
         }
         let wait = timeout_ms.saturating_sub(quiet).max(timeout_ms / 4).max(10);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}
+
+/// Resolves once a write has waited `timeout` for the client to read: a client that stops
+/// reading its answer must not keep what the answer holds (a slot's worth of entries).
+async fn stalled(registry: &Registry, tracked: &Tracked, timeout: Duration) {
+    let timeout_ms = timeout.as_millis() as u64;
+    loop {
+        let since = tracked.write_blocked_since.load(Ordering::Acquire);
+        let waited = if since == 0 {
+            0
+        } else {
+            registry.now().saturating_sub(since - 1)
+        };
+        if since != 0 && waited >= timeout_ms {
+            return;
+        }
+        let wait = timeout_ms
+            .saturating_sub(waited)
+            .max(timeout_ms / 4)
+            .max(10);
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
 }
@@ -348,6 +380,26 @@ impl ActivityStream {
             .last_active
             .store(self.registry.now(), Ordering::Release);
     }
+
+    /// Notes whether a write went through or waits for the client to read.
+    fn note_write(&self, poll: &Poll<io::Result<usize>>) {
+        match poll {
+            Poll::Pending => {
+                let _ = self.tracked.write_blocked_since.compare_exchange(
+                    0,
+                    self.registry.now() + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            Poll::Ready(result) => {
+                self.tracked.write_blocked_since.store(0, Ordering::Release);
+                if matches!(result, Ok(n) if *n > 0) {
+                    self.touch();
+                }
+            }
+        }
+    }
 }
 
 impl AsyncRead for ActivityStream {
@@ -372,10 +424,22 @@ impl AsyncWrite for ActivityStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
+        self.note_write(&poll);
         poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(&poll);
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -54,6 +54,9 @@ pub enum AppError {
         /// What is wrong.
         message: String,
     },
+    /// 503: every slot for heavy requests stayed taken for the slot wait; try again shortly.
+    #[error("{0}")]
+    Busy(String),
     /// 503: the database does not answer.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] StoreError),
@@ -131,6 +134,7 @@ impl AppError {
                 "headers_too_large",
             ),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            AppError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             AppError::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
@@ -184,10 +188,18 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
+        let retry = matches!(self, AppError::Busy(_) | AppError::Unavailable(_));
         let body = ErrorResponse {
             code: code.to_owned(),
             message,
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if retry {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

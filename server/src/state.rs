@@ -45,18 +45,39 @@ impl AppState {
         }
     }
 
-    /// Waits for a heavy-request slot; it is freed when the [`HeavySlot`] drops.
-    pub async fn heavy_slot(&self) -> HeavySlot {
-        let permit = self
-            .heavy
-            .clone()
-            .acquire_owned()
+    /// Waits for a heavy-request slot, at most the configured slot wait (then a 503 `busy`
+    /// with `Retry-After`); it is freed when the [`HeavySlot`] drops.
+    pub async fn heavy_slot(&self) -> Result<HeavySlot, crate::error::AppError> {
+        let wait = self.config.slot_wait;
+        let permit = tokio::time::timeout(wait, self.heavy.clone().acquire_owned())
             .await
+            .map_err(|_| {
+                crate::error::AppError::Busy(format!(
+                    "the server is busy: all {} slots for batch requests stayed taken for {}s; \
+                     try again shortly",
+                    self.config.max_heavy_requests,
+                    wait.as_secs_f64()
+                ))
+            })?
             .expect("the heavy-request semaphore is never closed");
-        HeavySlot {
+        Ok(HeavySlot {
             permit: Some(permit),
             slots: self.config.max_heavy_requests.max(1),
+            trim: true,
+        })
+    }
+
+    /// Gives freed memory back to the operating system when no heavy request is in progress
+    /// (for requests that took their slots [`HeavySlot::without_trim`]).
+    pub fn release_memory_if_idle(&self) {
+        if self.heavy.available_permits() == self.config.max_heavy_requests.max(1) {
+            crate::memory::release_free_memory();
         }
+    }
+
+    /// Heavy-request slots free right now.
+    pub fn free_slots(&self) -> usize {
+        self.heavy.available_permits()
     }
 }
 
@@ -66,6 +87,16 @@ impl AppState {
 pub struct HeavySlot {
     permit: Option<OwnedSemaphorePermit>,
     slots: usize,
+    trim: bool,
+}
+
+impl HeavySlot {
+    /// This slot gives memory back to the system on release only if the request says so at
+    /// its end ([`AppState::release_memory_if_idle`]): for slots taken once per chunk.
+    pub fn without_trim(mut self) -> Self {
+        self.trim = false;
+        self
+    }
 }
 
 impl Drop for HeavySlot {
@@ -75,7 +106,7 @@ impl Drop for HeavySlot {
         };
         let semaphore = permit.semaphore().clone();
         drop(permit);
-        if semaphore.available_permits() == self.slots {
+        if self.trim && semaphore.available_permits() == self.slots {
             crate::memory::release_free_memory();
         }
     }

@@ -75,11 +75,13 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         max_store_bytes: (args.max_size > 0).then_some(args.max_size),
         maintenance_interval,
         max_heavy_requests: args.max_heavy_requests.max(1),
+        slot_wait: seconds(args.slot_wait, "--slot-wait", 0.01)?,
         body_timeout: seconds(args.body_timeout, "--body-timeout", 1.0)?,
         connections: ConnectionLimits {
             max_connections,
             header_timeout: seconds(args.header_timeout, "--header-timeout", 1.0)?,
             idle_timeout: seconds(args.idle_timeout, "--idle-timeout", 1.0)?,
+            send_timeout: seconds(args.send_timeout, "--send-timeout", 1.0)?,
         },
         spool_dir: crate::spool::check_dir(
             &args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),

@@ -75,17 +75,19 @@ pub async fn batch_get(
 ) -> Result<Response, AppError> {
     caller.require(Scope::Read, state.config.public_read)?;
     let namespaces = caller.read_order()?;
-    // Heavy requests take a slot: a burst of them waits instead of multiplying memory.
-    let permit = state.heavy_slot().await;
+    // The keys are read before a slot is taken, so a slow sender holds none; a slot is held
+    // only while a chunk is looked up, never while it waits for the client to read it.
     let keys = read_keys(&headers, body, &state.config).await?;
     let mut seen = std::collections::HashSet::new();
     let keys: Vec<KeyDigest> = keys.into_iter().filter(|k| seen.insert(*k)).collect();
     drop(seen);
     let first_len = keys.len().min(FIRST_CHUNK_KEYS);
-    let first = lookup(&state, &namespaces, &keys[..first_len]).await?;
+    let first = {
+        let _slot = state.heavy_slot().await?.without_trim();
+        lookup(&state, &namespaces, &keys[..first_len]).await?
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_CHUNKS);
     tokio::spawn(async move {
-        let _permit = permit;
         let mut count = first.len();
         let mut bytes: usize = first.iter().map(|f| f.entry_bytes.len()).sum();
         if tx.send(Ok(Bytes::from_static(PACK_MAGIC))).await.is_err() {
@@ -97,7 +99,14 @@ pub async fn batch_get(
         let mut next = first_len;
         while next < keys.len() {
             let end = keys.len().min(next + next_chunk_keys(bytes, count));
-            let frames = match lookup(&state, &namespaces, &keys[next..end]).await {
+            let found = match state.heavy_slot().await {
+                Ok(slot) => {
+                    let _slot = slot.without_trim();
+                    lookup(&state, &namespaces, &keys[next..end]).await
+                }
+                Err(err) => Err(err),
+            };
+            let frames = match found {
                 Ok(frames) => frames,
                 Err(err) => {
                     tracing::warn!(error = %err, "batch get failed mid-stream; pack cut short");
@@ -115,6 +124,8 @@ pub async fn batch_get(
         let mut end = 0u32.to_le_bytes().to_vec();
         end.extend_from_slice(&(count as u32).to_le_bytes());
         let _ = tx.send(Ok(end.into())).await;
+        drop(tx);
+        state.release_memory_if_idle();
     });
     let body = Body::from_stream(tokio_stream(rx));
     Ok(([(CONTENT_TYPE, PACK_CONTENT_TYPE)], body).into_response())

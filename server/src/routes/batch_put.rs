@@ -43,8 +43,9 @@ pub async fn batch_put(
 ) -> Result<Json<BatchPutResponse>, AppError> {
     caller.require(Scope::Write, state.config.public_read)?;
     let namespace = caller.write_namespace()?;
-    let _slot = state.heavy_slot().await;
+    // The body is spooled to disk before a slot is taken: a slow sender holds no slot.
     let upload = read_upload(&headers, body, &state.config).await?;
+    let _slot = state.heavy_slot().await?;
     let (response, _) = store_upload(&state, &caller, namespace, upload).await?;
     Ok(Json(response))
 }

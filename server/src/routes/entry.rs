@@ -133,8 +133,8 @@ pub async fn put_entry(
     caller.require(Scope::Write, state.config.public_read)?;
     let namespace = caller.write_namespace()?;
     let key = parse_key(&raw_key)?;
-    let _slot = state.heavy_slot().await;
     let upload = read_upload(&headers, body, &state.config).await?;
+    let _slot = state.heavy_slot().await?;
     let keys: Vec<_> = upload
         .accepted
         .keys()
