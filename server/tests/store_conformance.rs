@@ -44,7 +44,7 @@ async fn entries_round_trip(store: &dyn Store) {
         put,
         PutOutcome {
             inserted: 2,
-            conflicts: vec![]
+            ..PutOutcome::default()
         }
     );
     // Storing again is not an error and inserts nothing.
@@ -126,8 +126,8 @@ async fn entries_never_change_once_stored(store: &dyn Store) {
     assert_eq!(
         put,
         PutOutcome {
-            inserted: 0,
-            conflicts: vec![other.stored.key.digest()]
+            conflicts: vec![other.stored.key.digest()],
+            ..PutOutcome::default()
         }
     );
     let found = store

@@ -80,6 +80,14 @@ pub async fn store_upload(
             .await?
     };
     let inserted = outcome.inserted;
+    if outcome.repaired > 0 {
+        tracing::warn!(
+            repaired = outcome.repaired,
+            namespace = %namespace,
+            "stored bodies were damaged (their bytes no longer matched their digest) and were \
+             rewritten from an upload; check the database's storage"
+        );
+    }
     if let Some(first) = outcome.conflicts.first() {
         tracing::warn!(
             writer = caller.name.as_deref().unwrap_or("-"),

@@ -115,6 +115,8 @@ pub struct PutOutcome {
     pub inserted: u64,
     /// Keys the namespace already holds with other bytes: refused, the stored entry stands.
     pub conflicts: Vec<KeyDigest>,
+    /// Stored bodies found damaged and rewritten with the uploaded bytes of their digest.
+    pub repaired: u64,
 }
 
 /// Which entries a purge deletes: every condition given must hold.

@@ -43,6 +43,9 @@ pub(super) const INSERT_ENTRY: &str = "INSERT INTO entries (namespace, key_diges
      ON CONFLICT (namespace, key_digest) DO NOTHING";
 pub(super) const STORED_BODY: &str =
     "SELECT body_digest FROM entries WHERE namespace = $1 AND key_digest = $2";
+pub(super) const BODY_BYTES: &str = "SELECT entry FROM bodies WHERE digest = $1";
+/// Rewrites a damaged body with bytes that hash to its digest (checked by the caller).
+pub(super) const REPAIR_BODY: &str = "UPDATE bodies SET entry = $2 WHERE digest = $1";
 /// Frees a body no entry holds any more; answers its size when it did.
 pub(super) const DELETE_ORPHAN_BODY: &str = "DELETE FROM bodies WHERE digest = $1 \
      AND NOT EXISTS (SELECT 1 FROM entries WHERE body_digest = $1) RETURNING size";
@@ -420,7 +423,9 @@ macro_rules! impl_store_with_sql {
                 entries: &mut dyn $crate::store::EntrySource,
                 now: i64,
             ) -> Result<$crate::store::PutOutcome, $crate::store::StoreError> {
-                use $crate::store::sql::{DELETE_ORPHAN_BODY, INSERT_ENTRY, STORED_BODY};
+                use $crate::store::sql::{
+                    BODY_BYTES, DELETE_ORPHAN_BODY, INSERT_ENTRY, REPAIR_BODY, STORED_BODY,
+                };
                 let mut conn = self.pool.acquire().await?;
                 let result: Result<$crate::store::PutOutcome, $crate::store::StoreError> = async {
                     let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin_write).await?;
@@ -438,6 +443,22 @@ macro_rules! impl_store_with_sql {
                         if let Some((stored,)) = stored {
                             if stored != body {
                                 outcome.conflicts.push(digest);
+                            } else {
+                                // The same entry again: its writer missed it here, so make sure
+                                // the stored bytes are intact (a damaged body is rewritten with
+                                // bytes of the digest it is stored under, the only right ones).
+                                let (bytes,): (Vec<u8>,) = sqlx::query_as(BODY_BYTES)
+                                    .bind(body)
+                                    .fetch_one(&mut *tx)
+                                    .await?;
+                                if bytes != new.stored.entry_bytes {
+                                    sqlx::query(REPAIR_BODY)
+                                        .bind(body)
+                                        .bind(&new.stored.entry_bytes)
+                                        .execute(&mut *tx)
+                                        .await?;
+                                    outcome.repaired += 1;
+                                }
                             }
                             continue;
                         }
