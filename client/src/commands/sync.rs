@@ -141,10 +141,14 @@ pub fn run(
     Ok(if ok { 0 } else { 1 })
 }
 
-/// The one-line summary.
+/// The one-line summary (upload conflicts only when there were some).
 pub fn summary_line(s: &Summary) -> String {
+    let conflicts = match s.conflicts {
+        0 => String::new(),
+        n => format!(", {n} conflicts"),
+    };
     format!(
-        "pycache: {} files: {} up to date, {} local hits, {} remote hits ({} relocated), {} compiled, {} uploaded, {} errors; \
+        "pycache: {} files: {} up to date, {} local hits, {} remote hits ({} relocated), {} compiled, {} uploaded{conflicts}, {} errors; \
          {} written, {} down, {} up, {:.2}s ({} workers)",
         s.files,
         s.up_to_date,
