@@ -318,8 +318,9 @@ fn corrupt_server_entry_is_detected_recompiled_and_replaced() {
         second.json,
         stderr(&second)
     );
-    assert_eq!(n(&second, "remote_hits"), 5);
-    assert_eq!(n(&second, "compiled"), 1);
+    // (broken.py's stored failure is only a hint: it is compiled here too.)
+    assert_eq!(n(&second, "remote_hits"), 4);
+    assert_eq!(n(&second, "compiled"), 2);
     assert!(stderr(&second).contains("corrupt"), "{}", stderr(&second));
     assert_eq!(pycs(&dir), pycs(&reference));
 
@@ -336,7 +337,7 @@ fn corrupt_server_entry_is_detected_recompiled_and_replaced() {
         "the corrupt entry was replaced: {}",
         stderr(&third)
     );
-    assert_eq!(n(&third, "remote_hits"), 6);
+    assert_eq!(n(&third, "remote_hits"), 5);
 }
 
 #[test]
