@@ -17,6 +17,10 @@ use pycache_proto::pack::Frame;
 use pycache_proto::{CacheKey, Entry};
 use pycache_testkit::server::Server;
 
+mod support;
+
+use support::tree::all_pycs;
+
 const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
 
 /// The warning text the hostile writer stores with an honest body: a colour escape, a carriage
@@ -44,24 +48,6 @@ fn fresh_copy(base: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     copy_tree(&base.join("pristine/src"), &dir.join("src"));
     dir
-}
-
-/// Every .pyc under `root`, relative path → bytes.
-fn pycs(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "pyc") {
-                let rel = p.strip_prefix(root).unwrap().to_path_buf();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 /// `python3 -m compileall -q src` of a copy of the tree.
@@ -205,7 +191,7 @@ fn a_hostile_writer_cannot_break_or_change_a_readers_build() {
         stderr.contains("src/util.py") || stderr.contains("compiled locally"),
         "the bad body is said: {stderr}"
     );
-    assert_eq!(pycs(&dir), pycs(&reference));
+    assert_eq!(all_pycs(&dir), all_pycs(&reference));
     let import = Command::new("python3")
         .current_dir(dir.join("src"))
         .args([
@@ -230,7 +216,7 @@ fn a_hostile_writer_cannot_break_or_change_a_readers_build() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(pycs(&again), pycs(&reference));
+    assert_eq!(all_pycs(&again), all_pycs(&reference));
 }
 
 /// A server stand-in on a real socket: records the head of every request and answers 503 (the

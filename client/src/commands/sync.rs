@@ -165,3 +165,28 @@ pub fn summary_line(s: &Summary) -> String {
         s.workers_started
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_line_names_conflicts_only_when_there_were_some() {
+        let mut summary = Summary {
+            files: 3,
+            uploaded: 2,
+            ..Default::default()
+        };
+        assert!(
+            summary_line(&summary).contains("2 uploaded, 0 errors;"),
+            "{}",
+            summary_line(&summary)
+        );
+        summary.conflicts = 1;
+        assert!(
+            summary_line(&summary).contains("2 uploaded, 1 conflicts, 0 errors;"),
+            "{}",
+            summary_line(&summary)
+        );
+    }
+}
