@@ -39,6 +39,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// The server namespace this client writes to and looks in first (e.g. main, pr/1234; default:
+    /// the one the token names).
+    #[arg(long, global = true, env = "PYCACHE_NAMESPACE", value_name = "NAME")]
+    pub namespace: Option<String>,
     /// Fail the run when the server cannot be used (default: warn and compile locally).
     #[arg(long, global = true)]
     pub require_server: bool,
@@ -154,13 +158,14 @@ pub struct SyncArgs {
 }
 
 /// Long options of pycache that may also follow `compileall` (none clashes with compileall's).
-pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 9] = [
+pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 10] = [
     "--python",
     "--cache-dir",
     "--cache-size",
     "--jobs",
     "--server",
     "--token",
+    "--namespace",
     "--timeout",
     "--compile-timeout",
     "--log",

@@ -9,7 +9,9 @@
 //! A closed stdout (`| head -1`) is not a panic: writes report [`is_closed_stdout`] errors, which
 //! the caller turns into compileall's exit (see `main.rs`).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -28,6 +30,12 @@ pub enum WarningKind {
     ServerAuth,
     /// The server refused some uploaded entries.
     UploadRefused,
+    /// The server refused some uploaded entries because the namespace holds other bytes for
+    /// their keys.
+    UploadConflict,
+    /// The server sent an entry that is not usable (a body that is not one whole code object,
+    /// or a failure): compiled locally instead.
+    UnusableRemoteEntry,
     /// An entry was too large for the server and was not uploaded.
     EntryTooLarge,
     /// A source file changed while it was compiled; its result was not cached.
@@ -305,6 +313,29 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Console {
     }
 }
 
+/// Text that came from a cache or a network, made safe for a terminal: every C0 control
+/// character except `\n` and `\t` (ESC, `\r`, BEL, ...), DEL and every C1 control (U+0080 to
+/// U+009F) becomes a visible escape (`\x1b`, `\x7f`, `\x9b`), so stored text cannot move the
+/// cursor, recolour or retitle the terminal, or hide what precedes it. Text from a compile of
+/// this run is shown verbatim instead (compileall parity); this is for replayed text only.
+pub fn escape_replayed(text: &str) -> Cow<'_, str> {
+    let is_control = |c: char| {
+        (c.is_ascii_control() && c != '\n' && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c)
+    };
+    if !text.contains(is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_control(c) {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// A byte count for people: `512 B`, `1.5 KiB`, `3.2 MiB`, `2.0 GiB`.
 pub fn human_bytes(n: u64) -> String {
     match n {
@@ -357,6 +388,19 @@ mod tests {
         console.warn(WarningKind::CorruptLocalEntry, "bad entry");
         console.warn(WarningKind::Server, "server down");
         assert_eq!(text(&err), "pycache: warning: server down\n");
+    }
+
+    #[test]
+    fn replayed_text_has_its_control_characters_escaped() {
+        assert_eq!(
+            escape_replayed("a.py:1: SyntaxWarning: x\n\tok"),
+            "a.py:1: SyntaxWarning: x\n\tok"
+        );
+        assert_eq!(
+            escape_replayed("\x1b[31mred\r\x07\x00\x7f\u{9b}2J é ✓\n"),
+            "\\x1b[31mred\\x0d\\x07\\x00\\x7f\\x9b2J é ✓\n"
+        );
+        assert!(matches!(escape_replayed("plain"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -97,6 +97,7 @@ impl Session {
                 &RemoteConfig {
                     url: url.clone(),
                     token: settings.token.clone(),
+                    namespace: settings.namespace.clone(),
                     require: settings.require_server,
                     timeout: settings.remote_timeout,
                 },
@@ -128,6 +129,9 @@ impl Session {
                 (interp.version.0, interp.version.1),
             )
             .then_some((interp.version.0, interp.version.1)),
+            body_format: (interp.implementation == "cpython")
+                .then(|| crate::marshal::Format::for_python(interp.version.0, interp.version.1))
+                .flatten(),
         };
         let tiers = Tiers {
             local: local.as_ref(),

@@ -27,6 +27,8 @@ impl fmt::Debug for Secret {
 pub struct ProjectConfig {
     /// Server URL.
     pub server: Option<String>,
+    /// Server namespace to write to and look in first (e.g. `main`, `pr/1234`).
+    pub namespace: Option<String>,
     /// Target interpreter.
     pub python: Option<PathBuf>,
     /// Optimization levels for `sync`.
@@ -80,6 +82,9 @@ pub struct Settings {
     pub server: Option<String>,
     /// Server token.
     pub token: Option<Secret>,
+    /// The server namespace this client writes to and looks in first (`--namespace`,
+    /// `PYCACHE_NAMESPACE`, `[tool.pycache] namespace`), validated; `None`: the token's own.
+    pub namespace: Option<String>,
     /// Server failures are fatal.
     pub require_server: bool,
     /// Deadline of one request to the server.
@@ -137,6 +142,20 @@ impl Settings {
                 .map_err(|e| anyhow::anyhow!("[tool.pycache] cache-size: {e}"))?,
             (None, None) => crate::local_cache::DEFAULT_SIZE_LIMIT,
         };
+        let namespace = resolve_namespace(cli.namespace.as_deref(), project.namespace.as_deref())
+            .with_context(|| {
+            match (
+                cli.namespace.as_deref().filter(|n| !n.is_empty()),
+                &config_file,
+            ) {
+                (Some(_), _) | (None, None) => {
+                    "the namespace setting (--namespace / PYCACHE_NAMESPACE) is invalid".to_owned()
+                }
+                (None, Some(file)) => {
+                    format!("[tool.pycache] namespace in {} is invalid", file.display())
+                }
+            }
+        })?;
         Ok(Settings {
             python: cli.python.clone().or(project.python.clone()),
             virtual_env: env("VIRTUAL_ENV").map(PathBuf::from),
@@ -150,6 +169,7 @@ impl Settings {
                 .or(project.server.clone())
                 .filter(|s| !s.is_empty()),
             token: cli.token.clone().filter(|t| !t.is_empty()).map(Secret),
+            namespace,
             require_server: cli.require_server,
             remote_timeout: seconds(cli.timeout.or(project.timeout), "the server timeout")?
                 .unwrap_or(DEFAULT_REMOTE_TIMEOUT),
@@ -170,6 +190,17 @@ impl Settings {
             config_file,
         })
     }
+}
+
+/// The namespace from the command line or environment (clap merges the two), else the project
+/// file; an empty value counts as unset. Checked against the server's rules here, so a bad name
+/// fails before anything runs.
+fn resolve_namespace(cli: Option<&str>, project: Option<&str>) -> Result<Option<String>> {
+    let Some(name) = cli.filter(|n| !n.is_empty()).or(project) else {
+        return Ok(None);
+    };
+    pycache_proto::namespace::validate_namespace(name)?;
+    Ok(Some(name.to_owned()))
 }
 
 /// Finds the nearest pyproject.toml at or above `cwd` and reads `[tool.pycache]`.
@@ -286,6 +317,33 @@ mod tests {
         let defaults = parse(&[]);
         assert_eq!(defaults.remote_timeout, DEFAULT_REMOTE_TIMEOUT);
         assert_eq!(defaults.compile_timeout, DEFAULT_COMPILE_TIMEOUT);
+    }
+
+    #[test]
+    fn namespace_comes_from_the_command_line_else_the_project_and_is_checked() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let pyproject = dir.path().join("pyproject.toml");
+        std::fs::write(&pyproject, "[tool.pycache]\nnamespace = 'pr/7'\n").unwrap();
+        let resolve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["pycache-client"].iter().chain(args).chain(&["status"]))
+                .unwrap();
+            Settings::resolve(&cli, dir.path())
+        };
+        assert_eq!(resolve(&[]).unwrap().namespace.as_deref(), Some("pr/7"));
+        let named = resolve(&["--namespace", "main"]).unwrap();
+        assert_eq!(named.namespace.as_deref(), Some("main"));
+        let err = resolve(&["--namespace", "../x"]).unwrap_err();
+        assert!(format!("{err:#}").contains("--namespace"), "{err:#}");
+        std::fs::write(&pyproject, "[tool.pycache]\nnamespace = 'a b'\n").unwrap();
+        let err = resolve(&[]).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("[tool.pycache] namespace") && text.contains("not a valid namespace"),
+            "{text}"
+        );
+        std::fs::remove_file(&pyproject).unwrap();
+        assert_eq!(resolve(&[]).unwrap().namespace, None);
     }
 
     #[test]

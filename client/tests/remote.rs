@@ -220,19 +220,16 @@ fn cold_then_warm_on(python: &Path, database_url: Option<&str>) {
     assert_eq!(
         warm.out.status.code(),
         Some(1),
-        "a cached failure still fails the run"
+        "the failure, compiled here again, still fails the run"
     );
-    assert_eq!(n(&warm, "remote_hits"), 6, "{}", warm.json);
-    assert_eq!(n(&warm, "compiled"), 0);
-    assert_eq!(
-        n(&warm, "workers_started"),
-        0,
-        "a warm run starts no Python"
-    );
+    // A failure from the server is a hint, not a verdict (a hostile writer could plant one):
+    // broken.py is compiled here; the five successes are remote hits.
+    assert_eq!(n(&warm, "remote_hits"), 5, "{}", warm.json);
+    assert_eq!(n(&warm, "compiled"), 1);
     assert_eq!(n(&warm, "uploaded"), 0, "a read token uploads nothing");
     assert!(
         stderr(&warm).contains("SyntaxError"),
-        "the failure is replayed: {}",
+        "the failure is reported: {}",
         stderr(&warm)
     );
     assert!(
@@ -321,8 +318,9 @@ fn corrupt_server_entry_is_detected_recompiled_and_replaced() {
         second.json,
         stderr(&second)
     );
-    assert_eq!(n(&second, "remote_hits"), 5);
-    assert_eq!(n(&second, "compiled"), 1);
+    // (broken.py's stored failure is only a hint: it is compiled here too.)
+    assert_eq!(n(&second, "remote_hits"), 4);
+    assert_eq!(n(&second, "compiled"), 2);
     assert!(stderr(&second).contains("corrupt"), "{}", stderr(&second));
     assert_eq!(pycs(&dir), pycs(&reference));
 
@@ -339,7 +337,7 @@ fn corrupt_server_entry_is_detected_recompiled_and_replaced() {
         "the corrupt entry was replaced: {}",
         stderr(&third)
     );
-    assert_eq!(n(&third, "remote_hits"), 6);
+    assert_eq!(n(&third, "remote_hits"), 5);
 }
 
 #[test]
@@ -551,6 +549,8 @@ fn status_shows_the_scope_and_hides_the_token_and_stats_reads_the_server() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert_eq!(status.status.code(), Some(0), "{text}");
     assert!(text.contains("scope write"), "{text}");
+    assert!(text.contains("uploads to:   default"), "{text}");
+    assert!(text.contains("reads from:   default"), "{text}");
     assert!(text.contains("cpython"), "{text}");
     assert!(!text.contains(&write), "the token never shows: {text}");
     assert!(text.contains("redacted"), "{text}");

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use anyhow::{bail, Result};
 
 use crate::interpreter::{resolve_interpreter, Interpreter};
-use crate::output::Console;
+use crate::output::{escape_replayed, Console};
 use crate::remote::ServerClient;
 use crate::settings::Settings;
 
@@ -59,6 +59,14 @@ pub fn status(settings: &Settings, console: &Console) -> Result<i32> {
     say!(out, "jobs:         {}", settings.jobs);
     say!(
         out,
+        "namespace:    {}",
+        settings
+            .namespace
+            .as_deref()
+            .unwrap_or("not set (the server picks the token's)")
+    );
+    say!(
+        out,
         "token:        {}",
         if settings.token.is_some() {
             "set (redacted)"
@@ -72,14 +80,33 @@ pub fn status(settings: &Settings, console: &Console) -> Result<i32> {
             "server:       not configured (--server, PYCACHE_SERVER or [tool.pycache] server)"
         ),
         Some(url) => match asked(url, settings)?.info() {
-            Ok(info) => say!(
-                out,
-                "server:       {url}: answers (version {}, scope {}, public read {})",
-                info.version,
-                info.scope
-                    .map_or("none".to_owned(), |s| format!("{s:?}").to_lowercase()),
-                info.public_read
-            ),
+            Ok(info) => {
+                say!(
+                    out,
+                    "server:       {url}: answers (version {}, scope {}, public read {})",
+                    escape_replayed(&info.version),
+                    info.scope
+                        .map_or("none".to_owned(), |s| format!("{s:?}").to_lowercase()),
+                    info.public_read
+                );
+                say!(
+                    out,
+                    "uploads to:   {}",
+                    match &info.namespace {
+                        Some(ns) => escape_replayed(ns).into_owned(),
+                        None => "nowhere (this caller may not write)".to_owned(),
+                    }
+                );
+                say!(
+                    out,
+                    "reads from:   {}",
+                    if info.reads.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        escape_replayed(&info.reads.join(" > ")).into_owned()
+                    }
+                );
+            }
             Err(e) => {
                 if settings.require_server {
                     healthy = false;
@@ -106,5 +133,8 @@ pub fn stats(settings: &Settings, console: &Console) -> Result<i32> {
 
 /// A server asked directly by a command, where every failure is the answer.
 fn asked(url: &str, settings: &Settings) -> Result<ServerClient> {
-    ServerClient::new(url, settings.token.clone(), settings.remote_timeout)
+    Ok(
+        ServerClient::new(url, settings.token.clone(), settings.remote_timeout)?
+            .with_namespace(settings.namespace.clone()),
+    )
 }

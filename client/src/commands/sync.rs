@@ -141,10 +141,14 @@ pub fn run(
     Ok(if ok { 0 } else { 1 })
 }
 
-/// The one-line summary.
+/// The one-line summary (upload conflicts only when there were some).
 pub fn summary_line(s: &Summary) -> String {
+    let conflicts = match s.conflicts {
+        0 => String::new(),
+        n => format!(", {n} conflicts"),
+    };
     format!(
-        "pycache: {} files: {} up to date, {} local hits, {} remote hits ({} relocated), {} compiled, {} uploaded, {} errors; \
+        "pycache: {} files: {} up to date, {} local hits, {} remote hits ({} relocated), {} compiled, {} uploaded{conflicts}, {} errors; \
          {} written, {} down, {} up, {:.2}s ({} workers)",
         s.files,
         s.up_to_date,
@@ -160,4 +164,29 @@ pub fn summary_line(s: &Summary) -> String {
         s.seconds,
         s.workers_started
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_line_names_conflicts_only_when_there_were_some() {
+        let mut summary = Summary {
+            files: 3,
+            uploaded: 2,
+            ..Default::default()
+        };
+        assert!(
+            summary_line(&summary).contains("2 uploaded, 0 errors;"),
+            "{}",
+            summary_line(&summary)
+        );
+        summary.conflicts = 1;
+        assert!(
+            summary_line(&summary).contains("2 uploaded, 1 conflicts, 0 errors;"),
+            "{}",
+            summary_line(&summary)
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! its .pyc files are written as py_compile writes them (hard links for `--hardlink-dupes`)
 //! and its lines printed as compileall prints them.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs;
@@ -18,7 +19,7 @@ use super::resolve::{FileRecord, Miss, Resolution, Resolved, Slot};
 use super::sinks::Sinks;
 use super::{Compiler, RunConfig, Style, Summary};
 use crate::compileall::plan::{Event, FileTask};
-use crate::output::{Console, WarningKind};
+use crate::output::{escape_replayed, Console, WarningKind};
 use crate::pyc;
 use crate::pyrepr::{backslashreplace, os_error_class, os_error_text, repr};
 use crate::workers::{CompileOutcome, SourceRead};
@@ -400,12 +401,13 @@ fn emit_file(
             out.error_raised(&task.fullname, e.class_name, &e.text)?;
             return Ok(false);
         }
-        let (entry, changed) = match slot {
-            Slot::Ready(entry) => (Arc::clone(entry), None),
+        // `replayed`: the entry came from a cache, so its text is escaped when shown.
+        let (entry, changed, replayed) = match slot {
+            Slot::Ready(entry) => (Arc::clone(entry), None, true),
             Slot::Job(id) => {
                 if let Some(entry) = results.server_answer(*id)? {
                     results.release(*id);
-                    (entry, None)
+                    (entry, None, true)
                 } else {
                     let found = match results.wait(*id, summary)? {
                         Finished::Entry { entry, changed } => {
@@ -423,17 +425,17 @@ fn emit_file(
                     };
                     results.release(*id);
                     match found {
-                        Ok(found) => found,
+                        Ok((entry, changed)) => (entry, changed, false),
                         Err(()) => return Ok(false),
                     }
                 }
             }
         };
-        out.warnings(&entry.warnings);
+        out.warnings(&shown(&entry.warnings, replayed));
         let body = match &entry.outcome {
             Outcome::Failed { message } => {
                 let message = backslashreplace(message, &cfg.stdout_encoding);
-                out.error_text(&task.fullname, &message)?;
+                out.error_text(&task.fullname, &shown(&message, replayed))?;
                 return Ok(false);
             }
             Outcome::Compiled { body } => body,
@@ -472,6 +474,16 @@ fn emit_file(
         written.push(&level.cfile);
     }
     Ok(true)
+}
+
+/// An entry's text as shown: escaped when it was replayed from a cache (stored text must not
+/// drive the terminal), verbatim when this run compiled it (compileall's own bytes).
+fn shown(text: &str, replayed: bool) -> Cow<'_, str> {
+    if replayed {
+        escape_replayed(text)
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// compileall's `--hardlink-dupes`: when two levels' files are equal, link the second to the
@@ -519,7 +531,8 @@ impl<'a> Printer<'a> {
         Ok(())
     }
 
-    /// A compile's own warnings (`SyntaxWarning`, ...), replayed on stderr verbatim.
+    /// A compile's own warnings (`SyntaxWarning`, ...) on stderr, as given (escaped already
+    /// when they come from a cache).
     fn warnings(&mut self, text: &str) {
         self.console.stderr_text(text);
     }

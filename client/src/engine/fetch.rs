@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use pycache_proto::{Entry, KeyDigest};
+use pycache_proto::{Entry, KeyDigest, Outcome};
 
 use super::resolve::{relocated, Resolution};
 use super::sinks::Sinks;
@@ -41,7 +41,7 @@ pub struct FetchReport {
     pub remote_hits: u64,
     /// Of those, entries compiled at another path and rewritten.
     pub relocated_hits: u64,
-    /// Entries that failed their digest.
+    /// Entries that failed their digest or whose body is not a whole code object.
     pub corrupt: u64,
     /// Bytes received.
     pub bytes: u64,
@@ -101,8 +101,26 @@ pub fn stream(
         let Some(&at) = position.get(&key) else {
             return;
         };
+        let digest_failed = entry.is_none();
+        // A bad body or a failure is a miss: nothing of it is written or stored.
+        let entry = entry.and_then(|entry| match usable(&entry, cfg) {
+            Ok(()) => Some(entry),
+            Err(Unusable::Failed) => {
+                tracing::debug!(%key, "the server holds a failure; compiling locally");
+                None
+            }
+            Err(Unusable::Body(why)) => {
+                report.corrupt += 1;
+                let dfile = owners
+                    .get(&key)
+                    .and_then(|o| o.first())
+                    .map(|&i| asked[i].dfile.clone());
+                remote.say_unusable(&key, dfile.as_deref(), &why);
+                None
+            }
+        });
         match entry {
-            None => report.corrupt += 1,
+            None => report.corrupt += u64::from(digest_failed),
             Some(entry) => {
                 let entry = Arc::new(entry);
                 sinks.store_fetched(&key, &entry);
@@ -144,6 +162,34 @@ pub fn stream(
     }
     report.seconds = started.elapsed().as_secs_f64();
     report
+}
+
+/// Why an entry the server sent is not used.
+#[derive(Debug)]
+enum Unusable {
+    /// A failed compile: a hint at most (a hostile writer could plant one to fail every
+    /// reader's build), so the file is compiled here and this run's own result counts.
+    Failed,
+    /// A success whose body is not one whole code object for the target interpreter.
+    Body(String),
+}
+
+/// Whether a server entry may become a .pyc: a success whose body parses completely as one
+/// marshalled code object in the target's format (without a known format, one that at least
+/// starts like a code object).
+fn usable(entry: &Entry, cfg: &RunConfig) -> Result<(), Unusable> {
+    let Outcome::Compiled { body } = &entry.outcome else {
+        return Err(Unusable::Failed);
+    };
+    match cfg.body_format {
+        Some(format) => {
+            crate::marshal::check_code_body(body, format).map_err(|e| Unusable::Body(e.to_string()))
+        }
+        None if pycache_proto::entry::looks_like_code_object(body) => Ok(()),
+        None => Err(Unusable::Body(
+            "it does not start like a code object".into(),
+        )),
+    }
 }
 
 /// A miss the server does not have (or could not say): compiled, and announced as such.

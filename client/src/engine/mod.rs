@@ -70,6 +70,10 @@ pub struct RunConfig {
     /// `Some((major, minor))` when entries leave dfile out of their key and a hit for another
     /// path is rewritten (CPython versions where relocation was measured exact).
     pub relocation: Option<(u32, u32)>,
+    /// The marshal format a server body must parse in completely before it becomes a .pyc;
+    /// `None` for interpreters the marshal reader does not know (then a body must at least
+    /// start like a code object).
+    pub body_format: Option<crate::marshal::Format>,
 }
 
 /// The cache tiers of a run.
@@ -106,8 +110,10 @@ pub struct Summary {
     pub workers_started: u64,
     /// Entries the server accepted from this run.
     pub uploaded: u64,
-    /// Entries the server refused.
+    /// Entries the server refused (conflicts included).
     pub upload_refused: u64,
+    /// Of those, entries whose key the namespace already held with other bytes.
+    pub conflicts: u64,
     /// Entries too large for the server, not uploaded.
     pub upload_too_large: u64,
     /// Bytes received from the server.
@@ -235,6 +241,7 @@ pub fn run(
         let report = upload.report;
         summary.uploaded = report.stored;
         summary.upload_refused = report.refused;
+        summary.conflicts = report.conflicts;
         summary.upload_too_large = report.too_large;
         summary.bytes_up = report.bytes;
         summary.upload_wait_seconds = upload.wait_seconds;

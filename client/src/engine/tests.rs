@@ -116,6 +116,7 @@ fn config(quiet: u32) -> RunConfig {
         siphash13: true,
         stdout_encoding: "utf-8".into(),
         relocation: None,
+        body_format: None,
     }
 }
 

@@ -19,6 +19,27 @@ pub use read::{read, MarshalError, MAX_DEPTH};
 pub use relocate::{relocate, NotRelocatable};
 pub use write::{to_bytes, write, WriteError};
 
+/// Why a body is not one whole code object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// It is not a marshal stream the reader accepts (truncated, trailing bytes, bad codes).
+    #[error(transparent)]
+    Marshal(#[from] MarshalError),
+    /// It is a whole marshal stream, but its object is not a code object.
+    #[error("the marshalled object is not a code object")]
+    NotCode,
+}
+
+/// Checks that `body` is exactly one marshalled code object in `format`: what an interpreter
+/// can load from a .pyc. Anything else (`c\0`, a truncated stream, bytes left over) would make
+/// the import fail with no fallback to the source.
+pub fn check_code_body(body: &[u8], format: Format) -> Result<(), BodyError> {
+    match read(body, format)?.value {
+        Value::Code(_) => Ok(()),
+        _ => Err(BodyError::NotCode),
+    }
+}
+
 /// What the reader must know about the interpreter that wrote a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Format {

@@ -29,15 +29,18 @@ pub enum RemoteError {
         /// What happened.
         detail: String,
     },
-    /// The token is missing, unknown or revoked (401), or lacks the scope (403).
-    #[error("the server {url} refused the request ({status}): {message}; check --token / PYCACHE_TOKEN and the token's scope")]
+    /// The token is missing, unknown or revoked (401), or lacks the scope or the namespace
+    /// (403).
+    #[error("the server {url} refused the request ({status}): {message}; check --token / PYCACHE_TOKEN and the token's scope{}", namespace_hint(.namespace.as_deref()))]
     Auth {
         /// The server.
         url: String,
         /// 401 or 403.
         status: u16,
-        /// The server's message.
+        /// The server's message (control characters escaped).
         message: String,
+        /// The namespace the client named, if any.
+        namespace: Option<String>,
     },
     /// Any other non-success status.
     #[error("the server {url} answered {status}: {message}")]
@@ -65,6 +68,7 @@ pub struct ServerClient {
     client: Client,
     base: String,
     token: Option<Secret>,
+    namespace: Option<String>,
     deadline: Duration,
     max_entry_bytes: usize,
 }
@@ -88,9 +92,22 @@ impl ServerClient {
             client,
             base,
             token,
+            namespace: None,
             deadline,
             max_entry_bytes: MAX_ENTRY_BYTES,
         })
+    }
+
+    /// Names the namespace every request writes to and looks in first (the server's default
+    /// for the token when `None`).
+    pub fn with_namespace(mut self, namespace: Option<String>) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// The namespace this client names, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
     }
 
     /// Accept entries up to the server's advertised limit (never more than the client's own).
@@ -110,6 +127,9 @@ impl ServerClient {
         if let Some(token) = &self.token {
             req = req.bearer_auth(&token.0);
         }
+        if let Some(namespace) = &self.namespace {
+            req = req.header(api::NAMESPACE_HEADER, namespace);
+        }
         req
     }
 
@@ -124,13 +144,15 @@ impl ServerClient {
         }
         let message = resp
             .json::<ErrorResponse>()
-            .map(|e| e.message)
+            // The server's words reach a terminal: no control characters from the network.
+            .map(|e| crate::output::escape_replayed(&e.message).into_owned())
             .unwrap_or_else(|_| status.canonical_reason().unwrap_or("error").to_owned());
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RemoteError::Auth {
                 url: self.base.clone(),
                 status: status.as_u16(),
                 message,
+                namespace: self.namespace.clone(),
             },
             _ => RemoteError::Status {
                 url: self.base.clone(),
@@ -242,6 +264,13 @@ impl ServerClient {
             detail: e.to_string(),
         }
     }
+}
+
+/// The end of an auth error's text when the client named a namespace: a 403 may be about it.
+fn namespace_hint(namespace: Option<&str>) -> String {
+    namespace.map_or_else(String::new, |ns| {
+        format!(", and whether it may use the namespace {ns:?} (--namespace / PYCACHE_NAMESPACE)")
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

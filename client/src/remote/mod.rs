@@ -14,7 +14,7 @@ use pycache_proto::{Entry, KeyDigest};
 pub use http::{RemoteError, ServerClient};
 pub use policy::{FailurePolicy, MAX_FAILURES};
 
-use crate::output::{Console, WarningKind};
+use crate::output::{escape_replayed, Console, WarningKind};
 use crate::settings::Secret;
 
 /// How to reach the server: plain values from the settings.
@@ -24,6 +24,8 @@ pub struct RemoteConfig {
     pub url: String,
     /// The bearer token.
     pub token: Option<Secret>,
+    /// The namespace to write to and look in first; `None`: the token's own.
+    pub namespace: Option<String>,
     /// Failures are errors (`--require-server`).
     pub require: bool,
     /// Deadline of one request.
@@ -48,8 +50,10 @@ pub struct RemoteTier {
 pub struct UploadReport {
     /// Entries the server stored.
     pub stored: u64,
-    /// Entries the server refused.
+    /// Entries the server refused (conflicts included).
     pub refused: u64,
+    /// Of those, entries whose key the namespace already holds with other bytes.
+    pub conflicts: u64,
     /// Entries not sent because they are larger than the server accepts.
     pub too_large: u64,
     /// Bytes sent.
@@ -62,7 +66,8 @@ impl RemoteTier {
     /// Connects to the server and asks for its limits and our scope. `Ok(None)` when it cannot
     /// be used and the failure policy says go on.
     pub fn connect(config: &RemoteConfig, console: &Console) -> Result<Option<RemoteTier>> {
-        let mut client = ServerClient::new(&config.url, config.token.clone(), config.timeout)?;
+        let mut client = ServerClient::new(&config.url, config.token.clone(), config.timeout)?
+            .with_namespace(config.namespace.clone());
         let policy = FailurePolicy::new(config.require);
         match client.info() {
             Ok(info) => {
@@ -91,9 +96,10 @@ impl RemoteTier {
         self.policy.enabled()
     }
 
-    /// Whether this token may upload.
+    /// Whether this caller may upload: a write scope and a namespace the server says its
+    /// uploads go to.
     pub fn can_write(&self) -> bool {
-        self.info.scope.is_some_and(|s| s >= api::Scope::Write)
+        self.info.scope.is_some_and(|s| s >= api::Scope::Write) && self.info.namespace.is_some()
     }
 
     /// Keys per batch get (the server's advertised limit).
@@ -153,6 +159,19 @@ impl RemoteTier {
         Ok(bytes)
     }
 
+    /// Says (once a run) that the entry the server sent for `key` is not a whole code object
+    /// and was compiled locally instead; `dfile` names the file it was asked for.
+    pub fn say_unusable(&self, key: &KeyDigest, dfile: Option<&str>, why: &str) {
+        let file = dfile.map_or_else(String::new, |f| format!(" ({})", escape_replayed(f)));
+        self.console.warn(
+            WarningKind::UnusableRemoteEntry,
+            &format!(
+                "the server {} sent an entry for key {key}{file} whose body is not a whole code object ({why}); it was compiled locally instead and nothing of it was written or cached",
+                self.url()
+            ),
+        );
+    }
+
     /// Sends new entries in batches of at most [`max_upload_bytes`](Self::max_upload_bytes) as
     /// they arrive, until the channel closes. An entry larger than the server accepts is
     /// skipped (said once); the rest still go.
@@ -195,15 +214,32 @@ impl RemoteTier {
                 report.stored += answer.stored.len() as u64;
                 report.refused += answer.refused.len() as u64;
                 report.bytes += sent;
-                if let Some(first) = answer.refused.first() {
+                let (conflicts, invalid): (Vec<_>, Vec<_>) = answer
+                    .refused
+                    .iter()
+                    .partition(|r| r.code == api::REFUSED_CONFLICT);
+                report.conflicts += conflicts.len() as u64;
+                if let Some(first) = conflicts.first() {
+                    self.console.warn(
+                        WarningKind::UploadConflict,
+                        &format!(
+                            "the server {} refused {} uploaded entries as conflicts (first: key {}): the namespace {} already holds other bytes for those keys, and entries never change once stored. The same source compiled to different bytes: nondeterministic compilation, or an attack on the cache",
+                            self.url(),
+                            conflicts.len(),
+                            first.key,
+                            escape_replayed(answer.namespace.as_str()),
+                        ),
+                    );
+                }
+                if let Some(first) = invalid.first() {
                     self.console.warn(
                         WarningKind::UploadRefused,
                         &format!(
                             "the server {} refused {} uploaded entries (first: {}: {})",
                             self.url(),
-                            answer.refused.len(),
+                            invalid.len(),
                             first.key,
-                            first.reason
+                            escape_replayed(&first.reason)
                         ),
                     );
                 }

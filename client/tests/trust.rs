@@ -1,0 +1,305 @@
+//! What a hostile writer can do to a reader, end to end with the real server binary, the real
+//! client binary and the real interpreter: nothing that reaches the reader's .pyc files, its
+//! exit status or its terminal. And the namespace a client names reaches the server.
+//!
+//! Needs `target/<profile>/pycache-server`, which `cargo test --workspace` builds.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use pycache_client::interpreter::Interpreter;
+use pycache_client::remote::ServerClient;
+use pycache_client::settings::Secret;
+use pycache_proto::pack::Frame;
+use pycache_proto::{CacheKey, Entry};
+use pycache_testkit::server::Server;
+
+mod support;
+
+use support::tree::all_pycs;
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
+
+/// The warning text the hostile writer stores with an honest body: a colour escape, a carriage
+/// return that would overwrite the line, a bell.
+const HOSTILE_WARNINGS: &str = "src/app.py:1: SyntaxWarning: \x1b[31mred\r\x07 text\n";
+
+/// Three modules: `app` (its entry gets hostile warning text), `util` (a body `c\x00`), `lib`
+/// (a fake SyntaxError).
+fn make_tree(root: &Path) {
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.py"), "import util\nNAME = 'app'\n").unwrap();
+    std::fs::write(src.join("util.py"), "def twice(x):\n    return 2 * x\n").unwrap();
+    std::fs::write(src.join("lib.py"), "VALUE = [i for i in range(3)]\n").unwrap();
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status();
+    assert!(status.unwrap().success());
+}
+
+/// A copy of the pristine tree (mtimes kept: they go into .pyc headers).
+fn fresh_copy(base: &Path, name: &str) -> PathBuf {
+    let dir = base.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    copy_tree(&base.join("pristine/src"), &dir.join("src"));
+    dir
+}
+
+/// `python3 -m compileall -q src` of a copy of the tree.
+fn compileall_reference(base: &Path) -> PathBuf {
+    let dir = fresh_copy(base, "reference");
+    let out = Command::new("python3")
+        .current_dir(&dir)
+        .args(["-m", "compileall", "-q", "src"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    dir
+}
+
+/// `pycache-client [ARGS] sync --json src` in `cwd` from a clean environment.
+fn sync(cwd: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(CLIENT);
+    cmd.current_dir(cwd)
+        .env_remove("PYCACHE_SERVER")
+        .env_remove("PYCACHE_TOKEN")
+        .env_remove("PYCACHE_NAMESPACE")
+        .env("PYCACHE_CACHE_DIR", cache)
+        .env("PYCACHE_PYTHON", "python3")
+        .env("PYCACHE_TIMEOUT", "2")
+        .envs(env.iter().copied())
+        .args(args)
+        .args(["sync", "--json", "src"]);
+    cmd.output().expect("run pycache-client")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON summary; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The key `sync src` run in `dir` looks `file` up under (optimization level 0, its own path).
+fn key_of(interp: &Interpreter, dir: &Path, file: &str) -> CacheKey {
+    let source = std::fs::read(dir.join(file)).unwrap();
+    CacheKey {
+        source_hash: *blake3::hash(&source).as_bytes(),
+        magic: interp.magic,
+        cache_tag: interp.cache_tag.clone(),
+        optimization: interp.optimize,
+        settings: interp.settings.clone(),
+        dfile: file.to_owned(),
+    }
+}
+
+/// The body compileall wrote for `file` (its .pyc without the 16-byte header).
+fn body_of(interp: &Interpreter, reference: &Path, file: &str) -> Vec<u8> {
+    let path = Path::new(file);
+    let stem = path.file_stem().unwrap().to_str().unwrap();
+    let pyc = reference
+        .join(path.parent().unwrap())
+        .join("__pycache__")
+        .join(format!("{stem}.{}.pyc", interp.cache_tag));
+    std::fs::read(pyc).unwrap()[16..].to_vec()
+}
+
+/// A hostile write token, used before any honest writer, stores for the tree's keys a body
+/// `c\x00`, a fake SyntaxError and an honest body with terminal escapes in its warnings. A reader
+/// with an empty local cache gets compileall's .pyc files, exit 0, no fake error, and the
+/// escapes escaped; nothing of the poison lands in its local cache either.
+#[test]
+fn a_hostile_writer_cannot_break_or_change_a_readers_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    make_tree(&base.join("pristine"));
+    let data = base.join("server-data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()], base);
+    let hostile = server.token("write", "hostile-pr");
+    let reader = server.token("read", "laptop");
+    let reference = compileall_reference(base);
+
+    let python =
+        pycache_client::interpreter::resolve_interpreter(Some(Path::new("python3")), None).unwrap();
+    let interp = Interpreter::probe(&python, &base.join("probe")).unwrap();
+    let pristine = base.join("pristine");
+    let frames = [
+        Frame::new(
+            key_of(&interp, &pristine, "src/util.py"),
+            &Entry::compiled(b"c\x00".to_vec(), String::new()),
+        ),
+        Frame::new(
+            key_of(&interp, &pristine, "src/lib.py"),
+            &Entry::failed(
+                "  File \"src/lib.py\", line 1\n    VALUE = [\nSyntaxError: planted by a hostile writer".into(),
+                String::new(),
+            ),
+        ),
+        Frame::new(
+            key_of(&interp, &pristine, "src/app.py"),
+            &Entry::compiled(
+                body_of(&interp, &reference, "src/app.py"),
+                HOSTILE_WARNINGS.into(),
+            ),
+        ),
+    ];
+    let writer =
+        ServerClient::new(&server.base, Some(Secret(hostile)), Duration::from_secs(5)).unwrap();
+    let (answer, _) = writer.batch_put(&frames).unwrap();
+    assert_eq!(
+        answer.stored.len(),
+        3,
+        "the server stored the poison: {answer:?}"
+    );
+
+    let dir = fresh_copy(base, "reader");
+    let cache = base.join("reader-cache");
+    let out = sync(
+        &dir,
+        &cache,
+        &["--server", &server.base, "--token", &reader],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("the reader's stderr:\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let summary = json(&out);
+    assert_eq!(
+        summary["remote_hits"], 1,
+        "only app's honest body is used: {summary}"
+    );
+    assert!(
+        !stderr.contains("planted by a hostile writer"),
+        "the fake SyntaxError is not replayed: {stderr}"
+    );
+    assert!(
+        !out.stderr.iter().any(|b| matches!(b, 0x1b | b'\r' | 0x07)),
+        "no raw control byte reaches stderr: {stderr:?}"
+    );
+    assert!(
+        stderr.contains("\\x1b[31mred\\x0d\\x07 text"),
+        "the stored warning is shown escaped: {stderr:?}"
+    );
+    assert!(
+        stderr.contains("src/util.py") || stderr.contains("compiled locally"),
+        "the bad body is said: {stderr}"
+    );
+    assert_eq!(all_pycs(&dir), all_pycs(&reference));
+    let import = Command::new("python3")
+        .current_dir(dir.join("src"))
+        .args([
+            "-c",
+            "import app, util, lib; print(util.twice(lib.VALUE[2]))",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&import.stdout).trim(),
+        "4",
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+
+    // The reader's local cache holds no poison: a run from it alone gives the same files.
+    let again = fresh_copy(base, "again");
+    let out = sync(&again, &cache, &[], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(all_pycs(&again), all_pycs(&reference));
+}
+
+/// A server stand-in on a real socket: records the head of every request and answers 503 (the
+/// client then gives the server up for the run and compiles locally).
+fn recording_server() -> (String, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let mut out = stream;
+            let _ = out.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+            let _ = tx.send(head);
+        }
+    });
+    (base, rx)
+}
+
+fn namespace_header(head: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case(pycache_proto::api::NAMESPACE_HEADER)
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// `--namespace` and `PYCACHE_NAMESPACE` reach the server as the namespace header; without
+/// either none is sent; a bad name is a clear error naming the setting, exit 2.
+#[test]
+fn the_namespace_is_sent_and_a_bad_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    make_tree(&base.join("pristine"));
+    let (url, heads) = recording_server();
+    // (options, environment, the header expected)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], Option<&'a str>);
+    let cases: [Case; 4] = [
+        (&["--namespace", "main"], &[], Some("main")),
+        (&[], &[("PYCACHE_NAMESPACE", "pr/1234")], Some("pr/1234")),
+        (
+            &["--namespace", "main"],
+            &[("PYCACHE_NAMESPACE", "pr/1")],
+            Some("main"),
+        ),
+        (&[], &[], None),
+    ];
+    for (i, (args, env, expected)) in cases.into_iter().enumerate() {
+        let dir = fresh_copy(base, &format!("run{i}"));
+        let mut all: Vec<&str> = vec!["--server", &url];
+        all.extend(args);
+        let out = sync(&dir, &base.join(format!("cache{i}")), &all, env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("503"), "the server was asked: {stderr}");
+        let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(head.contains("/api/v1/info"), "{head}");
+        assert_eq!(namespace_header(&head).as_deref(), expected, "{head}");
+        while heads.try_recv().is_ok() {}
+    }
+
+    for (args, env) in [
+        (&["--namespace", "../x"][..], &[][..]),
+        (&[][..], &[("PYCACHE_NAMESPACE", "a b")][..]),
+    ] {
+        let out = sync(&fresh_copy(base, "bad"), &base.join("cache-bad"), args, env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--namespace") && stderr.contains("not a valid namespace"),
+            "{stderr}"
+        );
+        std::fs::remove_dir_all(base.join("bad")).unwrap();
+    }
+}
