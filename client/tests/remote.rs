@@ -285,9 +285,9 @@ fn corrupt_server_entry_is_detected_recompiled_and_replaced() {
     let script = format!(
         "import sqlite3\n\
          c = sqlite3.connect({:?})\n\
-         k, e = c.execute(\"SELECT key_digest, entry FROM entries WHERE instr(entry, CAST('core.py' AS BLOB)) > 0\").fetchone()\n\
+         k, e = c.execute(\"SELECT digest, entry FROM bodies WHERE instr(entry, CAST('core.py' AS BLOB)) > 0\").fetchone()\n\
          e = bytearray(e); e[-1] ^= 0xFF\n\
-         c.execute('UPDATE entries SET entry = ? WHERE key_digest = ?', (bytes(e), k)); c.commit()\n\
+         c.execute('UPDATE bodies SET entry = ? WHERE digest = ?', (bytes(e), k)); c.commit()\n\
          print(c.total_changes)",
         db.display().to_string()
     );

@@ -303,3 +303,229 @@ fn the_namespace_is_sent_and_a_bad_one_is_refused() {
         std::fs::remove_dir_all(base.join("bad")).unwrap();
     }
 }
+
+/// The tree of the namespace test: `app` prints what `util` and `extra` say.
+fn make_project(root: &Path, with_extra: bool) {
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.py"), "import util\nprint(util.MESSAGE)\n").unwrap();
+    std::fs::write(src.join("util.py"), "MESSAGE = 'honest'\n").unwrap();
+    std::fs::write(src.join("lib.py"), "VALUE = 1\n").unwrap();
+    if with_extra {
+        std::fs::write(src.join("extra.py"), "EXTRA = 'honest extra'\n").unwrap();
+    }
+}
+
+/// A real code object that says `poisoned`, compiled for `file`: what a hostile job's own
+/// compile (a patched `py_compile`, a `sitecustomize`) would upload under the honest key.
+fn poisoned_body(file: &str) -> Vec<u8> {
+    let script = format!(
+        "import marshal, sys\n\
+         code = compile(\"MESSAGE = EXTRA = 'poisoned'\\nVALUE = 666\\n\", {file:?}, 'exec')\n\
+         sys.stdout.buffer.write(marshal.dumps(code))"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out.stdout
+}
+
+fn run_python(dir: &Path, code: &str) -> String {
+    let out = Command::new("python3")
+        .current_dir(dir.join("src"))
+        .args(["-c", code])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The attack of a pull-request job that holds a write token of its own (the Nx "CREEP"
+/// case): it re-uploads poisoned code objects for the keys `main` stored, and races `main` on a
+/// key `main` has not stored yet. `main`'s readers get none of it; the pull request's own runs
+/// hit its own entries and `main`'s.
+fn a_pull_request_cannot_poison_main(database_url: Option<&str>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    make_project(&base.join("pristine"), false);
+    let data = base.join("server-data");
+    let mut args = vec!["--data-dir", data.to_str().unwrap()];
+    if let Some(url) = database_url {
+        args.extend(["--database-url", url]);
+    }
+    let server = Server::start(&args, base);
+    let main_writer = server.token_for("write", "ci-main", "main", "main");
+    let pr_writer = server.token_for("write", "ci-pr", "pr/*", "main");
+    let reader = server.token_for("read", "laptop", "", "main");
+    let python =
+        pycache_client::interpreter::resolve_interpreter(Some(Path::new("python3")), None).unwrap();
+    let interp = Interpreter::probe(&python, &base.join("probe")).unwrap();
+
+    // main's CI stores the tree.
+    let main_dir = fresh_copy(base, "main-ci");
+    let out = sync(
+        &main_dir,
+        &base.join("main-cache"),
+        &[
+            "--server",
+            &server.base,
+            "--token",
+            &main_writer,
+            "--namespace",
+            "main",
+        ],
+        &[],
+    );
+    assert_eq!(
+        json(&out)["uploaded"],
+        3,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The PR job poisons every key main stored and extra.py, which main has not stored yet.
+    make_project(&base.join("with-extra"), true);
+    let poison: Vec<Frame> = ["src/app.py", "src/util.py", "src/lib.py", "src/extra.py"]
+        .iter()
+        .map(|file| {
+            Frame::new(
+                key_of(&interp, &base.join("with-extra"), file),
+                &Entry::compiled(poisoned_body(file), String::new()),
+            )
+        })
+        .collect();
+    let as_pr = |namespace: Option<&str>| {
+        ServerClient::new(
+            &server.base,
+            Some(Secret(pr_writer.clone())),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .with_namespace(namespace.map(str::to_owned))
+    };
+    for namespace in [Some("main"), None] {
+        let refused = as_pr(namespace).batch_put(&poison);
+        assert!(
+            refused.is_err(),
+            "the PR token wrote {namespace:?}: {refused:?}"
+        );
+    }
+    let (stored, _) = as_pr(Some("pr/7")).batch_put(&poison).unwrap();
+    assert_eq!(
+        (stored.namespace.as_str(), stored.stored.len()),
+        ("pr/7", 4)
+    );
+
+    // main adds extra.py after the PR stored its poison for it.
+    std::fs::write(main_dir.join("src/extra.py"), "EXTRA = 'honest extra'\n").unwrap();
+    let out = sync(
+        &main_dir,
+        &base.join("main-cache"),
+        &[
+            "--server",
+            &server.base,
+            "--token",
+            &main_writer,
+            "--namespace",
+            "main",
+        ],
+        &[],
+    );
+    assert_eq!(
+        json(&out)["uploaded"],
+        1,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // main's readers: a fresh checkout, an empty cache, every file from the server, none
+    // poisoned.
+    let reader_dir = base.join("reader");
+    copy_tree(&main_dir.join("src"), &{
+        std::fs::create_dir_all(&reader_dir).unwrap();
+        reader_dir.join("src")
+    });
+    let _ = std::fs::remove_dir_all(reader_dir.join("src/__pycache__"));
+    let out = sync(
+        &reader_dir,
+        &base.join("reader-cache"),
+        &["--server", &server.base, "--token", &reader],
+        &[],
+    );
+    let summary = json(&out);
+    assert_eq!(
+        (
+            summary["remote_hits"].as_u64(),
+            summary["compiled"].as_u64()
+        ),
+        (Some(4), Some(0)),
+        "{summary}"
+    );
+    assert_eq!(
+        run_python(
+            &reader_dir,
+            "import app, extra, lib; print(extra.EXTRA, lib.VALUE)"
+        ),
+        "honest\nhonest extra 1\n"
+    );
+    let reference = base.join("reader-reference");
+    copy_tree(&reader_dir, &reference);
+    let _ = std::fs::remove_dir_all(reference.join("src/__pycache__"));
+    let out = Command::new("python3")
+        .current_dir(&reference)
+        .args(["-m", "compileall", "-q", "src"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        all_pycs(&reader_dir),
+        all_pycs(&reference),
+        "0 poisoned .pyc"
+    );
+
+    // The PR's own runs: a changed lib.py is compiled once and uploaded to pr/8; the second
+    // run (fresh cache) hits its own entry and main's three.
+    let pr_dir = base.join("pr");
+    copy_tree(&reader_dir, &pr_dir);
+    let _ = std::fs::remove_dir_all(pr_dir.join("src/__pycache__"));
+    std::fs::write(pr_dir.join("src/lib.py"), "VALUE = 2\n").unwrap();
+    let pr_args = [
+        "--server",
+        &server.base,
+        "--token",
+        &pr_writer,
+        "--namespace",
+        "pr/8",
+    ];
+    let first = json(&sync(&pr_dir, &base.join("pr-cache-1"), &pr_args, &[]));
+    assert_eq!(
+        (
+            first["remote_hits"].as_u64(),
+            first["compiled"].as_u64(),
+            first["uploaded"].as_u64()
+        ),
+        (Some(3), Some(1), Some(1)),
+        "{first}"
+    );
+    let _ = std::fs::remove_dir_all(pr_dir.join("src/__pycache__"));
+    let second = json(&sync(&pr_dir, &base.join("pr-cache-2"), &pr_args, &[]));
+    assert_eq!(
+        (second["remote_hits"].as_u64(), second["compiled"].as_u64()),
+        (Some(4), Some(0)),
+        "{second}"
+    );
+    assert_eq!(run_python(&pr_dir, "import lib; print(lib.VALUE)"), "2\n");
+}
+
+#[test]
+fn a_pull_request_cannot_poison_main_on_sqlite() {
+    a_pull_request_cannot_poison_main(None);
+}
+
+#[test]
+fn a_pull_request_cannot_poison_main_on_postgres() {
+    let pg = pycache_testkit::pg::start();
+    a_pull_request_cannot_poison_main(Some(&pg.url()));
+}

@@ -38,7 +38,13 @@ pub fn run(args: &[&str]) -> Output {
 /// `token create`, returning the token from the last line of stdout. `db_args` names the
 /// database (`--data-dir DIR` or `--database-url URL`).
 pub fn create_token(db_args: &[&str], name: &str, scope: &str) -> String {
+    create_token_with(db_args, name, scope, &[])
+}
+
+/// [`create_token`] with more arguments (`--writes main`, `--reads main,default`).
+pub fn create_token_with(db_args: &[&str], name: &str, scope: &str, extra: &[&str]) -> String {
     let mut args = vec!["token", "create", "--scope", scope, "--name", name];
+    args.extend_from_slice(extra);
     args.extend_from_slice(db_args);
     let out = run(&args);
     assert!(
@@ -128,6 +134,18 @@ impl Server {
     pub fn token(&self, scope: &str, name: &str) -> String {
         let db_args: Vec<&str> = self.db_args.iter().map(String::as_str).collect();
         create_token(&db_args, name, scope)
+    }
+
+    /// Creates a token with `scope` and the namespace grants `writes` and `reads` (comma-separated
+    /// patterns, as `token create --writes/--reads` takes them).
+    pub fn token_for(&self, scope: &str, name: &str, writes: &str, reads: &str) -> String {
+        let db_args: Vec<&str> = self.db_args.iter().map(String::as_str).collect();
+        create_token_with(
+            &db_args,
+            name,
+            scope,
+            &["--writes", writes, "--reads", reads],
+        )
     }
 
     /// Sends `signal` (e.g. `TERM`, `KILL`) and waits for the exit; returns whether it succeeded.
