@@ -43,6 +43,15 @@ pub struct Cli {
     /// the one the token names).
     #[arg(long, global = true, env = "PYCACHE_NAMESPACE", value_name = "NAME")]
     pub namespace: Option<String>,
+    /// A PEM file of CA certificates to trust for an https:// server, besides the built-in roots
+    /// (`SSL_CERT_FILE` is trusted too).
+    #[arg(long, global = true, env = "PYCACHE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Send the token over plain http:// to a server that is not on this machine (anyone on the
+    /// network path can read it and change what is served).
+    #[arg(long, global = true, env = "PYCACHE_ALLOW_INSECURE_HTTP",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_insecure_http: bool,
     /// Fail the run when the server cannot be used (default: warn and compile locally).
     #[arg(long, global = true)]
     pub require_server: bool,
@@ -158,7 +167,7 @@ pub struct SyncArgs {
 }
 
 /// Long options of pycache that may also follow `compileall` (none clashes with compileall's).
-pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 10] = [
+pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 11] = [
     "--python",
     "--cache-dir",
     "--cache-size",
@@ -166,9 +175,14 @@ pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 10] = [
     "--server",
     "--token",
     "--namespace",
+    "--ca-cert",
     "--timeout",
     "--compile-timeout",
     "--log",
 ];
 /// Flag options of pycache that may also follow `compileall`.
-pub const PYCACHE_FLAGS: [&str; 2] = ["--no-local-cache", "--require-server"];
+pub const PYCACHE_FLAGS: [&str; 3] = [
+    "--no-local-cache",
+    "--require-server",
+    "--allow-insecure-http",
+];

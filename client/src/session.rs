@@ -100,6 +100,7 @@ impl Session {
                     namespace: settings.namespace.clone(),
                     require: settings.require_server,
                     timeout: settings.remote_timeout,
+                    transport: settings.transport.clone(),
                 },
                 &self.console,
             )?,

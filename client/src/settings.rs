@@ -85,6 +85,9 @@ pub struct Settings {
     /// The server namespace this client writes to and looks in first (`--namespace`,
     /// `PYCACHE_NAMESPACE`, `[tool.pycache] namespace`), validated; `None`: the token's own.
     pub namespace: Option<String>,
+    /// CA certificates to trust (`--ca-cert`, `SSL_CERT_FILE`) and whether a token may go over
+    /// plain http across a network (`--allow-insecure-http`).
+    pub transport: crate::remote::Transport,
     /// Server failures are fatal.
     pub require_server: bool,
     /// Deadline of one request to the server.
@@ -170,6 +173,15 @@ impl Settings {
                 .filter(|s| !s.is_empty()),
             token: cli.token.clone().filter(|t| !t.is_empty()).map(Secret),
             namespace,
+            transport: crate::remote::Transport {
+                ca_certs: cli
+                    .ca_cert
+                    .iter()
+                    .cloned()
+                    .chain(env("SSL_CERT_FILE").map(PathBuf::from))
+                    .collect(),
+                allow_insecure_http: cli.allow_insecure_http,
+            },
             require_server: cli.require_server,
             remote_timeout: seconds(cli.timeout.or(project.timeout), "the server timeout")?
                 .unwrap_or(DEFAULT_REMOTE_TIMEOUT),

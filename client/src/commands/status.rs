@@ -133,8 +133,11 @@ pub fn stats(settings: &Settings, console: &Console) -> Result<i32> {
 
 /// A server asked directly by a command, where every failure is the answer.
 fn asked(url: &str, settings: &Settings) -> Result<ServerClient> {
-    Ok(
-        ServerClient::new(url, settings.token.clone(), settings.remote_timeout)?
-            .with_namespace(settings.namespace.clone()),
-    )
+    Ok(ServerClient::with_transport(
+        url,
+        settings.token.clone(),
+        settings.remote_timeout,
+        &settings.transport,
+    )?
+    .with_namespace(settings.namespace.clone()))
 }

@@ -2,6 +2,7 @@
 //! is checked (status, JSON shape, pack frames and digests) and every request has a deadline;
 //! what to do about a failure is `policy`'s business.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -42,6 +43,18 @@ pub enum RemoteError {
         /// The namespace the client named, if any.
         namespace: Option<String>,
     },
+    /// The token would cross a network in the clear.
+    #[error(
+        "not sending the token to {url} over plain http://: anyone on the network path could \
+             read it and change the entries served. Use an https:// server (pycache-server \
+             --tls-cert/--tls-key, or a TLS proxy in front of it; --ca-cert or SSL_CERT_FILE for a \
+             private CA), or pass --allow-insecure-http (PYCACHE_ALLOW_INSECURE_HTTP=1) if this \
+             network is trusted"
+    )]
+    Insecure {
+        /// The server.
+        url: String,
+    },
     /// Any other non-success status.
     #[error("the server {url} answered {status}: {message}")]
     Status {
@@ -62,6 +75,52 @@ pub enum RemoteError {
     },
 }
 
+/// How the client reaches servers: certificate authorities to trust besides the built-in roots,
+/// and whether a token may cross a network in the clear.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// PEM files of CA certificates to trust (`--ca-cert`, `SSL_CERT_FILE`).
+    pub ca_certs: Vec<PathBuf>,
+    /// Send a token over plain `http://` to a host that is not this machine.
+    pub allow_insecure_http: bool,
+}
+
+impl Transport {
+    /// Refuses to send a token over plain `http://` to a host other than this machine, unless
+    /// allowed.
+    pub fn check(&self, url: &str, has_token: bool) -> Result<(), RemoteError> {
+        let plain = url.starts_with("http://");
+        if has_token && plain && !self.allow_insecure_http && !is_loopback(url) {
+            return Err(RemoteError::Insecure {
+                url: url.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether `url`'s host is this machine (`localhost`, `127.0.0.0/8`, `::1`).
+///
+/// ```
+/// use pycache_client::remote::http::is_loopback;
+/// assert!(is_loopback("http://127.0.0.1:8437") && is_loopback("http://[::1]:1/x"));
+/// assert!(is_loopback("http://LOCALHOST/") && !is_loopback("http://cache.internal:8437"));
+/// assert!(!is_loopback("http://127.0.0.1.nip.io/") && !is_loopback("not a url"));
+/// ```
+pub fn is_loopback(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = parsed.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 /// A pycache server, spoken to over HTTP.
 #[derive(Debug)]
 pub struct ServerClient {
@@ -76,10 +135,46 @@ pub struct ServerClient {
 impl ServerClient {
     /// A client for `url`; `deadline` bounds every request as a whole (connect, headers, body).
     pub fn new(url: &str, token: Option<Secret>, deadline: Duration) -> Result<Self> {
-        let client = Client::builder()
+        Self::with_transport(url, token, deadline, &Transport::default())
+    }
+
+    /// [`ServerClient::new`] trusting `transport`'s CA certificates, and refusing to send a
+    /// token over plain `http://` across a network unless it allows that.
+    pub fn with_transport(
+        url: &str,
+        token: Option<Secret>,
+        deadline: Duration,
+        transport: &Transport,
+    ) -> Result<Self> {
+        transport.check(url, token.is_some())?;
+        let mut builder = Client::builder()
             .connect_timeout(deadline.min(Duration::from_secs(5)))
             .timeout(deadline)
-            .user_agent(concat!("pycache-client/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("pycache-client/", env!("CARGO_PKG_VERSION")));
+        for file in &transport.ca_certs {
+            let pem = std::fs::read(file).map_err(|e| {
+                anyhow!(
+                    "cannot read the CA certificate file {}: {e} (check --ca-cert / PYCACHE_CA_CERT and SSL_CERT_FILE)",
+                    file.display()
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                anyhow!(
+                    "{} holds no PEM certificate: {e} (check --ca-cert / PYCACHE_CA_CERT and SSL_CERT_FILE)",
+                    file.display()
+                )
+            })?;
+            if certs.is_empty() {
+                return Err(anyhow!(
+                    "{} holds no PEM certificate (check --ca-cert / PYCACHE_CA_CERT and SSL_CERT_FILE)",
+                    file.display()
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| anyhow!("could not set up the HTTP client: {e}"))?;
         let base = url.trim_end_matches('/').to_owned();

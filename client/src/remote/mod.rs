@@ -11,7 +11,7 @@ use pycache_proto::api::{self, ServerInfo};
 use pycache_proto::pack::Frame;
 use pycache_proto::{Entry, KeyDigest};
 
-pub use http::{RemoteError, ServerClient};
+pub use http::{RemoteError, ServerClient, Transport};
 pub use policy::{FailurePolicy, MAX_FAILURES};
 
 use crate::output::{escape_replayed, Console, WarningKind};
@@ -30,6 +30,8 @@ pub struct RemoteConfig {
     pub require: bool,
     /// Deadline of one request.
     pub timeout: Duration,
+    /// CA certificates, and whether a token may go over plain http.
+    pub transport: Transport,
 }
 
 /// A connected server, sized by its advertised limits, with this run's failure policy.
@@ -66,9 +68,18 @@ impl RemoteTier {
     /// Connects to the server and asks for its limits and our scope. `Ok(None)` when it cannot
     /// be used and the failure policy says go on.
     pub fn connect(config: &RemoteConfig, console: &Console) -> Result<Option<RemoteTier>> {
-        let mut client = ServerClient::new(&config.url, config.token.clone(), config.timeout)?
-            .with_namespace(config.namespace.clone());
         let policy = FailurePolicy::new(config.require);
+        if let Err(refused) = config.transport.check(&config.url, config.token.is_some()) {
+            policy.absorb(console, "using the server", refused)?;
+            return Ok(None);
+        }
+        let mut client = ServerClient::with_transport(
+            &config.url,
+            config.token.clone(),
+            config.timeout,
+            &config.transport,
+        )?
+        .with_namespace(config.namespace.clone());
         match client.info() {
             Ok(info) => {
                 client.limit_entries_to(info.max_entry_bytes);

@@ -44,7 +44,7 @@ impl FailurePolicy {
             return Err(anyhow!("{what} failed: {err} (--require-server is set)"));
         }
         match &err {
-            RemoteError::Auth { .. } => {
+            RemoteError::Auth { .. } | RemoteError::Insecure { .. } => {
                 console.warn(
                     WarningKind::ServerAuth,
                     &format!("{err}. Continuing without the server."),
