@@ -130,10 +130,11 @@ fn a_hostile_writer_cannot_break_or_change_a_readers_build() {
         pycache_client::interpreter::resolve_interpreter(Some(Path::new("python3")), None).unwrap();
     let interp = Interpreter::probe(&python, &base.join("probe")).unwrap();
     let pristine = base.join("pristine");
+    let util_key = key_of(&interp, &pristine, "src/util.py");
     let frames = [
         Frame::new(
-            key_of(&interp, &pristine, "src/util.py"),
-            &Entry::compiled(b"c\x00".to_vec(), String::new()),
+            util_key.clone(),
+            &Entry::compiled(body_of(&interp, &reference, "src/util.py"), String::new()),
         ),
         Frame::new(
             key_of(&interp, &pristine, "src/lib.py"),
@@ -152,11 +153,50 @@ fn a_hostile_writer_cannot_break_or_change_a_readers_build() {
     ];
     let writer =
         ServerClient::new(&server.base, Some(Secret(hostile)), Duration::from_secs(5)).unwrap();
+    // The server itself refuses a body that is not one whole code object...
+    let bad = Entry::compiled(b"c\x00".to_vec(), String::new());
+    let mut other_key = util_key.clone();
+    other_key.dfile = "src/other.py".into();
+    let (answer, _) = writer.batch_put(&[Frame::new(other_key, &bad)]).unwrap();
+    assert_eq!(
+        (answer.stored.len(), answer.refused.len()),
+        (0, 1),
+        "{answer:?}"
+    );
     let (answer, _) = writer.batch_put(&frames).unwrap();
     assert_eq!(
         answer.stored.len(),
         3,
         "the server stored the poison: {answer:?}"
+    );
+    // ...so util's `c\x00` is planted behind the server's back, as a compromised database would,
+    // with a frame digest that matches: only the client's own check stands in the way.
+    let bad_bytes = bad.encode();
+    let body_digest = pycache_proto::EntryDigest::of(&bad_bytes);
+    let frame_digest = pycache_proto::pack::FrameDigest::bind(&util_key.digest(), &body_digest);
+    let script = format!(
+        "import sqlite3\n\
+         c = sqlite3.connect({db:?})\n\
+         c.execute('INSERT INTO bodies (digest, size, entry) VALUES (?, ?, ?)', (bytes.fromhex('{body}'), {size}, bytes.fromhex('{bytes}')))\n\
+         c.execute('UPDATE entries SET body_digest = ?, frame_digest = ? WHERE key_digest = ?', (bytes.fromhex('{body}'), bytes.fromhex('{frame}'), bytes.fromhex('{key}')))\n\
+         c.commit()\n\
+         print(c.total_changes)",
+        db = data.join("pycache.db").display().to_string(),
+        body = body_digest.to_hex(),
+        size = bad_bytes.len(),
+        bytes = hex::encode(&bad_bytes),
+        frame = frame_digest.to_hex(),
+        key = util_key.digest().to_hex(),
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     let dir = fresh_copy(base, "reader");

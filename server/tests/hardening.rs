@@ -213,3 +213,79 @@ async fn keys_no_interpreter_makes_are_refused_naming_the_field() {
     let err = answer.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_entry");
     assert!(err.message.contains("optimization"), "{}", err.message);
 }
+
+/// A real body of the machine's `python3` and its cache tag.
+fn real_body() -> (Vec<u8>, String) {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import marshal, sys\n\
+             code = compile('def f(x):\\n    return [i * x for i in range(3)]\\n', 'm.py', 'exec')\n\
+             sys.stdout.buffer.write(sys.implementation.cache_tag.encode() + b'\\n' + marshal.dumps(code))",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let split = out.stdout.iter().position(|b| *b == b'\n').unwrap();
+    (
+        out.stdout[split + 1..].to_vec(),
+        String::from_utf8(out.stdout[..split].to_vec()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn cpython_bodies_must_be_one_whole_code_object() {
+    use pycache_proto::pack::{encode_pack, Frame};
+    use pycache_proto::Entry;
+    let (_dir, state, write) = setup(Config::default()).await;
+    let (body, cache_tag) = real_body();
+    let key = |n: u32| {
+        let mut k = support::key(n);
+        k.cache_tag = cache_tag.clone();
+        k
+    };
+    let mut trailing = body.clone();
+    trailing.push(0);
+    let bodies = [
+        body.clone(),
+        b"c\x00".to_vec(),
+        body[..body.len() - 3].to_vec(),
+        trailing,
+        b"\xe9\x00\x00\x00\x00".to_vec(),
+    ];
+    let frames: Vec<Frame> = bodies
+        .iter()
+        .enumerate()
+        .map(|(n, b)| Frame::new(key(n as u32), &Entry::compiled(b.clone(), String::new())))
+        .collect();
+    let answer = send(
+        &state,
+        support::router::send_pack("POST", api::BATCH_PUT, Some(&write), encode_pack(&frames)),
+    )
+    .await;
+    let outcome: api::BatchPutResponse = answer.json();
+    assert_eq!(outcome.stored, vec![key(0).digest()], "{outcome:?}");
+    assert_eq!(outcome.refused.len(), 4, "{outcome:?}");
+    let whole = outcome
+        .refused
+        .iter()
+        .filter(|r| r.reason.contains("not one whole marshalled code object"))
+        .count();
+    assert_eq!(whole, 3, "c\\0, truncated and trailing bytes: {outcome:?}");
+    for refused in &outcome.refused {
+        assert_eq!(refused.code, api::REFUSED_INVALID);
+        assert!(refused.reason.contains("code object"), "{}", refused.reason);
+    }
+    // A failed compile has no body to check.
+    let failed = Frame::new(
+        key(9),
+        &Entry::failed("SyntaxError: invalid syntax".into(), String::new()),
+    );
+    let outcome: api::BatchPutResponse = send(
+        &state,
+        support::router::send_pack("POST", api::BATCH_PUT, Some(&write), encode_pack(&[failed])),
+    )
+    .await
+    .json();
+    assert_eq!(outcome.stored.len(), 1);
+}

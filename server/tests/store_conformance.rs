@@ -104,7 +104,7 @@ async fn entries_round_trip(store: &dyn Store) {
     );
     let by_interpreter = store.usage_by_interpreter().await.unwrap();
     assert_eq!(by_interpreter.len(), 1);
-    assert_eq!(by_interpreter[0].cache_tag, "cpython-311");
+    assert_eq!(by_interpreter[0].cache_tag, support::TEST_CACHE_TAG);
     assert_eq!(by_interpreter[0].entries, 2);
     // Not found in a namespace that does not hold it.
     assert!(store

@@ -90,13 +90,22 @@ fn accept(frame: Frame, upload: &mut Upload) -> Result<(), AppError> {
     let key = frame.key_digest();
     match frame.verify() {
         Ok(entry) => {
-            if let Err(field) = frame.key.check_fields() {
+            let invalid = match frame.key.check_fields() {
+                Err(field) => Some(format!(
+                    "entry {key}: its key is not one an interpreter makes: {field}"
+                )),
+                Ok(()) => check_body(&frame.key, &entry).err().map(|why| {
+                    format!(
+                        "entry {key}: its body is not one whole marshalled code object for {}: {why}",
+                        frame.key.cache_tag
+                    )
+                }),
+            };
+            if let Some(reason) = invalid {
                 upload.refused.push(RefusedEntry {
                     key,
                     code: pycache_proto::api::REFUSED_INVALID.to_owned(),
-                    reason: format!(
-                        "entry {key}: its key is not one an interpreter makes: {field}"
-                    ),
+                    reason,
                 });
                 return Ok(());
             }
@@ -119,6 +128,26 @@ fn accept(frame: Frame, upload: &mut Upload) -> Result<(), AppError> {
             Ok(())
         }
     }
+}
+
+/// Checks that a success body parses completely as one marshalled code object of the key's
+/// interpreter (CPython 3.8–3.15, known from the cache tag); bodies of other implementations
+/// have passed the entry decoder's check of their first byte. A failed compile has no body.
+fn check_body(key: &pycache_proto::CacheKey, entry: &pycache_proto::Entry) -> Result<(), String> {
+    let pycache_proto::Outcome::Compiled { body } = &entry.outcome else {
+        return Ok(());
+    };
+    let Some(format) = cpython_format(&key.cache_tag) else {
+        return Ok(());
+    };
+    pyc::check_code_body(body, format).map_err(|e| e.to_string())
+}
+
+/// The marshal format of a CPython cache tag (`cpython-311` → 3.11).
+fn cpython_format(cache_tag: &str) -> Option<pyc::Format> {
+    let digits = cache_tag.strip_prefix("cpython-3")?;
+    let minor: u32 = digits.parse().ok()?;
+    pyc::Format::for_python(3, minor)
 }
 
 fn pack_error(err: PackError) -> AppError {

@@ -12,12 +12,17 @@ use pycache_proto::{CacheKey, Entry};
 use pycache_server::store::{SqliteStore, Store};
 use pycache_server::{AppState, Config};
 
+/// A distinct key per `n`, of a made-up interpreter: the server checks the bodies of CPython
+/// keys as whole code objects (tests of that use real bodies), so the storage and routing tests
+/// can use short synthetic ones under this tag.
+pub const TEST_CACHE_TAG: &str = "testpy-311";
+
 /// A distinct key per `n`.
 pub fn key(n: u32) -> CacheKey {
     CacheKey {
         source_hash: *blake3::hash(&n.to_le_bytes()).as_bytes(),
         magic: [0xa7, 0x0d, b'\r', b'\n'],
-        cache_tag: "cpython-311".into(),
+        cache_tag: TEST_CACHE_TAG.into(),
         optimization: 0,
         settings: "w=default".into(),
         dfile: format!("pkg/mod{n}.py"),

@@ -196,7 +196,7 @@ impl<'p> Rewrite<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::marshal::MAX_DEPTH;
+    use crate::MAX_DEPTH;
 
     const EMPTY_BYTES: &[u8] = b"s\x00\x00\x00\x00";
     const EMPTY_TUPLE: &[u8] = b")\x00";
