@@ -62,6 +62,16 @@ pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per-file compile timeout when nothing sets it.
 pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How the client reaches servers: certificate authorities to trust besides the built-in roots,
+/// and whether a token may cross a network in the clear.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// PEM files of CA certificates to trust (`--ca-cert`, `SSL_CERT_FILE`).
+    pub ca_certs: Vec<PathBuf>,
+    /// Send a token over plain `http://` to a host that is not this machine.
+    pub allow_insecure_http: bool,
+}
+
 /// Everything a command needs, resolved once. Every setting the client reads is here; the
 /// modules below the commands get plain values taken from it, never the environment.
 #[derive(Debug, Clone)]
@@ -87,7 +97,7 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// CA certificates to trust (`--ca-cert`, `SSL_CERT_FILE`) and whether a token may go over
     /// plain http across a network (`--allow-insecure-http`).
-    pub transport: crate::remote::Transport,
+    pub transport: Transport,
     /// Server failures are fatal.
     pub require_server: bool,
     /// Deadline of one request to the server.
@@ -173,7 +183,7 @@ impl Settings {
                 .filter(|s| !s.is_empty()),
             token: cli.token.clone().filter(|t| !t.is_empty()).map(Secret),
             namespace,
-            transport: crate::remote::Transport {
+            transport: Transport {
                 ca_certs: cli
                     .ca_cert
                     .iter()

@@ -2,7 +2,6 @@
 //! is checked (status, JSON shape, pack frames and digests) and every request has a deadline;
 //! what to do about a failure is `policy`'s business.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -12,7 +11,7 @@ use pycache_proto::{Entry, ErrorResponse, KeyDigest};
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 
-use crate::settings::Secret;
+use crate::settings::{Secret, Transport};
 
 /// Largest entry the client accepts from a server that does not say (or says more).
 const MAX_ENTRY_BYTES: usize = 64 << 20;
@@ -75,28 +74,20 @@ pub enum RemoteError {
     },
 }
 
-/// How the client reaches servers: certificate authorities to trust besides the built-in roots,
-/// and whether a token may cross a network in the clear.
-#[derive(Clone, Debug, Default)]
-pub struct Transport {
-    /// PEM files of CA certificates to trust (`--ca-cert`, `SSL_CERT_FILE`).
-    pub ca_certs: Vec<PathBuf>,
-    /// Send a token over plain `http://` to a host that is not this machine.
-    pub allow_insecure_http: bool,
-}
-
-impl Transport {
-    /// Refuses to send a token over plain `http://` to a host other than this machine, unless
-    /// allowed.
-    pub fn check(&self, url: &str, has_token: bool) -> Result<(), RemoteError> {
-        let plain = url.starts_with("http://");
-        if has_token && plain && !self.allow_insecure_http && !is_loopback(url) {
-            return Err(RemoteError::Insecure {
-                url: url.to_owned(),
-            });
-        }
-        Ok(())
+/// Refuses to send a token over plain `http://` to a host other than this machine, unless
+/// `transport` allows it.
+pub fn check_transport(
+    transport: &Transport,
+    url: &str,
+    has_token: bool,
+) -> Result<(), RemoteError> {
+    let plain = url.starts_with("http://");
+    if has_token && plain && !transport.allow_insecure_http && !is_loopback(url) {
+        return Err(RemoteError::Insecure {
+            url: url.to_owned(),
+        });
     }
+    Ok(())
 }
 
 /// Whether `url`'s host is this machine (`localhost`, `127.0.0.0/8`, `::1`).
@@ -146,7 +137,7 @@ impl ServerClient {
         deadline: Duration,
         transport: &Transport,
     ) -> Result<Self> {
-        transport.check(url, token.is_some())?;
+        check_transport(transport, url, token.is_some())?;
         let mut builder = Client::builder()
             .connect_timeout(deadline.min(Duration::from_secs(5)))
             .timeout(deadline)

@@ -11,11 +11,11 @@ use pycache_proto::api::{self, ServerInfo};
 use pycache_proto::pack::Frame;
 use pycache_proto::{Entry, KeyDigest};
 
-pub use http::{RemoteError, ServerClient, Transport};
+pub use http::{check_transport, RemoteError, ServerClient};
 pub use policy::{FailurePolicy, MAX_FAILURES};
 
 use crate::output::{escape_replayed, Console, WarningKind};
-use crate::settings::Secret;
+use crate::settings::{Secret, Transport};
 
 /// How to reach the server: plain values from the settings.
 #[derive(Clone, Debug)]
@@ -69,7 +69,9 @@ impl RemoteTier {
     /// be used and the failure policy says go on.
     pub fn connect(config: &RemoteConfig, console: &Console) -> Result<Option<RemoteTier>> {
         let policy = FailurePolicy::new(config.require);
-        if let Err(refused) = config.transport.check(&config.url, config.token.is_some()) {
+        if let Err(refused) =
+            check_transport(&config.transport, &config.url, config.token.is_some())
+        {
             policy.absorb(console, "using the server", refused)?;
             return Ok(None);
         }
