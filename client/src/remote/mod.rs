@@ -193,7 +193,13 @@ impl RemoteTier {
         let mut batch: Vec<Frame> = Vec::new();
         let mut batch_bytes = 0usize;
         let max_entry = self.info.max_entry_bytes;
+        // One upload per key: files of identical source share a key where the path leaves it
+        // (CPython 3.8–3.13), and the server keeps the first entry of a key anyway.
+        let mut sent = std::collections::HashSet::new();
         for frame in frames {
+            if !sent.insert(frame.key_digest()) {
+                continue;
+            }
             if frame.entry_bytes.len() as u64 > max_entry {
                 report.too_large += 1;
                 self.console.warn(
@@ -236,7 +242,7 @@ impl RemoteTier {
                     self.console.warn(
                         WarningKind::UploadConflict,
                         &format!(
-                            "the server {} refused {} uploaded entries as conflicts (first: key {}): the namespace {} already holds other bytes for those keys, and entries never change once stored. The same source compiled to different bytes: nondeterministic compilation, or an attack on the cache",
+                            "the server {} refused {} uploaded entries as conflicts (first: key {}): the namespace {} already holds other bytes for those keys, and entries never change once stored. The same source compiled to different bytes: nondeterministic compilation (CPython before 3.11, PyPy), a copy of the file at another path whose stored entry could not be relocated here, or an attack on the cache",
                             self.url(),
                             conflicts.len(),
                             first.key,
