@@ -100,6 +100,8 @@ impl Session {
                     namespace: settings.namespace.clone(),
                     require: settings.require_server,
                     timeout: settings.remote_timeout,
+                    signing_key: settings.signing_key.clone(),
+                    trusted_keys: std::sync::Arc::clone(&settings.trusted_keys),
                 },
                 &self.console,
             )?,
