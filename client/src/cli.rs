@@ -52,6 +52,20 @@ pub struct Cli {
     #[arg(long, global = true, env = "PYCACHE_ALLOW_INSECURE_HTTP",
           value_parser = clap::builder::FalseyValueParser::new())]
     pub allow_insecure_http: bool,
+    /// A file holding the secret key (`NAME:BASE64`, from `pycache-client key generate`) that
+    /// signs every entry this client uploads.
+    #[arg(
+        long = "signing-key",
+        global = true,
+        env = "PYCACHE_SIGNING_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub signing_key_file: Option<PathBuf>,
+    /// A public key (`NAME:BASE64`) whose signature makes a server entry usable (repeatable;
+    /// else PYCACHE_TRUSTED_KEYS, space or comma separated). With any set, entries no trusted
+    /// key signed are compiled locally.
+    #[arg(long = "trusted-key", global = true, value_name = "NAME:BASE64")]
+    pub trusted_keys: Vec<String>,
     /// Fail the run when the server cannot be used (default: warn and compile locally).
     #[arg(long, global = true)]
     pub require_server: bool,
@@ -97,6 +111,9 @@ pub enum Command {
     /// Inspect and manage the local cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Make and show signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Print a shell completion script (e.g. `pycache-client completions bash > ~/.local/share/bash-completion/completions/pycache-client`).
     Completions {
         /// The shell.
@@ -129,6 +146,22 @@ pub enum CacheCommand {
     },
     /// Print the local cache directory.
     Path,
+}
+
+/// `pycache-client key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make an ed25519 key pair: the secret key goes to FILE (created with mode 0600, never
+    /// overwritten) or to stdout, and the public key `NAME:BASE64` — the line readers put in
+    /// `trusted-keys` — is printed.
+    Generate {
+        /// The key's name (1 to 64 letters, digits, `.`, `_`, `-`), e.g. `ci.example.org-1`.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Where to write the secret key (default: stdout, before the public key).
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+    },
 }
 
 /// A size setting: `512MiB`, `10GiB`, `2G`, bytes.
@@ -167,7 +200,7 @@ pub struct SyncArgs {
 }
 
 /// Long options of pycache that may also follow `compileall` (none clashes with compileall's).
-pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 11] = [
+pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 13] = [
     "--python",
     "--cache-dir",
     "--cache-size",
@@ -176,6 +209,8 @@ pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 11] = [
     "--token",
     "--namespace",
     "--ca-cert",
+    "--signing-key",
+    "--trusted-key",
     "--timeout",
     "--compile-timeout",
     "--log",

@@ -185,7 +185,7 @@ fn run_probe(executable: &Path) -> Result<Interpreter, ProbeError> {
         path: executable.to_path_buf(),
         detail,
     };
-    let mut child = Command::new(executable)
+    let mut child = crate::settings::hide_secrets(&mut Command::new(executable))
         .arg("-c")
         .arg(PROBE_SCRIPT)
         .stdin(Stdio::null())

@@ -52,6 +52,10 @@ fn run(cli: Cli, console: &Console, started: Instant) -> anyhow::Result<i32> {
     if let Command::Completions { shell } = cli.command {
         return commands::completions::run(shell);
     }
+    // Neither: making a key must not depend on a project's settings (or on a key file they name).
+    if let Command::Key(command) = &cli.command {
+        return commands::key::run(command, console);
+    }
     let cwd = std::env::current_dir()?;
     let settings = Settings::resolve(&cli, &cwd)?;
     init_logging(settings.log_filter.as_deref(), console);
@@ -79,6 +83,7 @@ fn run(cli: Cli, console: &Console, started: Instant) -> anyhow::Result<i32> {
         Command::Stats => commands::status::stats(&settings, console),
         Command::Cache(command) => commands::cache::run(&command, &settings, console),
         Command::Completions { shell } => commands::completions::run(shell),
+        Command::Key(command) => commands::key::run(&command, console),
     }
 }
 

@@ -36,6 +36,8 @@ pub enum WarningKind {
     /// The server sent an entry that is not usable (a body that is not one whole code object,
     /// or a failure): compiled locally instead.
     UnusableRemoteEntry,
+    /// Trusted keys are set and the server sent entries none of them signed.
+    UntrustedRemoteEntry,
     /// An entry was too large for the server and was not uploaded.
     EntryTooLarge,
     /// A source file changed while it was compiled; its result was not cached.

@@ -101,6 +101,8 @@ impl Session {
                     require: settings.require_server,
                     timeout: settings.remote_timeout,
                     transport: settings.transport.clone(),
+                    signing_key: settings.signing_key.clone(),
+                    trusted_keys: std::sync::Arc::clone(&settings.trusted_keys),
                 },
                 &self.console,
             )?,

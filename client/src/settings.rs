@@ -4,9 +4,11 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use pycache_proto::signature::{SigningKey, TrustedKey};
 use serde::Deserialize;
 
 use crate::cli::{Cli, PYCACHE_FLAGS, PYCACHE_OPTIONS_WITH_VALUE};
@@ -21,6 +23,19 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Environment variables that carry a secret or say where one is. Every interpreter process the
+/// client starts has them removed: the interpreter runs code the client does not control (a
+/// dependency's `.pth` file, `sitecustomize`), which must not read the client's credentials.
+pub const SECRET_ENV_VARS: [&str; 2] = ["PYCACHE_TOKEN", "PYCACHE_SIGNING_KEY_FILE"];
+
+/// Removes [`SECRET_ENV_VARS`] from the environment `command` will run with.
+pub fn hide_secrets(command: &mut std::process::Command) -> &mut std::process::Command {
+    for name in SECRET_ENV_VARS {
+        command.env_remove(name);
+    }
+    command
+}
+
 /// `[tool.pycache]` of pyproject.toml.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -31,6 +46,10 @@ pub struct ProjectConfig {
     pub namespace: Option<String>,
     /// Target interpreter.
     pub python: Option<PathBuf>,
+    /// A file holding the secret key that signs uploads (relative to the pyproject's folder).
+    pub signing_key_file: Option<PathBuf>,
+    /// Public keys (`NAME:BASE64`) whose signatures make server entries usable.
+    pub trusted_keys: Option<Vec<String>>,
     /// Optimization levels for `sync`.
     pub optimize: Option<Vec<i64>>,
     /// Exclude regex for `sync`.
@@ -98,6 +117,13 @@ pub struct Settings {
     /// CA certificates to trust (`--ca-cert`, `SSL_CERT_FILE`) and whether a token may go over
     /// plain http across a network (`--allow-insecure-http`).
     pub transport: Transport,
+    /// The secret key that signs every upload (`--signing-key`, `PYCACHE_SIGNING_KEY_FILE`,
+    /// `[tool.pycache] signing-key-file`), read once.
+    pub signing_key: Option<Arc<SigningKey>>,
+    /// The public keys a server entry must be signed by to be used (`--trusted-key`,
+    /// `PYCACHE_TRUSTED_KEYS`, `[tool.pycache] trusted-keys`); empty: entries are not checked
+    /// for signatures.
+    pub trusted_keys: Arc<[TrustedKey]>,
     /// Server failures are fatal.
     pub require_server: bool,
     /// Deadline of one request to the server.
@@ -169,6 +195,17 @@ impl Settings {
                 }
             }
         })?;
+        let signing_key = resolve_signing_key(
+            cli.signing_key_file.as_deref(),
+            project.signing_key_file.as_deref(),
+            config_file.as_deref(),
+        )?;
+        let trusted_keys = resolve_trusted_keys(
+            &cli.trusted_keys,
+            env("PYCACHE_TRUSTED_KEYS").as_deref(),
+            project.trusted_keys.as_deref(),
+            config_file.as_deref(),
+        )?;
         Ok(Settings {
             python: cli.python.clone().or(project.python.clone()),
             virtual_env: env("VIRTUAL_ENV").map(PathBuf::from),
@@ -192,6 +229,8 @@ impl Settings {
                     .collect(),
                 allow_insecure_http: cli.allow_insecure_http,
             },
+            signing_key,
+            trusted_keys,
             require_server: cli.require_server,
             remote_timeout: seconds(cli.timeout.or(project.timeout), "the server timeout")?
                 .unwrap_or(DEFAULT_REMOTE_TIMEOUT),
@@ -223,6 +262,80 @@ fn resolve_namespace(cli: Option<&str>, project: Option<&str>) -> Result<Option<
     };
     pycache_proto::namespace::validate_namespace(name)?;
     Ok(Some(name.to_owned()))
+}
+
+/// Reads the signing key from the file the command line or environment names (clap merges the
+/// two), else the one `[tool.pycache] signing-key-file` names (relative to the pyproject's
+/// folder). The error names the file and the setting that chose it.
+fn resolve_signing_key(
+    cli: Option<&Path>,
+    project: Option<&Path>,
+    config_file: Option<&Path>,
+) -> Result<Option<Arc<SigningKey>>> {
+    let (file, setting) = match (cli.filter(|f| !f.as_os_str().is_empty()), project) {
+        (Some(file), _) => (
+            file.to_path_buf(),
+            "--signing-key / PYCACHE_SIGNING_KEY_FILE".to_owned(),
+        ),
+        (None, Some(file)) => {
+            let base = config_file.and_then(Path::parent).unwrap_or(Path::new(""));
+            let shown = config_file.map_or_else(String::new, |f| format!(" in {}", f.display()));
+            (
+                base.join(file),
+                format!("[tool.pycache] signing-key-file{shown}"),
+            )
+        }
+        (None, None) => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "could not read the signing key file {} (set by {setting})",
+            file.display()
+        )
+    })?;
+    let key = SigningKey::parse(text.trim()).with_context(|| {
+        format!(
+            "the signing key file {} (set by {setting}) does not hold a secret key as `pycache-client key generate` writes it",
+            file.display()
+        )
+    })?;
+    Ok(Some(Arc::new(key)))
+}
+
+/// The trusted keys from the command line, else `PYCACHE_TRUSTED_KEYS` (space or comma
+/// separated), else `[tool.pycache] trusted-keys`; each layer replaces the ones below it.
+fn resolve_trusted_keys(
+    cli: &[String],
+    env: Option<&std::ffi::OsStr>,
+    project: Option<&[String]>,
+    config_file: Option<&Path>,
+) -> Result<Arc<[TrustedKey]>> {
+    let parse = |texts: &[&str], setting: &str| -> Result<Arc<[TrustedKey]>> {
+        let mut keys = Vec::new();
+        for text in texts {
+            keys.extend(
+                pycache_proto::signature::parse_trusted_keys(text)
+                    .with_context(|| format!("{setting} holds an invalid trusted key"))?,
+            );
+        }
+        Ok(keys.into())
+    };
+    if !cli.is_empty() {
+        let texts: Vec<&str> = cli.iter().map(String::as_str).collect();
+        return parse(&texts, "--trusted-key");
+    }
+    if let Some(env) = env {
+        let text = env
+            .to_str()
+            .context("PYCACHE_TRUSTED_KEYS is not valid UTF-8")?;
+        return parse(&[text], "PYCACHE_TRUSTED_KEYS");
+    }
+    let Some(project) = project else {
+        return Ok(Arc::from([]));
+    };
+    let texts: Vec<&str> = project.iter().map(String::as_str).collect();
+    let shown = config_file.map_or_else(String::new, |f| format!(" in {}", f.display()));
+    parse(&texts, &format!("[tool.pycache] trusted-keys{shown}"))
 }
 
 /// Finds the nearest pyproject.toml at or above `cwd` and reads `[tool.pycache]`.

@@ -139,7 +139,7 @@ impl Environment {
 
 /// Runs the environment's interpreter to learn its `purelib` and `platlib` directories.
 fn site_packages(python: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new(python)
+    let out = crate::settings::hide_secrets(&mut Command::new(python))
         .arg("-I")
         .arg("-c")
         .arg(SITE_PACKAGES_SCRIPT)

@@ -3,5 +3,6 @@
 pub mod cache;
 pub mod compileall;
 pub mod completions;
+pub mod key;
 pub mod status;
 pub mod sync;

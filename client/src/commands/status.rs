@@ -74,6 +74,24 @@ pub fn status(settings: &Settings, console: &Console) -> Result<i32> {
             "not set"
         }
     );
+    say!(
+        out,
+        "signing key:  {}",
+        settings
+            .signing_key
+            .as_ref()
+            .map_or("not set (uploads are not signed)", |k| k.name())
+    );
+    let trusted: Vec<&str> = settings.trusted_keys.iter().map(|k| k.name()).collect();
+    say!(
+        out,
+        "trusted keys: {}",
+        if trusted.is_empty() {
+            "not set (server entries are used unsigned)".to_owned()
+        } else {
+            trusted.join(", ")
+        }
+    );
     match &settings.server {
         None => say!(
             out,

@@ -49,7 +49,7 @@ impl Exclusion {
         if pattern.is_empty() {
             return Start::Delegate("-x with an empty pattern".into());
         }
-        let spawned = Command::new(python)
+        let spawned = crate::settings::hide_secrets(&mut Command::new(python))
             .arg("-c")
             .arg(EXCLUDE_SCRIPT)
             .arg(pattern)

@@ -17,7 +17,7 @@ use pycache_proto::{Entry, KeyDigest, Outcome};
 use super::resolve::{relocated, Resolution};
 use super::sinks::Sinks;
 use super::{Compiler, RunConfig};
-use crate::remote::RemoteTier;
+use crate::remote::{Rejected, RemoteTier};
 use crate::workers::CompileJob;
 
 /// What the server said about one miss: its entry, or `None` (compiling).
@@ -43,6 +43,8 @@ pub struct FetchReport {
     pub relocated_hits: u64,
     /// Entries that failed their digest or whose body is not a whole code object.
     pub corrupt: u64,
+    /// Entries no trusted key signed (only with trusted keys set).
+    pub untrusted: u64,
     /// Bytes received.
     pub bytes: u64,
     /// Until the last frame.
@@ -97,11 +99,21 @@ pub fn stream(
     }
     // Misses before `cursor` are all announced.
     let mut cursor = 0;
-    let mut on_frame = |key: KeyDigest, entry: Option<Entry>| {
+    let mut on_frame = |key: KeyDigest, entry: Result<Entry, Rejected>| {
         let Some(&at) = position.get(&key) else {
             return;
         };
-        let digest_failed = entry.is_none();
+        let entry = match entry {
+            Ok(entry) => Some(entry),
+            Err(Rejected::Corrupt) => {
+                report.corrupt += 1;
+                None
+            }
+            Err(Rejected::Untrusted) => {
+                report.untrusted += 1;
+                None
+            }
+        };
         // A bad body or a failure is a miss: nothing of it is written or stored.
         let entry = entry.and_then(|entry| match usable(&entry, cfg) {
             Ok(()) => Some(entry),
@@ -119,29 +131,26 @@ pub fn stream(
                 None
             }
         });
-        match entry {
-            None => report.corrupt += u64::from(digest_failed),
-            Some(entry) => {
-                let entry = Arc::new(entry);
-                sinks.store_fetched(&key, &entry);
-                for &i in owners.get(&key).into_iter().flatten() {
-                    let a = &mut asked[i];
-                    if a.resolved {
-                        continue;
-                    }
-                    let hit = if a.relocatable == Some(key) {
-                        relocated((*entry).clone(), cfg, &a.dfile).map(|(moved, rewritten)| {
-                            report.relocated_hits += u64::from(rewritten);
-                            Arc::new(moved)
-                        })
-                    } else {
-                        Some(Arc::clone(&entry))
-                    };
-                    if let Some(hit) = hit {
-                        a.resolved = true;
-                        report.remote_hits += 1;
-                        let _ = announce.send((a.id, Some(hit)));
-                    }
+        if let Some(entry) = entry {
+            let entry = Arc::new(entry);
+            sinks.store_fetched(&key, &entry);
+            for &i in owners.get(&key).into_iter().flatten() {
+                let a = &mut asked[i];
+                if a.resolved {
+                    continue;
+                }
+                let hit = if a.relocatable == Some(key) {
+                    relocated((*entry).clone(), cfg, &a.dfile).map(|(moved, rewritten)| {
+                        report.relocated_hits += u64::from(rewritten);
+                        Arc::new(moved)
+                    })
+                } else {
+                    Some(Arc::clone(&entry))
+                };
+                if let Some(hit) = hit {
+                    a.resolved = true;
+                    report.remote_hits += 1;
+                    let _ = announce.send((a.id, Some(hit)));
                 }
             }
         }
@@ -159,6 +168,9 @@ pub fn stream(
     }
     for a in &mut asked[cursor..] {
         absent(a, compiler, announce);
+    }
+    if report.untrusted > 0 {
+        remote.say_untrusted(report.untrusted);
     }
     report.seconds = started.elapsed().as_secs_f64();
     report

@@ -106,6 +106,8 @@ pub struct Summary {
     pub errors: u64,
     /// Local cache entries found corrupt (and replaced).
     pub corrupt_entries: u64,
+    /// Server entries not used because no trusted key signed them (with `trusted-keys` set).
+    pub untrusted_entries: u64,
     /// Python worker processes started.
     pub workers_started: u64,
     /// Entries the server accepted from this run.
@@ -227,6 +229,7 @@ pub fn run(
                 summary.remote_hits += report.remote_hits;
                 summary.relocated_hits += report.relocated_hits;
                 summary.corrupt_entries += report.corrupt;
+                summary.untrusted_entries += report.untrusted;
                 summary.bytes_down += report.bytes;
                 summary.fetch_seconds = report.seconds;
                 if let Some(err) = report.error {

@@ -2,11 +2,13 @@
 //! is checked (status, JSON shape, pack frames and digests) and every request has a deadline;
 //! what to do about a failure is `policy`'s business.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use pycache_proto::api::{self, BatchPutResponse, ServerInfo, StatsResponse};
 use pycache_proto::pack::{Frame, PackDecoder, PACK_CONTENT_TYPE};
+use pycache_proto::signature::TrustedKey;
 use pycache_proto::{Entry, ErrorResponse, KeyDigest};
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
@@ -112,6 +114,15 @@ pub fn is_loopback(url: &str) -> bool {
     }
 }
 
+/// Why a frame of a batch get is not used (a miss, compiled locally, never stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// Its digest does not bind its bytes to its key, or the entry does not decode.
+    Corrupt,
+    /// Trusted keys are set and none of them signed this entry under this key.
+    Untrusted,
+}
+
 /// A pycache server, spoken to over HTTP.
 #[derive(Debug)]
 pub struct ServerClient {
@@ -121,6 +132,7 @@ pub struct ServerClient {
     namespace: Option<String>,
     deadline: Duration,
     max_entry_bytes: usize,
+    trusted_keys: Arc<[TrustedKey]>,
 }
 
 impl ServerClient {
@@ -181,7 +193,33 @@ impl ServerClient {
             namespace: None,
             deadline,
             max_entry_bytes: MAX_ENTRY_BYTES,
+            trusted_keys: Arc::from([]),
         })
+    }
+
+    /// Uses a fetched entry only when one of `trusted_keys` signed it under its key; none: no
+    /// signature is asked for.
+    pub fn with_trusted_keys(mut self, trusted_keys: Arc<[TrustedKey]>) -> Self {
+        self.trusted_keys = trusted_keys;
+        self
+    }
+
+    /// The entry of a fetched frame, when its digest binds it to its key and, with trusted
+    /// keys, a trusted signature verifies for that key and entry.
+    fn accept(&self, frame: &Frame) -> Result<Entry, Rejected> {
+        let entry = frame.verify().map_err(|_| Rejected::Corrupt)?;
+        if !self.trusted_keys.is_empty() {
+            let signer = pycache_proto::signature::verify(
+                &self.trusted_keys,
+                &frame.signatures,
+                &frame.key_digest(),
+                &frame.entry_digest(),
+            );
+            if signer.is_none() {
+                return Err(Rejected::Untrusted);
+            }
+        }
+        Ok(entry)
     }
 
     /// Names the namespace every request writes to and looks in first (the server's default
@@ -267,13 +305,13 @@ impl ServerClient {
     }
 
     /// `POST /api/v1/batch/get`: each frame is handed to `on_frame` as it arrives (the entry,
-    /// or `None` when it failed its digest), so files can be written while the pack is still
+    /// or why it is not used: see [`Rejected`]), so files can be written while the pack is still
     /// coming. Returns the bytes received. The whole request keeps to the deadline, and the
     /// answer may weigh no more than the keys asked for can.
     pub fn batch_get_each(
         &self,
         keys: &[KeyDigest],
-        on_frame: &mut dyn FnMut(KeyDigest, Option<Entry>),
+        on_frame: &mut dyn FnMut(KeyDigest, Result<Entry, Rejected>),
     ) -> Result<u64, RemoteError> {
         let started = Instant::now();
         // The binary key list: 32 bytes a key instead of about 70 of JSON.
@@ -314,7 +352,7 @@ impl ServerClient {
             }
             decoder.feed(&buf[..n]);
             while let Some(frame) = decoder.next_frame().map_err(|e| self.malformed(e))? {
-                on_frame(frame.key_digest(), frame.verify().ok());
+                on_frame(frame.key_digest(), self.accept(&frame));
             }
         }
         decoder.finish().map_err(|e| self.malformed(e))?;

@@ -4,14 +4,16 @@
 pub mod http;
 pub mod policy;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use pycache_proto::api::{self, ServerInfo};
 use pycache_proto::pack::Frame;
+use pycache_proto::signature::{SigningKey, TrustedKey};
 use pycache_proto::{Entry, KeyDigest};
 
-pub use http::{check_transport, RemoteError, ServerClient};
+pub use http::{check_transport, Rejected, RemoteError, ServerClient};
 pub use policy::{FailurePolicy, MAX_FAILURES};
 
 use crate::output::{escape_replayed, Console, WarningKind};
@@ -32,6 +34,10 @@ pub struct RemoteConfig {
     pub timeout: Duration,
     /// CA certificates, and whether a token may go over plain http.
     pub transport: Transport,
+    /// Signs every upload.
+    pub signing_key: Option<Arc<SigningKey>>,
+    /// A fetched entry is used only when one of these signed it (none: no check).
+    pub trusted_keys: Arc<[TrustedKey]>,
 }
 
 /// A connected server, sized by its advertised limits, with this run's failure policy.
@@ -45,6 +51,8 @@ pub struct RemoteTier {
     pub policy: FailurePolicy,
     /// Where warnings go.
     console: Console,
+    /// Signs every upload.
+    signing_key: Option<Arc<SigningKey>>,
 }
 
 /// What the background uploader did.
@@ -81,7 +89,8 @@ impl RemoteTier {
             config.timeout,
             &config.transport,
         )?
-        .with_namespace(config.namespace.clone());
+        .with_namespace(config.namespace.clone())
+        .with_trusted_keys(Arc::clone(&config.trusted_keys));
         match client.info() {
             Ok(info) => {
                 client.limit_entries_to(info.max_entry_bytes);
@@ -90,6 +99,7 @@ impl RemoteTier {
                     info,
                     policy,
                     console: console.clone(),
+                    signing_key: config.signing_key.clone(),
                 }))
             }
             Err(e) => {
@@ -132,13 +142,13 @@ impl RemoteTier {
     }
 
     /// Looks up `keys` in as many batch gets as the server's limit needs, handing each frame
-    /// to `on_frame` as it arrives (`None`: it failed its digest, a miss). Failures go through
+    /// to `on_frame` as it arrives (an error: a miss, see [`Rejected`]). Failures go through
     /// the policy (an error only with `--require-server`); corrupt entries are said once.
     /// Returns the bytes received.
     pub fn fetch_each(
         &self,
         keys: &[KeyDigest],
-        on_frame: &mut dyn FnMut(KeyDigest, Option<Entry>),
+        on_frame: &mut dyn FnMut(KeyDigest, Result<Entry, Rejected>),
     ) -> Result<u64> {
         let mut bytes = 0;
         for chunk in keys.chunks(self.max_batch_keys()) {
@@ -147,7 +157,7 @@ impl RemoteTier {
             }
             let mut first_corrupt = None;
             let answer = self.client.batch_get_each(chunk, &mut |key, entry| {
-                if entry.is_none() && first_corrupt.is_none() {
+                if entry == Err(Rejected::Corrupt) && first_corrupt.is_none() {
                     first_corrupt = Some(key);
                 }
                 on_frame(key, entry);
@@ -185,6 +195,18 @@ impl RemoteTier {
         );
     }
 
+    /// Says (once a run) how many entries the server sent that no trusted key signed under
+    /// their keys; they were compiled locally and not cached.
+    pub fn say_untrusted(&self, count: u64) {
+        self.console.warn(
+            WarningKind::UntrustedRemoteEntry,
+            &format!(
+                "{count} entries the server {} sent were not signed by a trusted key (trusted-keys); they were compiled locally instead and nothing of them was written or cached",
+                self.url()
+            ),
+        );
+    }
+
     /// Sends new entries in batches of at most [`max_upload_bytes`](Self::max_upload_bytes) as
     /// they arrive, until the channel closes. An entry larger than the server accepts is
     /// skipped (said once); the rest still go.
@@ -196,7 +218,7 @@ impl RemoteTier {
         // One upload per key: files of identical source share a key where the path leaves it
         // (CPython 3.8–3.13), and the server keeps the first entry of a key anyway.
         let mut sent = std::collections::HashSet::new();
-        for frame in frames {
+        for mut frame in frames {
             if !sent.insert(frame.key_digest()) {
                 continue;
             }
@@ -211,6 +233,12 @@ impl RemoteTier {
                     ),
                 );
                 continue;
+            }
+            // Signed here, on the upload thread, where the entry was compiled.
+            if let Some(key) = &self.signing_key {
+                frame
+                    .signatures
+                    .push(key.sign(&frame.key_digest(), &frame.entry_digest()));
             }
             batch_bytes += frame.entry_bytes.len() + 512;
             batch.push(frame);
