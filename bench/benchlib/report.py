@@ -6,7 +6,8 @@ COLD = [("floor", "compile() CPU / cores (floor)"),
         ("cold_compileall", "`python -m compileall -f -q -j0`"),
         ("cold_uv", "uv `--compile-bytecode` (compile phase)"),
         ("cold_pycache_local", "pycache sync, empty local cache"),
-        ("cold_pycache_server", "pycache sync, empty local cache + empty server")]
+        ("cold_pycache_server", "pycache sync, empty local cache + empty server"),
+        ("cold_pycache_server_signed", "the same, signing every upload (`--signing-key`)")]
 COPY_FLOOR = "warm_cp_copy"
 # Results written before the floor became `cp -a` hold an in-harness shutil copy instead;
 # --report-only shows it under its own name, and bars against the floor read n/a.
@@ -14,7 +15,8 @@ OLD_COPY_FLOOR = "warm_plain_copy"
 WARM = [(COPY_FLOOR, "`cp -a --parents` of the `__pycache__` dirs (floor)"),
         (OLD_COPY_FLOOR, "shutil copy of the .pyc files, in the harness (old floor)"),
         ("warm_pycache_local", "pycache sync from the local cache"),
-        ("warm_pycache_server", "pycache sync from the server only")]
+        ("warm_pycache_server", "pycache sync from the server only"),
+        ("warm_pycache_server_trusted", "the same, verifying signatures (`--trusted-key`)")]
 NOOP = [("noop_compileall", "`python -m compileall -q`"),
         ("noop_pycache", "pycache sync (all up to date)")]
 
@@ -83,6 +85,12 @@ def bars(med, client_rss, load):
             _bar(f"16 clients ({backend}): server peak RSS < 150 MB",
                  cell and cell["server_rss_mb"], " MB", "<", 150),
         ]
+    out += [
+        _bar("cost of signing every upload (cold from an empty server, signed ÷ unsigned)",
+             ratio("cold_pycache_server_signed", "cold_pycache_server"), "×", None, None),
+        _bar("cost of verifying signatures (warm from the server, trusted keys ÷ none)",
+             ratio("warm_pycache_server_trusted", "warm_pycache_server"), "×", None, None),
+    ]
     out.append(_bar("single-client batch get throughput (warm from the server: "
                     "answer bytes ÷ fetch time)",
                     down / fetch / 1e6 if down and fetch else None, " MB/s", None, None))

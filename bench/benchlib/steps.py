@@ -19,10 +19,11 @@ def clean_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("PYCACHE_")}
 
 
-def client_sync(env, slot, cache_dir, server=None, expect=None, what="pycache sync"):
+def client_sync(env, slot, cache_dir, server=None, expect=None, what="pycache sync", extra=()):
     """Times `pycache-client sync --json src` in `slot`; checks the summary against `expect`."""
     cmd = [env.client, "--python", env.python, "--cache-dir", str(cache_dir)]
     cmd += server.client_args() if server else []
+    cmd += list(extra)
     cmd += ["sync", "--json", "src"]
     t = timed(cmd, cwd=slot, env=clean_env(), what=what)
     summary = json.loads(t.stdout)
@@ -125,6 +126,13 @@ class Run:
         uv_cache = self.work / "uv-cache"
         prepare_uv_venv(env, self.scratch / "uvenvs" / f"r{self.i}", self.wheel, uv_cache)
         server = PycacheServer(env.server, self.scratch / "servers" / f"r{self.i}").start()
+        # A second store for the signed rows, and the writer's key pair.
+        signed = PycacheServer(env.server, self.scratch / "servers" / f"r{self.i}-signed").start()
+        key = self.scratch / "keys" / f"r{self.i}.secret"
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.unlink(missing_ok=True)
+        public = run([env.client, "key", "generate", "bench", "--secret-file", str(key)],
+                     env=clean_env(), what="pycache-client key generate").strip().splitlines()[-1]
         try:
             self.step("cold_compileall", compileall, env, s["cc"], force=True)
             self.step("cold_uv", uv_compile, env, self.scratch / "uvenvs" / f"r{self.i}",
@@ -133,17 +141,26 @@ class Run:
                       # A file with the same source as one compiled earlier in the run may be
                       # served from the entry stored meanwhile (relocated to its path).
                       expect={"compiled+local_hits": f}, what="cold pycache (local)")
+            # Files of identical source share a key on 3.8–3.13 and are uploaded once.
             self.step("cold_pycache_server", client_sync, env, s["cs"], c / "server-cold",
-                      server=server, expect={"compiled": f, "uploaded": f},
-                      what="cold pycache (server)")
+                      server=server, expect={"compiled": f}, what="cold pycache (server)")
+            self.step("cold_pycache_server_signed", client_sync, env, s["css"],
+                      c / "server-cold-signed", server=signed, expect={"compiled": f},
+                      what="cold pycache (server, signing)", extra=["--signing-key", str(key)])
             self.step("floor", floor, env, s["cl"])
             self.step("warm_pycache_local", client_sync, env, s["wl"], c / "local",
                       expect={"local_hits": f, "compiled": 0}, what="warm pycache (local)")
             self.step("warm_pycache_server", client_sync, env, s["ws"], c / "server-warm",
                       server=server, expect={"remote_hits": f, "compiled": 0},
                       what="warm pycache (server)")
+            self.step("warm_pycache_server_trusted", client_sync, env, s["wst"],
+                      c / "server-warm-trusted", server=signed,
+                      expect={"remote_hits": f, "compiled": 0, "untrusted_entries": 0},
+                      what="warm pycache (server, verifying signatures)",
+                      extra=["--trusted-key", public])
         finally:
             self.results["server_rss_mb"] = server.stop()
+            signed.stop()
         # The floor copies exactly what pycache's warm step wrote, into the same kind of tree.
         self.step("warm_cp_copy", copy_floor, s["wl"], s["wc"], f)
         noop = [("noop_compileall", compileall, (env, s["cc"]), {"force": False}),
@@ -156,4 +173,4 @@ class Run:
 
 def run_names():
     """Slot names one run needs (cold/warm per tool, plus the copy floor's target)."""
-    return ["cc", "cl", "cs", "wl", "ws", "wc"]
+    return ["cc", "cl", "cs", "css", "wl", "ws", "wst", "wc"]
