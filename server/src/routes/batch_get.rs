@@ -31,22 +31,26 @@ use crate::store::FoundEntry;
 /// in flight holds the chunk being looked up and at most [`QUEUED_CHUNKS`] waiting to be sent,
 /// however many keys it asks for.
 const CHUNK_BYTES: usize = 512 << 10;
-/// Keys of the first chunk, before the size of this store's entries is known.
-const FIRST_CHUNK_KEYS: usize = 32;
-/// Bounds of a chunk's key count, whatever the entries weigh.
-const MIN_CHUNK_KEYS: usize = 8;
+/// Keys of the first chunk, before the size of this store's entries is known: one, so that even
+/// entries of the largest size allowed cost one entry's memory until their size is known.
+const FIRST_CHUNK_KEYS: usize = 1;
+/// Most keys in a chunk, however small the entries.
 const MAX_CHUNK_KEYS: usize = 1000;
+/// While nothing was found, each chunk asks for this many times the keys of the last.
+const GROWTH_WITHOUT_HITS: usize = 4;
 /// Chunks of frames queued between the store and the connection.
 const QUEUED_CHUNKS: usize = 2;
 
-/// Keys for the next chunk, given the bytes and number of the entries found so far.
-fn next_chunk_keys(bytes: usize, found: usize) -> usize {
+/// Keys for the next chunk, given the bytes and number of the entries found so far and the keys
+/// of the last chunk: about [`CHUNK_BYTES`] of entries of the average size found; while nothing
+/// was found (a cold run), geometrically more keys, so a batch of misses costs few queries.
+fn next_chunk_keys(bytes: usize, found: usize, last: usize) -> usize {
     if found == 0 {
-        // Nothing found yet, so no size known: grow a little, not to a chunk that could hold
-        // MAX_CHUNK_KEYS large entries.
-        return 4 * FIRST_CHUNK_KEYS;
+        return last
+            .saturating_mul(GROWTH_WITHOUT_HITS)
+            .clamp(1, MAX_CHUNK_KEYS);
     }
-    (CHUNK_BYTES / (bytes / found).max(1)).clamp(MIN_CHUNK_KEYS, MAX_CHUNK_KEYS)
+    (CHUNK_BYTES / (bytes / found).max(1)).clamp(1, MAX_CHUNK_KEYS)
 }
 
 /// The entries found among the requested keys, as a pack.
@@ -97,8 +101,10 @@ pub async fn batch_get(
             return;
         }
         let mut next = first_len;
+        let mut last = first_len;
         while next < keys.len() {
-            let end = keys.len().min(next + next_chunk_keys(bytes, count));
+            last = next_chunk_keys(bytes, count, last);
+            let end = keys.len().min(next + last);
             let found = match state.heavy_slot().await {
                 Ok(slot) => {
                     let _slot = slot.without_trim();
@@ -256,17 +262,18 @@ mod tests {
 
     #[test]
     fn chunks_hold_about_chunk_bytes_of_entries_within_bounds() {
+        assert_eq!(next_chunk_keys(0, 0, 1), 4, "nothing found yet: grow");
+        assert_eq!(next_chunk_keys(0, 0, 256), MAX_CHUNK_KEYS, "up to the most");
+        assert_eq!(next_chunk_keys(32 * 16_384, 32, 8), 32, "16 KiB entries");
         assert_eq!(
-            next_chunk_keys(0, 0),
-            4 * FIRST_CHUNK_KEYS,
-            "nothing found yet"
-        );
-        assert_eq!(next_chunk_keys(32 * 16_384, 32), 32, "16 KiB entries");
-        assert_eq!(
-            next_chunk_keys(32 * 200, 32),
+            next_chunk_keys(32 * 200, 32, 8),
             MAX_CHUNK_KEYS,
             "tiny entries"
         );
-        assert_eq!(next_chunk_keys(4 << 20, 1), MIN_CHUNK_KEYS, "4 MiB entries");
+        assert_eq!(
+            next_chunk_keys(8 << 20, 1, 1),
+            1,
+            "8 MiB entries: one at a time"
+        );
     }
 }
