@@ -11,7 +11,7 @@ use pycache_proto::api::{self, ServerInfo};
 use pycache_proto::pack::Frame;
 use pycache_proto::{Entry, KeyDigest};
 
-pub use http::{RemoteError, ServerClient};
+pub use http::{EntryProvenance, RemoteError, ServerClient};
 pub use policy::{FailurePolicy, MAX_FAILURES};
 
 use crate::output::{escape_replayed, Console, WarningKind};
