@@ -5,3 +5,4 @@ pub mod compileall;
 pub mod completions;
 pub mod status;
 pub mod sync;
+pub mod verify;
