@@ -321,6 +321,42 @@ fn a_planted_local_entry_is_found_and_purged() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
+/// `marshal.dumps(compile(...))` of a file's own source is other bytes than py_compile writes
+/// (reference flags, DESIGN §6) but an equal code object: a pass, said as "bytes differ, code
+/// equal".
+#[test]
+fn other_bytes_of_an_equal_code_object_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    make_tree(&base.join("pristine"));
+    let dir = checkout(base, "audit");
+    let interp = interpreter(base);
+    let cache = base.join("cache");
+    let key = key_of(&interp, &dir, "src/util.py");
+    let script = "import marshal, sys\n\
+                  src = open('src/util.py').read()\n\
+                  sys.stdout.buffer.write(marshal.dumps(compile(src, 'src/util.py', 'exec')))";
+    let out = Command::new("python3")
+        .current_dir(&dir)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    LocalCache::open(&cache)
+        .unwrap()
+        .put(&key.digest(), &Entry::compiled(out.stdout, String::new()))
+        .unwrap();
+    let out = client(&dir, &cache, &["verify", "-v", "src"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("pycache: ok: src/util.py: local entry")
+            && stdout.contains("bytes differ, code equal"),
+        "{}",
+        text(&out)
+    );
+}
+
 /// `--purge-mismatches` with a token that is not an admin's is a clear error (exit 2) before
 /// anything is compiled or deleted.
 #[test]
