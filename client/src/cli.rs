@@ -104,6 +104,9 @@ pub enum Command {
     },
     /// Bring the __pycache__ of a project up to date (default: the current directory).
     Sync(SyncArgs),
+    /// Recompile what the local cache and the server would serve for a project and compare;
+    /// exit 1 on any mismatch. Writes no .pyc file.
+    Verify(VerifyArgs),
     /// Show the resolved settings, the interpreter, the local cache and the server's answer.
     Status,
     /// Show the server's statistics (JSON).
@@ -197,6 +200,30 @@ pub struct SyncArgs {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `pycache-client verify` options.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Files and directories to verify (default: the current directory).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Print a line for every entry checked, not only mismatches.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Delete every mismatching entry: from the server (needs an admin token) and from the
+    /// local cache.
+    #[arg(long)]
+    pub purge_mismatches: bool,
+    /// Optimization level to verify (repeatable; default: the interpreter's).
+    #[arg(short = 'o', long = "optimize", value_name = "LEVEL", value_parser = clap::value_parser!(i64).range(-1..=2))]
+    pub optimize: Vec<i64>,
+    /// Skip files whose path matches this regular expression.
+    #[arg(short = 'x', long = "exclude", value_name = "REGEX")]
+    pub exclude: Option<String>,
 }
 
 /// Long options of pycache that may also follow `compileall` (none clashes with compileall's).

@@ -15,4 +15,5 @@ pub mod remote;
 pub mod session;
 pub mod settings;
 pub mod venv;
+pub mod verify;
 pub mod workers;

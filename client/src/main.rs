@@ -79,6 +79,10 @@ fn run(cli: Cli, console: &Console, started: Instant) -> anyhow::Result<i32> {
             let session = Session::open(settings, console.clone())?;
             commands::sync::run(&session, &args, started, venv)
         }
+        Command::Verify(args) => {
+            let session = Session::open(settings, console.clone())?;
+            commands::verify::run(&session, &args, started)
+        }
         Command::Status => commands::status::status(&settings, console),
         Command::Stats => commands::status::stats(&settings, console),
         Command::Cache(command) => commands::cache::run(&command, &settings, console),

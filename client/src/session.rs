@@ -93,49 +93,13 @@ impl Session {
         };
         let remote = match &settings.server {
             // (`--require-server` still asks: a server that cannot be used fails the run.)
-            Some(url) if has_files || settings.require_server => RemoteTier::connect(
-                &RemoteConfig {
-                    url: url.clone(),
-                    token: settings.token.clone(),
-                    namespace: settings.namespace.clone(),
-                    require: settings.require_server,
-                    timeout: settings.remote_timeout,
-                    transport: settings.transport.clone(),
-                    signing_key: settings.signing_key.clone(),
-                    trusted_keys: std::sync::Arc::clone(&settings.trusted_keys),
-                },
-                &self.console,
-            )?,
+            Some(url) if has_files || settings.require_server => {
+                RemoteTier::connect(&self.remote_config(url), &self.console)?
+            }
             _ => None,
         };
-        let pool = WorkerPool::with_config(
-            &self.interpreter,
-            PoolConfig {
-                size: settings.jobs,
-                job_timeout: settings.compile_timeout,
-                cwd: None,
-                start_gate: settings.worker_gate.clone(),
-            },
-        );
-        let interp = &self.interpreter;
-        let cfg = RunConfig {
-            style: plan.style,
-            invalidation_mode: plan.invalidation_mode,
-            hardlink_dupes: plan.hardlink_dupes,
-            magic: interp.magic,
-            cache_tag: interp.cache_tag.clone(),
-            settings: interp.settings.clone(),
-            siphash13: interp.hash_based_siphash13,
-            stdout_encoding: interp.stdout_encoding.clone(),
-            relocation: pycache_proto::key::dfile_leaves_key(
-                &interp.implementation,
-                (interp.version.0, interp.version.1),
-            )
-            .then_some((interp.version.0, interp.version.1)),
-            body_format: (interp.implementation == "cpython")
-                .then(|| crate::marshal::Format::for_python(interp.version.0, interp.version.1))
-                .flatten(),
-        };
+        let pool = self.worker_pool();
+        let cfg = self.run_config(plan.style, plan.invalidation_mode, plan.hardlink_dupes);
         let tiers = Tiers {
             local: local.as_ref(),
             remote: remote.as_ref(),
@@ -162,6 +126,65 @@ impl Session {
             }
         }
         Ok((ok?, summary))
+    }
+
+    /// How to reach the server at `url`, from the settings.
+    pub fn remote_config(&self, url: &str) -> RemoteConfig {
+        let settings = &self.settings;
+        RemoteConfig {
+            url: url.to_owned(),
+            token: settings.token.clone(),
+            namespace: settings.namespace.clone(),
+            require: settings.require_server,
+            timeout: settings.remote_timeout,
+            transport: settings.transport.clone(),
+            signing_key: settings.signing_key.clone(),
+            trusted_keys: std::sync::Arc::clone(&settings.trusted_keys),
+        }
+    }
+
+    /// The pool of target-interpreter workers that compiles misses (no process starts before
+    /// its first job).
+    pub fn worker_pool(&self) -> WorkerPool {
+        let settings = &self.settings;
+        WorkerPool::with_config(
+            &self.interpreter,
+            PoolConfig {
+                size: settings.jobs,
+                job_timeout: settings.compile_timeout,
+                cwd: None,
+                start_gate: settings.worker_gate.clone(),
+            },
+        )
+    }
+
+    /// The values a run takes from the interpreter, with the command's output style and
+    /// header kind.
+    pub fn run_config(
+        &self,
+        style: Style,
+        invalidation_mode: InvalidationMode,
+        hardlink_dupes: bool,
+    ) -> RunConfig {
+        let interp = &self.interpreter;
+        RunConfig {
+            style,
+            invalidation_mode,
+            hardlink_dupes,
+            magic: interp.magic,
+            cache_tag: interp.cache_tag.clone(),
+            settings: interp.settings.clone(),
+            siphash13: interp.hash_based_siphash13,
+            stdout_encoding: interp.stdout_encoding.clone(),
+            relocation: pycache_proto::key::dfile_leaves_key(
+                &interp.implementation,
+                (interp.version.0, interp.version.1),
+            )
+            .then_some((interp.version.0, interp.version.1)),
+            body_format: (interp.implementation == "cpython")
+                .then(|| crate::marshal::Format::for_python(interp.version.0, interp.version.1))
+                .flatten(),
+        }
     }
 
     /// The local cache, or `None` (with a warning) when it is disabled or cannot be opened: the

@@ -6,3 +6,4 @@ pub mod completions;
 pub mod key;
 pub mod status;
 pub mod sync;
+pub mod verify;

@@ -39,31 +39,6 @@ pub fn run(
     started: Instant,
     venv: Option<crate::venv::Environment>,
 ) -> Result<i32> {
-    let settings = &session.settings;
-    let ctx = session.plan_context();
-    if let Some(why) = session.interpreter.unchecked() {
-        bail!(
-            "{} is {why}: pycache does not guess its .pyc rules. Run `pycache-client compileall` \
-             (it hands such an interpreter to its own `python -m compileall`) or a pycache \
-             release that knows it",
-            session.interpreter.executable.display()
-        );
-    }
-    let exclude = args.exclude.clone().or_else(|| settings.exclude.clone());
-    let rx = match exclude {
-        Some(p) => Some(Box::new(fancy_regex::Regex::new(&p).with_context(|| {
-            format!("the exclude pattern {p:?} is not a valid regular expression")
-        })?) as Box<dyn crate::compileall::plan::Exclude>),
-        None => None,
-    };
-    let optimize = if !args.optimize.is_empty() {
-        args.optimize.clone()
-    } else {
-        settings.optimize.clone().unwrap_or_else(|| vec![-1])
-    };
-    if let Some(bad) = optimize.iter().find(|l| !(-1..=2).contains(*l)) {
-        bail!("optimization level {bad} is not one of -1, 0, 1, 2 (check [tool.pycache] optimize)");
-    }
     let invalidation_mode = match &args.invalidation_mode {
         Some(m) => InvalidationMode::parse(m).with_context(|| {
             format!(
@@ -72,47 +47,26 @@ pub fn run(
         })?,
         None => session.default_invalidation_mode(),
     };
-    let opts = FileOptions {
+    let paths: Vec<PathBuf> = match venv {
+        Some(env) => env.site_packages,
+        None => or_current_dir(&args.paths),
+    };
+    let walk = TreeWalk {
+        paths: &paths,
+        exclude: args.exclude.as_deref(),
+        optimize: &args.optimize,
         timestamp_pycs: invalidation_mode == InvalidationMode::Timestamp,
         force: args.force,
-        quiet: 1,
-        legacy: false,
-        rx,
-        optimize,
-        stripdir: None,
-        prependdir: None,
-        limit_sl_dest: None,
     };
-    let paths: Vec<PathBuf> = if let Some(env) = venv {
-        env.site_packages
-    } else if args.paths.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        args.paths.clone()
-    };
-    let mut planner = Planner::new(&ctx, &opts);
-    for path in &paths {
-        if !path.exists() {
-            bail!(
-                "{} does not exist; pass files or directories to sync",
-                path.display()
-            );
-        }
-        let p = OsString::from(path.as_os_str());
-        if is_file(path) {
-            planner.compile_file(&p, None, None, None);
-        } else {
-            planner.compile_dir(&p, ctx.recursion_limit, None, true);
-        }
-    }
+    let planned = plan_tree(session, &walk)?;
     let summary = Summary {
-        files: planner.python_files,
-        up_to_date: planner.up_to_date,
+        files: planned.files,
+        up_to_date: planned.up_to_date,
         ..Default::default()
     };
     let progress = !args.json && !args.quiet && std::io::stderr().is_terminal();
     let plan = Plan {
-        events: planner.events,
+        events: planned.events,
         style: Style::Sync { progress },
         invalidation_mode,
         hardlink_dupes: false,
@@ -139,6 +93,104 @@ pub fn run(
         console.stderr_text(&format!("{}\n", summary_line(&summary)));
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// What `sync` and `verify` walk: the paths and the options that choose files and levels.
+#[derive(Debug)]
+pub struct TreeWalk<'a> {
+    /// Files and directories.
+    pub paths: &'a [PathBuf],
+    /// `--exclude` (else the settings' pattern).
+    pub exclude: Option<&'a str>,
+    /// `--optimize` levels (none: the settings', else the interpreter's).
+    pub optimize: &'a [i64],
+    /// Whether the .pyc files record timestamps (then up-to-date ones are skipped).
+    pub timestamp_pycs: bool,
+    /// Plan every file, up to date or not.
+    pub force: bool,
+}
+
+/// A walked tree: compileall's events and the planner's counts.
+#[derive(Debug)]
+pub struct PlannedTree {
+    /// The events, in compileall's order.
+    pub events: Vec<crate::compileall::plan::Event>,
+    /// Python files considered.
+    pub files: u64,
+    /// Of those, files whose .pyc files are current.
+    pub up_to_date: u64,
+}
+
+/// The paths of a command line, `.` when none is given.
+pub fn or_current_dir(paths: &[PathBuf]) -> Vec<PathBuf> {
+    if paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        paths.to_vec()
+    }
+}
+
+/// Walks `walk.paths` as `sync` does (full recursion, the ruff-like default excludes).
+pub fn plan_tree(session: &Session, walk: &TreeWalk<'_>) -> Result<PlannedTree> {
+    let settings = &session.settings;
+    let ctx = session.plan_context();
+    if let Some(why) = session.interpreter.unchecked() {
+        bail!(
+            "{} is {why}: pycache does not guess its .pyc rules. Run `pycache-client compileall` \
+             (it hands such an interpreter to its own `python -m compileall`) or a pycache \
+             release that knows it",
+            session.interpreter.executable.display()
+        );
+    }
+    let exclude = walk
+        .exclude
+        .map(str::to_owned)
+        .or_else(|| settings.exclude.clone());
+    let rx = match exclude {
+        Some(p) => Some(Box::new(fancy_regex::Regex::new(&p).with_context(|| {
+            format!("the exclude pattern {p:?} is not a valid regular expression")
+        })?) as Box<dyn crate::compileall::plan::Exclude>),
+        None => None,
+    };
+    let optimize = if !walk.optimize.is_empty() {
+        walk.optimize.to_vec()
+    } else {
+        settings.optimize.clone().unwrap_or_else(|| vec![-1])
+    };
+    if let Some(bad) = optimize.iter().find(|l| !(-1..=2).contains(*l)) {
+        bail!("optimization level {bad} is not one of -1, 0, 1, 2 (check [tool.pycache] optimize)");
+    }
+    let opts = FileOptions {
+        timestamp_pycs: walk.timestamp_pycs,
+        force: walk.force,
+        quiet: 1,
+        legacy: false,
+        rx,
+        optimize,
+        stripdir: None,
+        prependdir: None,
+        limit_sl_dest: None,
+    };
+    let mut planner = Planner::new(&ctx, &opts);
+    for path in walk.paths {
+        if !path.exists() {
+            bail!(
+                "{} does not exist; pass files or directories to sync",
+                path.display()
+            );
+        }
+        let p = OsString::from(path.as_os_str());
+        if is_file(path) {
+            planner.compile_file(&p, None, None, None);
+        } else {
+            planner.compile_dir(&p, ctx.recursion_limit, None, true);
+        }
+    }
+    Ok(PlannedTree {
+        files: planner.python_files,
+        up_to_date: planner.up_to_date,
+        events: planner.events,
+    })
 }
 
 /// The one-line summary (upload conflicts only when there were some).

@@ -134,28 +134,13 @@ pub fn resolve_each(
         };
         let mut levels = Vec::with_capacity(task.levels.len());
         for level in &task.levels {
-            let key = CacheKey {
-                source_hash: source.hash,
-                magic: cfg.magic,
-                cache_tag: cfg.cache_tag.clone(),
-                optimization: level.effective,
-                settings: cfg.settings.clone(),
-                dfile: lossless_text(task.recorded_name()),
-            };
+            let (key, relocatable) = level_keys(task, level.effective, &source.hash, cfg);
             let digest = key.digest();
             if let Some(&id) = by_digest.get(&digest) {
                 levels.push(Slot::Job(id));
                 continue;
             }
             let wanted = task.recorded_name().to_str();
-            let relocatable = cfg
-                .relocation
-                .and(wanted)
-                .map(|_| key.clone().without_dfile())
-                .map(|k| {
-                    let d = k.digest();
-                    (k, d)
-                });
             if let (Some((_, reloc_digest)), Some(cache), Some(wanted)) =
                 (&relocatable, local, wanted)
             {
@@ -203,6 +188,33 @@ pub fn resolve_each(
         }));
     }
     tracing::debug!(misses, "local lookup done");
+}
+
+/// The keys one level of a file is looked up under: its own key, and the same key without
+/// dfile when results may be relocated (and the path is text), with that key's digest.
+pub fn level_keys(
+    task: &FileTask,
+    optimization: u8,
+    source_hash: &[u8; 32],
+    cfg: &RunConfig,
+) -> (CacheKey, Option<(CacheKey, KeyDigest)>) {
+    let key = CacheKey {
+        source_hash: *source_hash,
+        magic: cfg.magic,
+        cache_tag: cfg.cache_tag.clone(),
+        optimization,
+        settings: cfg.settings.clone(),
+        dfile: lossless_text(task.recorded_name()),
+    };
+    let relocatable = cfg
+        .relocation
+        .and(task.recorded_name().to_str())
+        .map(|_| key.clone().without_dfile())
+        .map(|k| {
+            let d = k.digest();
+            (k, d)
+        });
+    (key, relocatable)
 }
 
 /// One local lookup: a corrupt entry is counted and said (once a run), and is a miss.
@@ -254,8 +266,8 @@ pub fn relocated(entry: Entry, cfg: &RunConfig, wanted: &str) -> Option<(Entry, 
     }
 }
 
-/// Reads and hashes one source; the bytes are dropped unless a hash-based header needs them.
-fn read_source(path: &OsStr, mode: InvalidationMode) -> io::Result<Source> {
+/// Reads and hashes one source (compileall's `fullname`); the bytes are dropped unless a hash-based header needs them.
+pub fn read_source(path: &OsStr, mode: InvalidationMode) -> io::Result<Source> {
     use std::io::Read as _;
     let mut file = fs::File::open(path)?;
     let mut bytes = Vec::new();

@@ -230,6 +230,32 @@ impl LocalCache {
         }
     }
 
+    /// Deletes the entry of `key` (pending or stored); returns whether there was one.
+    pub fn remove(&self, key: &KeyDigest) -> io::Result<bool> {
+        let mut run = self.run.lock().expect("cache state lock");
+        let mut removed = false;
+        if let Some(at) = run.pending_index.remove(key) {
+            let (_, data) = run.pending.remove(at);
+            run.pending_bytes -= data.len();
+            let moved: Vec<KeyDigest> = run.pending[at..].iter().map(|(k, _)| *k).collect();
+            for k in moved {
+                if let Some(i) = run.pending_index.get_mut(&k) {
+                    *i -= 1;
+                }
+            }
+            removed = true;
+        }
+        let conn = self.conn.lock().expect("cache connection lock");
+        let deleted = conn
+            .execute(
+                "DELETE FROM bodies WHERE id IN (SELECT id FROM entries WHERE key = ?1)",
+                [&key.0[..]],
+            )
+            .and_then(|_| conn.execute("DELETE FROM entries WHERE key = ?1", [&key.0[..]]))
+            .map_err(|e| store_error(&self.store_path(), e))?;
+        Ok(removed || deleted > 0)
+    }
+
     /// Stores one entry; returns the bytes it takes.
     pub fn put(&self, key: &KeyDigest, entry: &Entry) -> io::Result<u64> {
         self.put_encoded(key, &entry.encode())

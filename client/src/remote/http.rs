@@ -123,6 +123,15 @@ pub enum Rejected {
     Untrusted,
 }
 
+/// Where a server entry lives and who wrote it, as `GET` of the entry says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EntryProvenance {
+    /// The namespace the entry was found in.
+    pub namespace: Option<String>,
+    /// The name of the token that wrote it (absent for entries from before provenance).
+    pub written_by: Option<String>,
+}
+
 /// A pycache server, spoken to over HTTP.
 #[derive(Debug)]
 pub struct ServerClient {
@@ -357,6 +366,42 @@ impl ServerClient {
         }
         decoder.finish().map_err(|e| self.malformed(e))?;
         Ok(bytes)
+    }
+
+    /// `GET /api/v1/entries/{key}`: where the entry the server would serve for `key` was
+    /// found and who wrote it (`None`: the server has none). The body is not kept.
+    pub fn entry_provenance(
+        &self,
+        key: &KeyDigest,
+    ) -> Result<Option<EntryProvenance>, RemoteError> {
+        let answer = self.send(self.request(reqwest::Method::GET, &api::entry_path(key)));
+        let resp = match answer {
+            Ok(resp) => resp,
+            Err(RemoteError::Status { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // Names from the network reach a terminal: no control characters.
+        let header = |name: &str| {
+            resp.headers().get(name).map(|v| {
+                crate::output::escape_replayed(&String::from_utf8_lossy(v.as_bytes())).into_owned()
+            })
+        };
+        Ok(Some(EntryProvenance {
+            namespace: header(api::ENTRY_NAMESPACE_HEADER),
+            written_by: header(api::ENTRY_WRITER_HEADER),
+        }))
+    }
+
+    /// `POST /api/v1/purge` (admin): deletes the entries `request` names.
+    pub fn purge(&self, request: &api::PurgeRequest) -> Result<api::PurgeResponse, RemoteError> {
+        let resp = self.send(
+            self.request(reqwest::Method::POST, api::PURGE)
+                .json(request),
+        )?;
+        resp.json().map_err(|e| RemoteError::Malformed {
+            url: self.base.clone(),
+            detail: e.to_string(),
+        })
     }
 
     /// `POST /api/v1/batch/put`: one pack, zstd-compressed.

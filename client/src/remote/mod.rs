@@ -13,7 +13,7 @@ use pycache_proto::pack::Frame;
 use pycache_proto::signature::{SigningKey, TrustedKey};
 use pycache_proto::{Entry, KeyDigest};
 
-pub use http::{check_transport, Rejected, RemoteError, ServerClient};
+pub use http::{check_transport, EntryProvenance, Rejected, RemoteError, ServerClient};
 pub use policy::{FailurePolicy, MAX_FAILURES};
 
 use crate::output::{escape_replayed, Console, WarningKind};
