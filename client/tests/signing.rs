@@ -6,114 +6,22 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-use pycache_client::interpreter::Interpreter;
 use pycache_client::remote::ServerClient;
 use pycache_client::settings::Secret;
 use pycache_proto::pack::{Frame, FrameDigest};
 use pycache_proto::signature::{SigningKey, TrustedKey};
-use pycache_proto::{CacheKey, Entry, EntryDigest, KeyDigest};
+use pycache_proto::{Entry, EntryDigest, KeyDigest};
 use pycache_testkit::server::Server;
 
 mod support;
 
+use support::project::{
+    body_of, compileall_reference, fresh_copy, json, key_of, make_tree, probe, stderr, sync, CLIENT,
+};
 use support::tree::all_pycs;
-
-const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
-
-fn make_tree(root: &Path) {
-    let src = root.join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("app.py"), "import util\nNAME = 'app'\n").unwrap();
-    std::fs::write(src.join("util.py"), "def twice(x):\n    return 2 * x\n").unwrap();
-    std::fs::write(src.join("lib.py"), "VALUE = [i for i in range(3)]\n").unwrap();
-}
-
-/// A copy of the pristine tree (mtimes kept: they go into .pyc headers).
-fn fresh_copy(base: &Path, name: &str) -> PathBuf {
-    let dir = base.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(base.join("pristine/src"))
-        .arg(dir.join("src"))
-        .status();
-    assert!(status.unwrap().success());
-    dir
-}
-
-/// `python3 -m compileall -q src` of a copy of the tree.
-fn compileall_reference(base: &Path) -> PathBuf {
-    let dir = fresh_copy(base, "reference");
-    let out = Command::new("python3")
-        .current_dir(&dir)
-        .args(["-m", "compileall", "-q", "src"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    dir
-}
-
-/// `pycache-client [ARGS] sync --json src` in `cwd` from a clean environment.
-fn sync(cwd: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(CLIENT)
-        .current_dir(cwd)
-        .env_remove("PYCACHE_SERVER")
-        .env_remove("PYCACHE_TOKEN")
-        .env_remove("PYCACHE_NAMESPACE")
-        .env_remove("PYCACHE_SIGNING_KEY_FILE")
-        .env_remove("PYCACHE_TRUSTED_KEYS")
-        .env("PYCACHE_CACHE_DIR", cache)
-        .env("PYCACHE_PYTHON", "python3")
-        .env("PYCACHE_TIMEOUT", "5")
-        .envs(env.iter().copied())
-        .args(args)
-        .args(["sync", "--json", "src"])
-        .output()
-        .expect("run pycache-client")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "no JSON summary (exit {:?}); stderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn probe(base: &Path) -> Interpreter {
-    let python =
-        pycache_client::interpreter::resolve_interpreter(Some(Path::new("python3")), None).unwrap();
-    Interpreter::probe(&python, &base.join("probe")).unwrap()
-}
-
-/// The key `sync src` run in `dir` looks `file` up under (optimization level 0, its own path).
-fn key_of(interp: &Interpreter, dir: &Path, file: &str) -> CacheKey {
-    let source = std::fs::read(dir.join(file)).unwrap();
-    CacheKey {
-        source_hash: *blake3::hash(&source).as_bytes(),
-        magic: interp.magic,
-        cache_tag: interp.cache_tag.clone(),
-        optimization: interp.optimize,
-        settings: interp.settings.clone(),
-        dfile: file.to_owned(),
-    }
-}
-
-/// The body compileall wrote for `file` (its .pyc without the 16-byte header).
-fn body_of(interp: &Interpreter, reference: &Path, file: &str) -> Vec<u8> {
-    let path = Path::new(file);
-    let stem = path.file_stem().unwrap().to_str().unwrap();
-    let pyc = reference
-        .join(path.parent().unwrap())
-        .join("__pycache__")
-        .join(format!("{stem}.{}.pyc", interp.cache_tag));
-    std::fs::read(pyc).unwrap()[16..].to_vec()
-}
 
 /// `key generate NAME --secret-file FILE`: the secret key and the public key it printed.
 fn generate_key(dir: &Path, name: &str) -> (PathBuf, String) {
@@ -126,10 +34,6 @@ fn generate_key(dir: &Path, name: &str) -> (PathBuf, String) {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     (file, public)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

@@ -6,51 +6,28 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use pycache_testkit::server::Server;
 use pycache_testkit::tls::TestCa;
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
+mod support;
+
+use support::project::{json, sync as sync_in};
+
+/// `sync` with the tree's .pyc files removed first (an up-to-date tree asks no server).
+fn sync(cwd: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let _ = std::fs::remove_dir_all(cwd.join("src/__pycache__"));
+    sync_in(cwd, cache, args, env)
+}
 
 fn make_tree(root: &Path) {
     let src = root.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("app.py"), "import os\nNAME = 'app'\n").unwrap();
     std::fs::write(src.join("util.py"), "def twice(x):\n    return 2 * x\n").unwrap();
-}
-
-/// `pycache-client [ARGS] sync --json src` in `cwd`, from a clean environment, with the tree's
-/// .pyc files removed first (an up-to-date tree asks no server).
-fn sync(cwd: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let _ = std::fs::remove_dir_all(cwd.join("src/__pycache__"));
-    Command::new(CLIENT)
-        .current_dir(cwd)
-        .env_remove("PYCACHE_SERVER")
-        .env_remove("PYCACHE_TOKEN")
-        .env_remove("PYCACHE_NAMESPACE")
-        .env_remove("PYCACHE_CA_CERT")
-        .env_remove("PYCACHE_ALLOW_INSECURE_HTTP")
-        .env_remove("SSL_CERT_FILE")
-        .env("PYCACHE_CACHE_DIR", cache)
-        .env("PYCACHE_PYTHON", "python3")
-        .env("PYCACHE_TIMEOUT", "3")
-        .envs(env.iter().copied())
-        .args(args)
-        .args(["sync", "--json", "src"])
-        .output()
-        .expect("run pycache-client")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "no JSON summary; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// An address of this machine that is not loopback: what a server across a network looks like

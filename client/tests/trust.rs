@@ -6,110 +6,27 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use pycache_client::interpreter::Interpreter;
 use pycache_client::remote::ServerClient;
 use pycache_client::settings::Secret;
 use pycache_proto::pack::Frame;
-use pycache_proto::{CacheKey, Entry};
+use pycache_proto::Entry;
 use pycache_testkit::server::Server;
 
 mod support;
 
+use support::project::{
+    body_of, compileall_reference, copy_tree, fresh_copy, json, key_of, make_tree, sync,
+};
 use support::tree::all_pycs;
-
-const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
 
 /// The warning text the hostile writer stores with an honest body: a colour escape, a carriage
 /// return that would overwrite the line, a bell.
 const HOSTILE_WARNINGS: &str = "src/app.py:1: SyntaxWarning: \x1b[31mred\r\x07 text\n";
-
-/// Three modules: `app` (its entry gets hostile warning text), `util` (a body `c\x00`), `lib`
-/// (a fake SyntaxError).
-fn make_tree(root: &Path) {
-    let src = root.join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("app.py"), "import util\nNAME = 'app'\n").unwrap();
-    std::fs::write(src.join("util.py"), "def twice(x):\n    return 2 * x\n").unwrap();
-    std::fs::write(src.join("lib.py"), "VALUE = [i for i in range(3)]\n").unwrap();
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp").arg("-a").arg(from).arg(to).status();
-    assert!(status.unwrap().success());
-}
-
-/// A copy of the pristine tree (mtimes kept: they go into .pyc headers).
-fn fresh_copy(base: &Path, name: &str) -> PathBuf {
-    let dir = base.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    copy_tree(&base.join("pristine/src"), &dir.join("src"));
-    dir
-}
-
-/// `python3 -m compileall -q src` of a copy of the tree.
-fn compileall_reference(base: &Path) -> PathBuf {
-    let dir = fresh_copy(base, "reference");
-    let out = Command::new("python3")
-        .current_dir(&dir)
-        .args(["-m", "compileall", "-q", "src"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    dir
-}
-
-/// `pycache-client [ARGS] sync --json src` in `cwd` from a clean environment.
-fn sync(cwd: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(CLIENT);
-    cmd.current_dir(cwd)
-        .env_remove("PYCACHE_SERVER")
-        .env_remove("PYCACHE_TOKEN")
-        .env_remove("PYCACHE_NAMESPACE")
-        .env("PYCACHE_CACHE_DIR", cache)
-        .env("PYCACHE_PYTHON", "python3")
-        .env("PYCACHE_TIMEOUT", "2")
-        .envs(env.iter().copied())
-        .args(args)
-        .args(["sync", "--json", "src"]);
-    cmd.output().expect("run pycache-client")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "no JSON summary; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-/// The key `sync src` run in `dir` looks `file` up under (optimization level 0, its own path).
-fn key_of(interp: &Interpreter, dir: &Path, file: &str) -> CacheKey {
-    let source = std::fs::read(dir.join(file)).unwrap();
-    CacheKey {
-        source_hash: *blake3::hash(&source).as_bytes(),
-        magic: interp.magic,
-        cache_tag: interp.cache_tag.clone(),
-        optimization: interp.optimize,
-        settings: interp.settings.clone(),
-        dfile: file.to_owned(),
-    }
-}
-
-/// The body compileall wrote for `file` (its .pyc without the 16-byte header).
-fn body_of(interp: &Interpreter, reference: &Path, file: &str) -> Vec<u8> {
-    let path = Path::new(file);
-    let stem = path.file_stem().unwrap().to_str().unwrap();
-    let pyc = reference
-        .join(path.parent().unwrap())
-        .join("__pycache__")
-        .join(format!("{stem}.{}.pyc", interp.cache_tag));
-    std::fs::read(pyc).unwrap()[16..].to_vec()
-}
 
 /// A hostile write token, used before any honest writer, stores for the tree's keys a body
 /// `c\x00`, a fake SyntaxError and an honest body with terminal escapes in its warnings. A reader

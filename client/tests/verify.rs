@@ -9,15 +9,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use pycache_client::interpreter::Interpreter;
 use pycache_client::local_cache::LocalCache;
 use pycache_client::remote::ServerClient;
 use pycache_client::settings::Secret;
 use pycache_proto::pack::Frame;
-use pycache_proto::{CacheKey, Entry};
+use pycache_proto::Entry;
 use pycache_testkit::server::Server;
 
-const CLIENT: &str = env!("CARGO_BIN_EXE_pycache-client");
+mod support;
+
+use support::project::{fresh_copy, key_of, probe, run_client};
+
+/// `pycache-client ARGS` in `cwd` from a clean environment, with `cache` as its local cache.
+fn client(cwd: &Path, cache: &Path, args: &[&str]) -> Output {
+    run_client(cwd, cache, args, &[])
+}
 
 /// Two modules, written once (mtimes kept by `cp -a` for every checkout).
 fn make_tree(root: &Path) {
@@ -25,34 +31,6 @@ fn make_tree(root: &Path) {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("app.py"), "import util\nNAME = 'app'\n").unwrap();
     std::fs::write(src.join("util.py"), "def twice(x):\n    return 2 * x\n").unwrap();
-}
-
-/// A fresh checkout of the pristine tree.
-fn checkout(base: &Path, name: &str) -> PathBuf {
-    let dir = base.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(base.join("pristine/src"))
-        .arg(dir.join("src"))
-        .status();
-    assert!(status.unwrap().success());
-    dir
-}
-
-/// `pycache-client ARGS` in `cwd` from a clean environment, with `cache` as its local cache.
-fn client(cwd: &Path, cache: &Path, args: &[&str]) -> Output {
-    Command::new(CLIENT)
-        .current_dir(cwd)
-        .env_remove("PYCACHE_SERVER")
-        .env_remove("PYCACHE_TOKEN")
-        .env_remove("PYCACHE_NAMESPACE")
-        .env("PYCACHE_CACHE_DIR", cache)
-        .env("PYCACHE_PYTHON", "python3")
-        .env("PYCACHE_TIMEOUT", "5")
-        .args(args)
-        .output()
-        .expect("run pycache-client")
 }
 
 fn text(out: &Output) -> String {
@@ -66,25 +44,6 @@ fn text(out: &Output) -> String {
 
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON: {}", text(out)))
-}
-
-fn interpreter(base: &Path) -> Interpreter {
-    let python =
-        pycache_client::interpreter::resolve_interpreter(Some(Path::new("python3")), None).unwrap();
-    Interpreter::probe(&python, &base.join("probe")).unwrap()
-}
-
-/// The key `sync src` looks `file` up under (the interpreter's level, its own path).
-fn key_of(interp: &Interpreter, dir: &Path, file: &str) -> CacheKey {
-    let source = std::fs::read(dir.join(file)).unwrap();
-    CacheKey {
-        source_hash: *blake3::hash(&source).as_bytes(),
-        magic: interp.magic,
-        cache_tag: interp.cache_tag.clone(),
-        optimization: interp.optimize,
-        settings: interp.settings.clone(),
-        dfile: file.to_owned(),
-    }
 }
 
 /// A valid code object that is not `file`'s: other source compiled under its name.
@@ -134,7 +93,7 @@ fn setup() -> Setup {
 impl Setup {
     /// `sync` with the honest write token, from a checkout and cache of its own.
     fn honest_sync(&self) {
-        let dir = checkout(&self.base, "ci");
+        let dir = fresh_copy(&self.base, "ci");
         let out = client(
             &dir,
             &self.base.join("ci-cache"),
@@ -157,7 +116,7 @@ impl Setup {
     fn verify(&self, name: &str, cache: &Path, token: &str, extra: &[&str]) -> Output {
         let dir = self.base.join(name);
         if !dir.exists() {
-            checkout(&self.base, name);
+            fresh_copy(&self.base, name);
         }
         let mut args = vec![
             "--server",
@@ -208,7 +167,7 @@ fn an_honest_cache_is_clean() {
 #[test]
 fn a_planted_server_entry_is_found_and_purged() {
     let s = setup();
-    let interp = interpreter(&s.base);
+    let interp = probe(&s.base);
     let pristine = s.base.join("pristine");
     let key = key_of(&interp, &pristine, "src/util.py");
     let digest = key.digest();
@@ -275,7 +234,7 @@ fn a_planted_server_entry_is_found_and_purged() {
 fn a_planted_local_entry_is_found_and_purged() {
     let s = setup();
     s.honest_sync();
-    let interp = interpreter(&s.base);
+    let interp = probe(&s.base);
     let cache = s.base.join("audit-cache");
     let key = key_of(&interp, &s.base.join("pristine"), "src/app.py");
     let digest = key.digest();
@@ -329,8 +288,8 @@ fn other_bytes_of_an_equal_code_object_pass() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
     make_tree(&base.join("pristine"));
-    let dir = checkout(base, "audit");
-    let interp = interpreter(base);
+    let dir = fresh_copy(base, "audit");
+    let interp = probe(base);
     let cache = base.join("cache");
     let key = key_of(&interp, &dir, "src/util.py");
     let script = "import marshal, sys\n\

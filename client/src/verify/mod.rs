@@ -23,7 +23,7 @@ use crate::interpreter::Interpreter;
 use crate::local_cache::{LocalCache, Lookup};
 use crate::output::{Console, WarningKind};
 use crate::pyc::InvalidationMode;
-use crate::remote::RemoteTier;
+use crate::remote::{Rejected, RemoteTier};
 use crate::workers::{CompileJob, CompileOutcome, WorkerPool};
 
 /// A cache tier.
@@ -253,8 +253,10 @@ fn ask_server(
             let ask = &asks[i];
             let entry = match &entry {
                 // A frame that fails its digest is checked (and fails): it is what is stored.
-                None => None,
-                Some(entry) => match as_served(entry.clone(), cfg, &ask.relocate_to) {
+                Err(Rejected::Corrupt) => None,
+                // With trusted keys set, an entry no trusted key signed is never served.
+                Err(Rejected::Untrusted) => continue,
+                Ok(entry) => match as_served(entry.clone(), cfg, &ask.relocate_to) {
                     Some(entry) => Some(entry),
                     None => continue,
                 },

@@ -7,6 +7,7 @@
 pub mod case;
 pub mod compare;
 pub mod interp;
+pub mod project;
 pub mod run;
 pub mod tree;
 pub mod trees;

@@ -46,9 +46,16 @@ pub fn compileall_reference(base: &Path) -> PathBuf {
     dir
 }
 
-/// `pycache-client [ARGS] sync --json src` in `cwd`, with no `PYCACHE_*` or `SSL_CERT_FILE` of
-/// the test's own environment: only `cache`, python3, a 5 s deadline and `env`.
+/// `pycache-client [ARGS] sync --json src` in `cwd` ([`run_client`]).
 pub fn sync(cwd: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["sync", "--json", "src"]);
+    run_client(cwd, cache, &all, env)
+}
+
+/// `pycache-client ARGS` in `cwd`, with no `PYCACHE_*` or `SSL_CERT_FILE` of the test's own
+/// environment: only `cache`, python3, a 5 s deadline and `env`.
+pub fn run_client(cwd: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(CLIENT);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("PYCACHE_") || name == "SSL_CERT_FILE" {
@@ -61,7 +68,6 @@ pub fn sync(cwd: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Ou
         .env("PYCACHE_TIMEOUT", "5")
         .envs(env.iter().copied())
         .args(args)
-        .args(["sync", "--json", "src"])
         .output()
         .expect("run pycache-client")
 }
