@@ -128,7 +128,7 @@ pub struct RefusedEntry {
     /// The entry's key digest.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key: KeyDigest,
-    /// Why it was refused: [`REFUSED_CONFLICT`] or [`REFUSED_INVALID`].
+    /// Why it was refused: [`REFUSED_CONFLICT`], [`REFUSED_INVALID`] or [`REFUSED_UNAVAILABLE`].
     #[serde(default)]
     pub code: String,
     /// Why it was refused, for people.
@@ -140,6 +140,9 @@ pub struct RefusedEntry {
 pub const REFUSED_CONFLICT: &str = "conflict";
 /// [`RefusedEntry::code`] of an entry that is not acceptable (not a code object, bad encoding).
 pub const REFUSED_INVALID: &str = "invalid_entry";
+/// [`RefusedEntry::code`] of an entry the server could not store this time (the store failed
+/// after part of a large batch was committed): upload it again later.
+pub const REFUSED_UNAVAILABLE: &str = "unavailable";
 
 /// A caller's permission level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -164,7 +167,7 @@ pub struct ServerInfo {
     pub max_entry_bytes: u64,
     /// Largest request body accepted, in bytes.
     pub max_request_bytes: u64,
-    /// Most keys in one batch get.
+    /// Most keys in one batch get, and most entries (frames) in one batch put.
     pub max_batch_keys: u64,
     /// The scope of the caller's token; `None` without one (or when reads are public).
     pub scope: Option<Scope>,

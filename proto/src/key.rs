@@ -18,6 +18,8 @@ const KEY_ENCODING_TAG: &[u8; 8] = b"pyck\x00\x00\x00\x01";
 
 /// Longest `cache_tag`, settings fingerprint or `dfile` a key may hold, in bytes.
 pub const MAX_KEY_STRING: usize = 4096;
+/// Longest settings fingerprint a server accepts, in bytes (real ones are about 120).
+pub const MAX_SETTINGS: usize = 512;
 
 /// The `dfile` of a key whose entries serve every recorded path (see [`dfile_leaves_key`]).
 ///
@@ -95,6 +97,12 @@ impl CacheKey {
             return Err(format!(
                 "cache_tag {:?} is not a cache tag (1 to 64 letters, digits, . _ -)",
                 self.cache_tag.chars().take(80).collect::<String>()
+            ));
+        }
+        if self.settings.len() > MAX_SETTINGS {
+            return Err(format!(
+                "settings is {} bytes long; fingerprints of real interpreters are at most {MAX_SETTINGS}",
+                self.settings.len()
             ));
         }
         for (field, text) in [("settings", &self.settings), ("dfile", &self.dfile)] {

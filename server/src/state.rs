@@ -29,6 +29,57 @@ pub struct AppState {
     /// Set when entries were evicted since the last time space was given back to the file
     /// system.
     pub reclaim_due: Arc<AtomicBool>,
+    /// What the store's files take on disk per accounted byte (bodies and rows), in
+    /// thousandths, and the write-ahead log's bytes, as the last maintenance round measured
+    /// them: the size limit holds for what is really on disk.
+    pub disk: Arc<DiskFactor>,
+}
+
+/// The measured ratio of disk use to accounted bytes, and the journal's size.
+#[derive(Debug)]
+pub struct DiskFactor {
+    per_mille: std::sync::atomic::AtomicU64,
+    journal: std::sync::atomic::AtomicU64,
+}
+
+impl Default for DiskFactor {
+    fn default() -> Self {
+        DiskFactor {
+            per_mille: std::sync::atomic::AtomicU64::new(1000),
+            journal: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl DiskFactor {
+    /// Bytes on disk for `accounted` bytes of entries (the journal included).
+    pub fn on_disk(&self, accounted: u64) -> u64 {
+        let per_mille = self.per_mille.load(std::sync::atomic::Ordering::Relaxed);
+        let journal = self.journal.load(std::sync::atomic::Ordering::Relaxed);
+        (u128::from(accounted) * u128::from(per_mille) / 1000).min(u128::from(u64::MAX)) as u64
+            + journal
+    }
+
+    /// Accounted bytes that take `on_disk` bytes.
+    pub fn accounted(&self, on_disk: u64) -> u64 {
+        let per_mille = self.per_mille.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        (u128::from(on_disk) * 1000 / u128::from(per_mille)) as u64
+    }
+
+    /// Records a measurement: `data` bytes on disk for `accounted` bytes, and the journal.
+    /// Stores under [`DiskFactor::MIN_MEASURED`] keep the last ratio (their fixed overhead,
+    /// the schema and tokens, would dominate it); the ratio stays between 1 and 8.
+    pub fn measured(&self, accounted: u64, data: u64, journal: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.journal.store(journal, Relaxed);
+        if accounted >= Self::MIN_MEASURED {
+            let per_mille = (u128::from(data) * 1000 / u128::from(accounted)).clamp(1000, 8000);
+            self.per_mille.store(per_mille as u64, Relaxed);
+        }
+    }
+
+    /// The least accounted bytes a ratio is measured on.
+    pub const MIN_MEASURED: u64 = 1 << 20;
 }
 
 impl AppState {
@@ -39,6 +90,7 @@ impl AppState {
             heavy: Arc::new(Semaphore::new(config.max_heavy_requests.max(1))),
             eviction: Arc::new(Mutex::new(())),
             reclaim_due: Arc::new(AtomicBool::new(false)),
+            disk: Arc::new(DiskFactor::default()),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             usage: Arc::new(UsageLog::default()),

@@ -283,6 +283,6 @@ async fn purges_remove_what_they_name_and_only_admins_purge() {
     all.extend(rogue_frames.iter().cloned());
     assert_eq!(get(&state, &main, None, &all).await, main_frames);
     assert_eq!(metric(&state, "pycache_purged_entries_total"), 4);
-    let (entries, _) = state.store.totals().await.unwrap();
+    let (entries, _) = state.store.totals().await.unwrap().entries_and_bytes();
     assert_eq!(entries, 3);
 }

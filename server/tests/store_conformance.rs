@@ -99,7 +99,7 @@ async fn entries_round_trip(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(
-        store.totals().await.unwrap(),
+        store.totals().await.unwrap().entries_and_bytes(),
         (2, expected.iter().map(|e| e.entry_bytes.len() as u64).sum())
     );
     let by_interpreter = store.usage_by_interpreter().await.unwrap();
@@ -154,7 +154,7 @@ async fn entries_never_change_once_stored(store: &dyn Store) {
 }
 
 async fn namespaces_are_apart_and_share_bodies(store: &dyn Store) {
-    let (_, bytes_before) = store.totals().await.unwrap();
+    let (_, bytes_before) = store.totals().await.unwrap().entries_and_bytes();
     let original = new_entry(&compiled_frame(1, 100));
     let poison = new_entry(&compiled_frame(1, 140));
     let key = original.stored.key.digest();
@@ -179,7 +179,7 @@ async fn namespaces_are_apart_and_share_bodies(store: &dyn Store) {
         original.stored
     );
     // The same bytes in another namespace are stored once.
-    let (_, bytes_mid) = store.totals().await.unwrap();
+    let (_, bytes_mid) = store.totals().await.unwrap().entries_and_bytes();
     assert_eq!(
         bytes_mid,
         bytes_before + poison.stored.entry_bytes.len() as u64
@@ -195,7 +195,7 @@ async fn namespaces_are_apart_and_share_bodies(store: &dyn Store) {
         .unwrap();
     assert_eq!(put.inserted, 1);
     assert_eq!(
-        store.totals().await.unwrap().1,
+        store.totals().await.unwrap().entries_and_bytes().1,
         bytes_mid,
         "a body shared is stored once"
     );
@@ -222,7 +222,7 @@ async fn purges_by_writer_namespace_key_and_time(store: &dyn Store) {
         .put_many("pr/9", Some("pr"), &pr_entries[5..], 20_000)
         .await
         .unwrap();
-    let (entries_before, bytes_before) = store.totals().await.unwrap();
+    let (entries_before, bytes_before) = store.totals().await.unwrap().entries_and_bytes();
     // No condition: nothing.
     assert_eq!(
         store.purge(&PurgeFilter::default()).await.unwrap().entries,
@@ -260,7 +260,7 @@ async fn purges_by_writer_namespace_key_and_time(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(purged.entries, 5);
-    let (entries_after, bytes_after) = store.totals().await.unwrap();
+    let (entries_after, bytes_after) = store.totals().await.unwrap().entries_and_bytes();
     assert_eq!(entries_after, entries_before - 11);
     assert!(bytes_after < bytes_before);
     let main_keys = [
@@ -296,9 +296,9 @@ async fn large_batches_respect_bind_limits(store: &dyn Store) {
 }
 
 async fn eviction_takes_least_recently_used(store: &dyn Store) {
-    let (_, before) = store.totals().await.unwrap();
+    let before = store.totals().await.unwrap().accounted();
     store.evict_lru(before).await.unwrap();
-    assert_eq!(store.totals().await.unwrap(), (0, 0));
+    assert_eq!(store.totals().await.unwrap(), pycache_server::store::Totals::default());
     let frames: Vec<Frame> = (0..4).map(|n| compiled_frame(n, 1000)).collect();
     for (i, f) in frames.iter().enumerate() {
         store
@@ -332,7 +332,7 @@ async fn eviction_takes_least_recently_used(store: &dyn Store) {
     assert_eq!(all.entries, 3);
     assert_eq!(store.evict_lru(1).await.unwrap().entries, 0);
     assert_eq!(
-        store.totals().await.unwrap(),
+        store.totals().await.unwrap().entries_and_bytes(),
         (0, 0),
         "no body outlives its entries"
     );
@@ -522,7 +522,7 @@ async fn old_store_works_as_before(store: Arc<dyn Store>) {
     }
     // Entries 1 and 3 have the same bytes: stored once now.
     assert_eq!(
-        store.totals().await.unwrap(),
+        store.totals().await.unwrap().entries_and_bytes(),
         (
             3,
             (frames[0].entry_bytes.len() + frames[1].entry_bytes.len()) as u64

@@ -125,7 +125,7 @@ impl RemoteTier {
         self.info.scope.is_some_and(|s| s >= api::Scope::Write) && self.info.namespace.is_some()
     }
 
-    /// Keys per batch get (the server's advertised limit).
+    /// Keys per batch get and entries per batch put (the server's advertised limit).
     pub fn max_batch_keys(&self) -> usize {
         usize::try_from(self.info.max_batch_keys)
             .unwrap_or(usize::MAX)
@@ -207,8 +207,8 @@ impl RemoteTier {
         );
     }
 
-    /// Sends new entries in batches of at most [`max_upload_bytes`](Self::max_upload_bytes) as
-    /// they arrive, until the channel closes. An entry larger than the server accepts is
+    /// Sends new entries in batches of at most [`max_upload_bytes`](Self::max_upload_bytes) and
+    /// [`max_batch_keys`](Self::max_batch_keys) entries as they arrive, until the channel closes. An entry larger than the server accepts is
     /// skipped (said once); the rest still go.
     pub fn upload(&self, frames: crossbeam_channel::Receiver<Frame>) -> UploadReport {
         let mut report = UploadReport::default();
@@ -242,7 +242,7 @@ impl RemoteTier {
             }
             batch_bytes += frame.entry_bytes.len() + 512;
             batch.push(frame);
-            if batch_bytes >= self.max_upload_bytes() {
+            if batch_bytes >= self.max_upload_bytes() || batch.len() >= self.max_batch_keys() {
                 self.flush(&mut batch, &mut report);
                 batch_bytes = 0;
             }

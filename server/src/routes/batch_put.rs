@@ -1,10 +1,12 @@
-//! `POST /api/v1/batch/put`: store a pack of entries in one transaction (spooled to disk while
-//! it arrives, read back entry by entry while it is stored).
+//! `POST /api/v1/batch/put`: store a pack of entries (spooled to disk while it arrives, read
+//! back entry by entry while it is stored, committed in bounded transactions).
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use pycache_proto::api::{BatchPutResponse, RefusedEntry, Scope, REFUSED_CONFLICT};
+use pycache_proto::api::{
+    BatchPutResponse, RefusedEntry, Scope, REFUSED_CONFLICT, REFUSED_UNAVAILABLE,
+};
 use pycache_proto::ErrorResponse;
 
 use super::upload::{read_upload, Upload};
@@ -50,7 +52,8 @@ pub async fn batch_put(
     Ok(Json(response))
 }
 
-/// Stores the accepted entries of an upload in `namespace` in one transaction, recording the
+/// Stores the accepted entries of an upload in `namespace` (in transactions of a bounded size;
+/// a store failure after the first commit answers the rest as unavailable), recording the
 /// caller as their writer, and counts them; also returns how many were new.
 pub async fn store_upload(
     state: &AppState,
@@ -67,7 +70,9 @@ pub async fn store_upload(
     let outcome = if accepted.is_empty() {
         crate::store::PutOutcome::default()
     } else {
-        crate::maintenance::make_room(state, bytes).await?;
+        // Rows take room beside the bodies: the measured ratio scales both.
+        let rows = count as u64 * 512;
+        crate::maintenance::make_room(state, bytes + rows).await?;
         let mut source = accepted.into_source()?;
         state
             .store
@@ -80,6 +85,25 @@ pub async fn store_upload(
             .await?
     };
     let inserted = outcome.inserted;
+    if let Some(failure) = &outcome.failure {
+        tracing::warn!(
+            writer = caller.name.as_deref().unwrap_or("-"),
+            namespace = %namespace,
+            unstored = outcome.unstored.len(),
+            error = %failure,
+            "the store failed part way through a large upload: the entries committed before \
+             stay stored, the rest are answered as unavailable"
+        );
+        let unstored: std::collections::HashSet<_> = outcome.unstored.iter().collect();
+        stored.retain(|k| !unstored.contains(k));
+        refused.extend(outcome.unstored.iter().map(|key| RefusedEntry {
+            key: *key,
+            code: REFUSED_UNAVAILABLE.to_owned(),
+            reason: format!(
+                "the store failed before this entry was committed ({failure}); upload it again"
+            ),
+        }));
+    }
     if outcome.repaired > 0 {
         tracing::warn!(
             repaired = outcome.repaired,

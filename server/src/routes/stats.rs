@@ -25,7 +25,7 @@ pub async fn stats(
     caller: Caller,
 ) -> Result<Json<StatsResponse>, AppError> {
     caller.require(Scope::Read, state.config.public_read)?;
-    let (entries, bytes) = state.store.totals().await?;
+    let crate::store::Totals { entries, bytes, .. } = state.store.totals().await?;
     let interpreters = state
         .store
         .usage_by_interpreter()

@@ -57,6 +57,7 @@ async fn decode_upload(
         refused: Vec::new(),
     };
     let mut received: u64 = 0;
+    let mut frames: u64 = 0;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -75,6 +76,15 @@ async fn decode_upload(
         body_decoder.decode(&chunk, |plain| {
             decoder.feed(plain);
             while let Some(frame) = decoder.next_frame().map_err(pack_error)? {
+                frames += 1;
+                if frames > config.max_batch_keys {
+                    return Err(AppError::PayloadTooLarge(format!(
+                        "the upload holds more than {} frames; send at most {} entries per \
+                         batch put (the server advertises the limit as max_batch_keys in \
+                         /api/v1/info); nothing was stored",
+                        config.max_batch_keys, config.max_batch_keys
+                    )));
+                }
                 accept(frame, &mut upload)?;
             }
             Ok(())

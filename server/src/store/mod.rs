@@ -117,6 +117,46 @@ pub struct PutOutcome {
     pub conflicts: Vec<KeyDigest>,
     /// Stored bodies found damaged and rewritten with the uploaded bytes of their digest.
     pub repaired: u64,
+    /// Keys a large batch could not store because the store failed after part of it was
+    /// committed (the batch is stored in bounded transactions): neither stored nor refused as
+    /// bad, to upload again later. Empty when everything was stored.
+    pub unstored: Vec<KeyDigest>,
+    /// What failed, when `unstored` is not empty.
+    pub failure: Option<String>,
+}
+
+/// Running totals of the store, kept in every write transaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Entries.
+    pub entries: u64,
+    /// Bytes of the bodies the entries hold, each body once.
+    pub bytes: u64,
+    /// Bytes the entries' rows take beyond their bodies (keys, digests, index entries).
+    pub row_bytes: u64,
+}
+
+impl Totals {
+    /// Entries and body bytes.
+    pub fn entries_and_bytes(&self) -> (u64, u64) {
+        (self.entries, self.bytes)
+    }
+
+    /// What the size limit counts: bodies and rows.
+    pub fn accounted(&self) -> u64 {
+        self.bytes.saturating_add(self.row_bytes)
+    }
+}
+
+/// What the database's files take on disk, measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Bytes of the tables and indexes in use (SQLite: pages not on the free list;
+    /// PostgreSQL: the tables with their indexes and TOAST).
+    pub data: u64,
+    /// Bytes of the write-ahead log beyond its working size (SQLite's `-wal` file past the
+    /// 4 MiB a checkpoint cuts it back to).
+    pub journal: u64,
 }
 
 /// Which entries a purge deletes: every condition given must hold.
@@ -220,6 +260,8 @@ pub struct Evicted {
     pub entries: u64,
     /// Bytes of bodies freed.
     pub bytes: u64,
+    /// Bytes of the deleted entries' rows.
+    pub row_bytes: u64,
 }
 
 /// How often an entry was served since the last flush, and when last.
@@ -304,14 +346,22 @@ pub trait Store: Send + Sync + 'static {
     /// Records hits and last-use times gathered since the last flush, in one transaction.
     async fn record_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;
 
-    /// Total entries, and bytes of the bodies they hold (each body counted once).
-    async fn totals(&self) -> Result<(u64, u64), StoreError>;
+    /// The running totals: entries, bytes of the bodies they hold (each body counted once),
+    /// bytes of their rows.
+    async fn totals(&self) -> Result<Totals, StoreError>;
+
+    /// What the store's files take on disk; `None` where it cannot be measured.
+    async fn disk_usage(&self) -> Result<Option<DiskUsage>, StoreError>;
+
+    /// Cuts the write-ahead log back when it has grown (SQLite: a truncating checkpoint when
+    /// the `-wal` file is over a few MiB); nothing elsewhere.
+    async fn trim_journal(&self) -> Result<(), StoreError>;
 
     /// Entries and bytes per interpreter.
     async fn usage_by_interpreter(&self) -> Result<Vec<InterpreterUsage>, StoreError>;
 
-    /// Deletes least-recently-used entries until at least `bytes` of bodies are freed (or none
-    /// are left).
+    /// Deletes least-recently-used entries until at least `bytes` of bodies and rows are freed
+    /// (or none are left).
     async fn evict_lru(&self, bytes: u64) -> Result<Evicted, StoreError>;
 
     /// Deletes every entry matching `filter` (none when it has no condition), and the bodies

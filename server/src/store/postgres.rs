@@ -49,10 +49,36 @@ impl PgStore {
     async fn reclaim(&self) -> Result<(), super::StoreError> {
         Ok(())
     }
+
+    /// No turns: PostgreSQL queues writers on its row locks.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        None
+    }
+
+    /// The tables with their indexes and TOAST (from the catalog: no scan). PostgreSQL's own
+    /// WAL is the database server's to manage.
+    async fn measure_disk(&self) -> Result<Option<super::DiskUsage>, super::StoreError> {
+        let (data,): (i64,) = sqlx::query_as(
+            "SELECT CAST(pg_total_relation_size('entries') + pg_total_relation_size('bodies') \
+             + pg_total_relation_size('interpreter_totals') AS BIGINT)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(super::DiskUsage {
+            data: data.max(0) as u64,
+            journal: 0,
+        }))
+    }
+
+    /// Nothing: PostgreSQL manages its WAL.
+    async fn trim(&self) -> Result<(), super::StoreError> {
+        Ok(())
+    }
 }
 
 impl_store_with_sql!(
     PgStore,
+    sqlx::Postgres,
     super::sql::INSERT_BODY_POSTGRES,
     super::sql::BEGIN_WRITE_POSTGRES
 );

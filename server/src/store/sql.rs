@@ -20,6 +20,13 @@ pub(super) const KEYS_PER_QUERY: usize = 500;
 pub(super) const EVICTION_ROUND: i64 = 256;
 /// Entries deleted per purge transaction.
 pub(super) const PURGE_ROUND: i64 = 500;
+/// Entries stored per write transaction: a large batch is committed in rounds, so another
+/// writer waits for one round, never for a whole batch.
+pub(super) const PUT_ROUND_ENTRIES: usize = 1000;
+/// Entry bytes stored per write transaction (and so the most SQLite's WAL grows by one).
+pub(super) const PUT_ROUND_BYTES: u64 = 32 << 20;
+/// The fixed part of [`row_bytes`]: the digests, numbers and index entries of one entry row.
+pub(super) const ROW_OVERHEAD: i64 = 512;
 
 /// Stores a body unless one with its digest is there. The pair differs by database: on
 /// PostgreSQL an existing row is touched so that it is locked until the entry that points at it
@@ -33,13 +40,20 @@ pub(super) const INSERT_BODY_POSTGRES: &str = "INSERT INTO bodies (digest, size,
      RETURNING (xmax = 0) AS inserted";
 /// Adds a write transaction's changes to the running totals; the last statement of every
 /// write, so the row's lock is held only until the commit.
-pub(super) const ADD_TOTALS: &str =
-    "UPDATE store_totals SET entries = entries + $1, bytes = bytes + $2 WHERE id = 1";
+pub(super) const ADD_TOTALS: &str = "UPDATE store_totals SET entries = entries + $1, \
+     bytes = bytes + $2, row_bytes = row_bytes + $3 WHERE id = 1";
+/// Adds a write transaction's changes to one interpreter's totals; run in (cache tag, magic)
+/// order just before [`ADD_TOTALS`].
+pub(super) const ADD_INTERPRETER_TOTALS: &str = "INSERT INTO interpreter_totals \
+     (cache_tag, magic, entries, bytes) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (cache_tag, magic) DO UPDATE SET \
+     entries = interpreter_totals.entries + excluded.entries, \
+     bytes = interpreter_totals.bytes + excluded.bytes";
 /// Entries never change once stored: a second upload of a key inserts nothing.
 pub(super) const INSERT_ENTRY: &str = "INSERT INTO entries (namespace, key_digest, source_hash, \
      magic, cache_tag, optimization, settings, dfile, success, body_digest, size, written_by, \
-     frame_digest, signatures, created_at, last_used_at, hits) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, 0) \
+     frame_digest, signatures, created_at, last_used_at, hits, row_bytes) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, 0, $16) \
      ON CONFLICT (namespace, key_digest) DO NOTHING";
 pub(super) const STORED_BODY: &str =
     "SELECT body_digest FROM entries WHERE namespace = $1 AND key_digest = $2";
@@ -52,12 +66,15 @@ pub(super) const DELETE_ORPHAN_BODY: &str = "DELETE FROM bodies WHERE digest = $
 pub(super) const RECORD_USAGE: &str = "UPDATE entries SET hits = hits + $1, last_used_at = \
      CASE WHEN last_used_at < $2 THEN $2 ELSE last_used_at END \
      WHERE namespace = $3 AND key_digest = $4";
-pub(super) const TOTALS: &str = "SELECT entries, bytes FROM store_totals WHERE id = 1";
-pub(super) const BY_INTERPRETER: &str = "SELECT cache_tag, magic, COUNT(*) AS entries, \
-     CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM entries \
-     GROUP BY cache_tag, magic ORDER BY cache_tag, magic";
-pub(super) const LRU_CANDIDATES: &str = "SELECT namespace, key_digest, body_digest, size \
-     FROM entries ORDER BY last_used_at, namespace, key_digest LIMIT $1";
+pub(super) const TOTALS: &str =
+    "SELECT entries, bytes, row_bytes FROM store_totals WHERE id = 1";
+pub(super) const BY_INTERPRETER: &str = "SELECT cache_tag, magic, entries, bytes \
+     FROM interpreter_totals WHERE entries > 0 ORDER BY cache_tag, magic";
+/// The columns of a [`DoomedRow`].
+const DOOMED_COLUMNS: &str = "namespace, key_digest, body_digest, size, row_bytes, cache_tag, magic";
+pub(super) const LRU_CANDIDATES: &str = "SELECT namespace, key_digest, body_digest, size, \
+     row_bytes, cache_tag, magic FROM entries \
+     ORDER BY last_used_at, namespace, key_digest LIMIT $1";
 pub(super) const DELETE_ENTRY: &str =
     "DELETE FROM entries WHERE namespace = $1 AND key_digest = $2";
 pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (token_hash, name, scope, writes, \
@@ -123,7 +140,7 @@ pub(super) fn purge_candidates(filter: &PurgeFilter) -> (String, Vec<PurgeValue<
         conditions.join(" AND ")
     };
     let sql = format!(
-        "SELECT namespace, key_digest, body_digest, size FROM entries WHERE {filter_sql} \
+        "SELECT {DOOMED_COLUMNS} FROM entries WHERE {filter_sql} \
          ORDER BY namespace, key_digest LIMIT ${}",
         values.len() + 1
     );
@@ -212,6 +229,47 @@ pub(super) struct DoomedRow {
     pub(super) key_digest: Vec<u8>,
     pub(super) body_digest: Vec<u8>,
     pub(super) size: i64,
+    pub(super) row_bytes: i64,
+    pub(super) cache_tag: String,
+    pub(super) magic: Vec<u8>,
+}
+
+/// What one entry's row takes beyond its body, as the 0003 migration computes it for the rows
+/// before it: [`ROW_OVERHEAD`] plus its strings, the indexed namespace and writer twice.
+pub(super) fn row_bytes(
+    namespace: &str,
+    key: &CacheKey,
+    written_by: Option<&str>,
+    signatures: Option<&[u8]>,
+) -> i64 {
+    let strings = 2 * namespace.len()
+        + key.cache_tag.len()
+        + key.settings.len()
+        + key.dfile.len()
+        + 2 * written_by.map_or(0, str::len)
+        + signatures.map_or(0, <[u8]>::len);
+    ROW_OVERHEAD + strings as i64
+}
+
+/// Changes to the per-interpreter totals within one transaction, applied in one order.
+#[derive(Default)]
+pub(super) struct InterpreterChanges(
+    std::collections::BTreeMap<(String, Vec<u8>), (i64, i64)>,
+);
+
+impl InterpreterChanges {
+    pub(super) fn add(&mut self, cache_tag: &str, magic: &[u8], entries: i64, bytes: i64) {
+        let slot = self
+            .0
+            .entry((cache_tag.to_owned(), magic.to_vec()))
+            .or_default();
+        slot.0 += entries;
+        slot.1 += bytes;
+    }
+
+    pub(super) fn into_rows(self) -> impl Iterator<Item = ((String, Vec<u8>), (i64, i64))> {
+        self.0.into_iter()
+    }
 }
 
 /// One row of [`TOTALS`] or [`BY_INTERPRETER`].
@@ -294,7 +352,7 @@ pub(super) const BEGIN_WRITE_POSTGRES: &str = "BEGIN";
 /// statements that differ by database: the one that stores a body and the one that starts a
 /// write transaction.
 macro_rules! impl_store_with_sql {
-    ($store:ty, $insert_body:expr, $begin_write:expr) => {
+    ($store:ty, $db:ty, $insert_body:expr, $begin_write:expr) => {
         /// A connection whose write failed is closed instead of going back to the pool: after
         /// an error such as `SQLITE_FULL` SQLite may have rolled the transaction back itself
         /// (or not), and a connection whose transaction state is unknown must never serve the
@@ -310,6 +368,162 @@ macro_rules! impl_store_with_sql {
         }
 
         impl $store {
+            /// Adds a write transaction's changes to the running totals: the interpreters'
+            /// rows in one order, then the store's, last (its lock is held until the commit).
+            async fn add_totals(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                interpreters: $crate::store::sql::InterpreterChanges,
+                entries: i64,
+                bytes: i64,
+                row_bytes: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                for ((cache_tag, magic), (n, size)) in interpreters.into_rows() {
+                    sqlx::query($crate::store::sql::ADD_INTERPRETER_TOTALS)
+                        .bind(cache_tag)
+                        .bind(magic)
+                        .bind(n)
+                        .bind(size)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                sqlx::query($crate::store::sql::ADD_TOTALS)
+                    .bind(entries)
+                    .bind(bytes)
+                    .bind(row_bytes)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// One transaction of [`Store::put_from`]: entries from `entries` until the source
+            /// ends (then `true`) or the round holds [`PUT_ROUND_ENTRIES`] entries or
+            /// [`PUT_ROUND_BYTES`]; the keys it took are pushed to `keys` as it goes.
+            async fn put_round(
+                &self,
+                namespace: &str,
+                written_by: Option<&str>,
+                entries: &mut dyn $crate::store::EntrySource,
+                now: i64,
+                conn: &mut sqlx::pool::PoolConnection<$db>,
+                keys: &mut Vec<pycache_proto::KeyDigest>,
+            ) -> Result<($crate::store::PutOutcome, bool), $crate::store::StoreError> {
+                use $crate::store::sql::{
+                    row_bytes, signatures_column, InterpreterChanges, BODY_BYTES,
+                    DELETE_ORPHAN_BODY, INSERT_ENTRY, PUT_ROUND_BYTES, PUT_ROUND_ENTRIES,
+                    REPAIR_BODY, STORED_BODY,
+                };
+                let mut tx = sqlx::Connection::begin_with(&mut **conn, $begin_write).await?;
+                let mut outcome = $crate::store::PutOutcome::default();
+                let mut interpreters = InterpreterChanges::default();
+                let (mut added_bytes, mut added_rows, mut round_bytes) = (0i64, 0i64, 0u64);
+                let mut exhausted = false;
+                while keys.len() < PUT_ROUND_ENTRIES && round_bytes < PUT_ROUND_BYTES {
+                    let Some(new) = entries.next_entry()? else {
+                        exhausted = true;
+                        break;
+                    };
+                    let key = &new.stored.key;
+                    let digest = key.digest();
+                    keys.push(digest);
+                    round_bytes += new.stored.entry_bytes.len() as u64;
+                    let body = &new.stored.digest.0[..];
+                    let stored: Option<(Vec<u8>,)> = sqlx::query_as(STORED_BODY)
+                        .bind(namespace)
+                        .bind(&digest.0[..])
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some((stored,)) = stored {
+                        if stored != body {
+                            outcome.conflicts.push(digest);
+                        } else {
+                            // The same entry again: its writer missed it here, so make sure the
+                            // stored bytes are intact (a damaged body is rewritten with bytes of
+                            // the digest it is stored under, the only right ones).
+                            let (bytes,): (Vec<u8>,) = sqlx::query_as(BODY_BYTES)
+                                .bind(body)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            if bytes != new.stored.entry_bytes {
+                                sqlx::query(REPAIR_BODY)
+                                    .bind(body)
+                                    .bind(&new.stored.entry_bytes)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                outcome.repaired += 1;
+                            }
+                        }
+                        continue;
+                    }
+                    let size = new.stored.entry_bytes.len() as i64;
+                    let new_body: Option<(bool,)> = sqlx::query_as($insert_body)
+                        .bind(body)
+                        .bind(size)
+                        .bind(&new.stored.entry_bytes)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let new_body = new_body.is_some_and(|(inserted,)| inserted);
+                    let signatures = signatures_column(&new.signatures);
+                    let row = row_bytes(namespace, key, written_by, signatures.as_deref());
+                    let done = sqlx::query(INSERT_ENTRY)
+                        .bind(namespace)
+                        .bind(&digest.0[..])
+                        .bind(&key.source_hash[..])
+                        .bind(&key.magic[..])
+                        .bind(&key.cache_tag)
+                        .bind(i32::from(key.optimization))
+                        .bind(&key.settings)
+                        .bind(&key.dfile)
+                        .bind(new.success)
+                        .bind(body)
+                        .bind(size)
+                        .bind(written_by)
+                        .bind(&new.frame_digest.0[..])
+                        .bind(signatures)
+                        .bind(now)
+                        .bind(row)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() > 0 {
+                        outcome.inserted += 1;
+                        added_rows += row;
+                        interpreters.add(&key.cache_tag, &key.magic, 1, size);
+                        if new_body {
+                            added_bytes += size;
+                        }
+                        continue;
+                    }
+                    // Another writer stored this key since the look above (PostgreSQL waited
+                    // for it to commit): its entry stands.
+                    let (stored,): (Vec<u8>,) = sqlx::query_as(STORED_BODY)
+                        .bind(namespace)
+                        .bind(&digest.0[..])
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if stored != body {
+                        outcome.conflicts.push(digest);
+                        if new_body {
+                            // The body this upload brought is held by no entry.
+                            sqlx::query(DELETE_ORPHAN_BODY)
+                                .bind(body)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    } else if new_body {
+                        added_bytes += size;
+                    }
+                }
+                Self::add_totals(
+                    &mut tx,
+                    interpreters,
+                    outcome.inserted as i64,
+                    added_bytes,
+                    added_rows,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok((outcome, exhausted))
+            }
+
             /// Deletes `doomed` entries in one transaction, in the order writers lock rows in,
             /// and frees each body no entry holds any more.
             async fn delete_entries(
@@ -318,11 +532,13 @@ macro_rules! impl_store_with_sql {
             ) -> Result<$crate::store::Evicted, $crate::store::StoreError> {
                 use $crate::store::sql::{DELETE_ENTRY, DELETE_ORPHAN_BODY};
                 doomed.sort();
+                let _turn = self.write_turn().await;
                 let mut conn = self.pool.acquire().await?;
                 let result: Result<$crate::store::Evicted, $crate::store::StoreError> = async {
                     let mut done = $crate::store::Evicted::default();
                     let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin_write).await?;
                     let mut bodies = Vec::new();
+                    let mut interpreters = $crate::store::sql::InterpreterChanges::default();
                     for row in &doomed {
                         let deleted = sqlx::query(DELETE_ENTRY)
                             .bind(&row.namespace)
@@ -331,6 +547,8 @@ macro_rules! impl_store_with_sql {
                             .await?;
                         if deleted.rows_affected() > 0 {
                             done.entries += 1;
+                            done.row_bytes += row.row_bytes.max(0) as u64;
+                            interpreters.add(&row.cache_tag, &row.magic, -1, -row.size);
                             bodies.push(row.body_digest.clone());
                         }
                     }
@@ -359,11 +577,14 @@ macro_rules! impl_store_with_sql {
                             Err(err) => return Err(err.into()),
                         }
                     }
-                    sqlx::query($crate::store::sql::ADD_TOTALS)
-                        .bind(-(done.entries as i64))
-                        .bind(-(done.bytes as i64))
-                        .execute(&mut *tx)
-                        .await?;
+                    Self::add_totals(
+                        &mut tx,
+                        interpreters,
+                        -(done.entries as i64),
+                        -(done.bytes as i64),
+                        -(done.row_bytes as i64),
+                    )
+                    .await?;
                     tx.commit().await?;
                     Ok(done)
                 }
@@ -423,109 +644,42 @@ macro_rules! impl_store_with_sql {
                 entries: &mut dyn $crate::store::EntrySource,
                 now: i64,
             ) -> Result<$crate::store::PutOutcome, $crate::store::StoreError> {
-                use $crate::store::sql::{
-                    BODY_BYTES, DELETE_ORPHAN_BODY, INSERT_ENTRY, REPAIR_BODY, STORED_BODY,
-                };
-                let mut conn = self.pool.acquire().await?;
-                let result: Result<$crate::store::PutOutcome, $crate::store::StoreError> = async {
-                    let mut tx = sqlx::Connection::begin_with(&mut *conn, $begin_write).await?;
-                    let mut outcome = $crate::store::PutOutcome::default();
-                    let mut added_bytes: i64 = 0;
-                    while let Some(new) = entries.next_entry()? {
-                        let key = &new.stored.key;
-                        let digest = key.digest();
-                        let body = &new.stored.digest.0[..];
-                        let stored: Option<(Vec<u8>,)> = sqlx::query_as(STORED_BODY)
-                            .bind(namespace)
-                            .bind(&digest.0[..])
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if let Some((stored,)) = stored {
-                            if stored != body {
-                                outcome.conflicts.push(digest);
-                            } else {
-                                // The same entry again: its writer missed it here, so make sure
-                                // the stored bytes are intact (a damaged body is rewritten with
-                                // bytes of the digest it is stored under, the only right ones).
-                                let (bytes,): (Vec<u8>,) = sqlx::query_as(BODY_BYTES)
-                                    .bind(body)
-                                    .fetch_one(&mut *tx)
-                                    .await?;
-                                if bytes != new.stored.entry_bytes {
-                                    sqlx::query(REPAIR_BODY)
-                                        .bind(body)
-                                        .bind(&new.stored.entry_bytes)
-                                        .execute(&mut *tx)
-                                        .await?;
-                                    outcome.repaired += 1;
-                                }
+                let mut outcome = $crate::store::PutOutcome::default();
+                let mut committed = 0usize;
+                loop {
+                    let mut round_keys = Vec::new();
+                    let round = {
+                        let _turn = self.write_turn().await;
+                        let mut conn = self.pool.acquire().await?;
+                        let round = self
+                            .put_round(namespace, written_by, entries, now, &mut conn, &mut round_keys)
+                            .await;
+                        discard_on_error(&mut conn, &round);
+                        round
+                    };
+                    match round {
+                        Ok((done, exhausted)) => {
+                            committed += round_keys.len();
+                            outcome.inserted += done.inserted;
+                            outcome.repaired += done.repaired;
+                            outcome.conflicts.extend(done.conflicts);
+                            if exhausted {
+                                return Ok(outcome);
                             }
-                            continue;
                         }
-                        let size = new.stored.entry_bytes.len() as i64;
-                        let new_body: Option<(bool,)> = sqlx::query_as($insert_body)
-                            .bind(body)
-                            .bind(size)
-                            .bind(&new.stored.entry_bytes)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        let new_body = new_body.is_some_and(|(inserted,)| inserted);
-                        let done = sqlx::query(INSERT_ENTRY)
-                            .bind(namespace)
-                            .bind(&digest.0[..])
-                            .bind(&key.source_hash[..])
-                            .bind(&key.magic[..])
-                            .bind(&key.cache_tag)
-                            .bind(i32::from(key.optimization))
-                            .bind(&key.settings)
-                            .bind(&key.dfile)
-                            .bind(new.success)
-                            .bind(body)
-                            .bind(new.stored.entry_bytes.len() as i64)
-                            .bind(written_by)
-                            .bind(&new.frame_digest.0[..])
-                            .bind($crate::store::sql::signatures_column(&new.signatures))
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        if done.rows_affected() > 0 {
-                            outcome.inserted += 1;
-                            if new_body {
-                                added_bytes += size;
+                        // Nothing committed yet: the batch fails whole, as a small one does.
+                        Err(err) if committed == 0 => return Err(err),
+                        Err(err) => {
+                            // Part of the batch is stored: say exactly which keys are not.
+                            outcome.unstored = round_keys;
+                            while let Ok(Some(rest)) = entries.next_entry() {
+                                outcome.unstored.push(rest.stored.key.digest());
                             }
-                            continue;
-                        }
-                        // Another writer stored this key since the look above (PostgreSQL
-                        // waited for it to commit): its entry stands.
-                        let (stored,): (Vec<u8>,) = sqlx::query_as(STORED_BODY)
-                            .bind(namespace)
-                            .bind(&digest.0[..])
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        if stored != body {
-                            outcome.conflicts.push(digest);
-                            if new_body {
-                                // The body this upload brought is held by no entry.
-                                sqlx::query(DELETE_ORPHAN_BODY)
-                                    .bind(body)
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                        } else if new_body {
-                            added_bytes += size;
+                            outcome.failure = Some(err.to_string());
+                            return Ok(outcome);
                         }
                     }
-                    sqlx::query($crate::store::sql::ADD_TOTALS)
-                        .bind(outcome.inserted as i64)
-                        .bind(added_bytes)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    Ok(outcome)
                 }
-                .await;
-                discard_on_error(&mut conn, &result);
-                result
             }
 
             async fn record_usage(
@@ -534,6 +688,7 @@ macro_rules! impl_store_with_sql {
             ) -> Result<(), $crate::store::StoreError> {
                 let mut ordered: Vec<&$crate::store::Usage> = usage.iter().collect();
                 ordered.sort_by(|a, b| (&a.namespace, a.key).cmp(&(&b.namespace, b.key)));
+                let _turn = self.write_turn().await;
                 let mut conn = self.pool.acquire().await?;
                 let result: Result<(), $crate::store::StoreError> = async {
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -554,11 +709,26 @@ macro_rules! impl_store_with_sql {
                 result
             }
 
-            async fn totals(&self) -> Result<(u64, u64), $crate::store::StoreError> {
-                let (entries, bytes): (i64, i64) = sqlx::query_as($crate::store::sql::TOTALS)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok((entries as u64, bytes as u64))
+            async fn totals(&self) -> Result<$crate::store::Totals, $crate::store::StoreError> {
+                let (entries, bytes, row_bytes): (i64, i64, i64) =
+                    sqlx::query_as($crate::store::sql::TOTALS)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok($crate::store::Totals {
+                    entries: entries.max(0) as u64,
+                    bytes: bytes.max(0) as u64,
+                    row_bytes: row_bytes.max(0) as u64,
+                })
+            }
+
+            async fn disk_usage(
+                &self,
+            ) -> Result<Option<$crate::store::DiskUsage>, $crate::store::StoreError> {
+                self.measure_disk().await
+            }
+
+            async fn trim_journal(&self) -> Result<(), $crate::store::StoreError> {
+                self.trim().await
             }
 
             async fn usage_by_interpreter(
@@ -585,7 +755,7 @@ macro_rules! impl_store_with_sql {
             ) -> Result<$crate::store::Evicted, $crate::store::StoreError> {
                 use $crate::store::sql::{DoomedRow, EVICTION_ROUND, LRU_CANDIDATES};
                 let mut evicted = $crate::store::Evicted::default();
-                while evicted.bytes < bytes {
+                while evicted.bytes + evicted.row_bytes < bytes {
                     let candidates: Vec<DoomedRow> = sqlx::query_as(LRU_CANDIDATES)
                         .bind(EVICTION_ROUND)
                         .fetch_all(&self.pool)
@@ -596,10 +766,10 @@ macro_rules! impl_store_with_sql {
                     let mut chosen = Vec::new();
                     let mut planned = 0u64;
                     for row in candidates {
-                        if evicted.bytes + planned >= bytes {
+                        if evicted.bytes + evicted.row_bytes + planned >= bytes {
                             break;
                         }
-                        planned += row.size as u64;
+                        planned += (row.size + row.row_bytes).max(0) as u64;
                         chosen.push(row);
                     }
                     let round = self.delete_entries(chosen).await?;
@@ -608,6 +778,7 @@ macro_rules! impl_store_with_sql {
                     }
                     evicted.entries += round.entries;
                     evicted.bytes += round.bytes;
+                    evicted.row_bytes += round.row_bytes;
                 }
                 Ok(evicted)
             }
@@ -638,6 +809,7 @@ macro_rules! impl_store_with_sql {
                     let round = self.delete_entries(doomed).await?;
                     purged.entries += round.entries;
                     purged.bytes += round.bytes;
+                    purged.row_bytes += round.row_bytes;
                 }
                 Ok(purged)
             }

@@ -10,11 +10,20 @@ use super::ConnectError;
 
 /// How long a writer waits for another's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The WAL is cut back to this after a checkpoint (SQLite's `journal_size_limit`), and a
+/// maintenance round truncates it when it is larger.
+const WAL_KEEP_BYTES: u64 = 4 << 20;
 
 /// A [`Store`](super::Store) in a SQLite database.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file (its `-wal` file sits beside it).
+    file: std::path::PathBuf,
+    /// Write transactions of this process take turns here, first come first served. SQLite has
+    /// one writer at a time and its busy handler polls: without a queue, a writer committing
+    /// a large batch round after round could keep a small one waiting past its busy timeout.
+    turns: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -26,7 +35,8 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            .pragma("journal_size_limit", WAL_KEEP_BYTES.to_string());
         let file = options.get_filename().to_owned();
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -57,7 +67,56 @@ impl SqliteStore {
                 .await
                 .map_err(unreachable)?;
         }
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            file,
+            turns: Default::default(),
+        })
+    }
+
+    /// This process's turn to write (see [`SqliteStore::turns`]).
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        Some(self.turns.lock().await)
+    }
+
+    /// The path of the database's WAL file.
+    fn wal_file(&self) -> std::path::PathBuf {
+        let mut name = self.file.clone().into_os_string();
+        name.push("-wal");
+        name.into()
+    }
+
+    /// Pages in use (not on the free list) and the WAL file's length.
+    async fn measure_disk(&self) -> Result<Option<super::DiskUsage>, super::StoreError> {
+        let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
+            .fetch_one(&self.pool)
+            .await?;
+        let (free,): (i64,) = sqlx::query_as("PRAGMA freelist_count")
+            .fetch_one(&self.pool)
+            .await?;
+        let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
+            .fetch_one(&self.pool)
+            .await?;
+        // The WAL's working size is a fixed cost like the schema's pages; what a large
+        // transaction grew it by, until a checkpoint truncates it, counts.
+        let wal = std::fs::metadata(self.wal_file()).map_or(0, |m| m.len());
+        let journal = wal.saturating_sub(WAL_KEEP_BYTES);
+        Ok(Some(super::DiskUsage {
+            data: (pages - free).max(0) as u64 * page_size.max(0) as u64,
+            journal,
+        }))
+    }
+
+    /// Truncates the WAL when a large transaction left it over [`WAL_KEEP_BYTES`]; a reader
+    /// in the way leaves it for the next round.
+    async fn trim(&self) -> Result<(), super::StoreError> {
+        let wal = std::fs::metadata(self.wal_file()).map_or(0, |m| m.len());
+        if wal > WAL_KEEP_BYTES {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Gives the pages of deleted rows back to the file system and truncates the WAL.
@@ -93,6 +152,7 @@ fn owner_only(file: &std::path::Path) {
 
 impl_store_with_sql!(
     SqliteStore,
+    sqlx::Sqlite,
     super::sql::INSERT_BODY_SQLITE,
     super::sql::BEGIN_WRITE_SQLITE
 );
