@@ -69,6 +69,23 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// Writes what comes before the entry bytes in a pack: the key's length and encoding, then
+    /// the entry's length. A frame on the wire is this head, the entry bytes, then
+    /// [`Frame::write_tail`]'s output; [`PackWriter::push`] writes the three together, a server
+    /// streaming large entries may send the entry bytes as they are, without a copy.
+    pub fn write_head(&self, out: &mut Vec<u8>) {
+        let key = self.key.encode();
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&key);
+        out.extend_from_slice(&(self.entry_bytes.len() as u32).to_le_bytes());
+    }
+
+    /// Writes what follows the entry bytes in a pack: the frame digest and the signatures.
+    pub fn write_tail(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.digest.0);
+        encode_signatures(&self.signatures, out);
+    }
+
     /// A frame for `entry` under `key`, with its digest computed and no signature.
     pub fn new(key: CacheKey, entry: &Entry) -> Self {
         Frame::from_encoded(key, entry.encode())
@@ -191,15 +208,9 @@ impl PackWriter {
 
     /// Appends one frame.
     pub fn push(&mut self, frame: &Frame) {
-        let key = frame.key.encode();
-        self.buf
-            .extend_from_slice(&(key.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&key);
-        self.buf
-            .extend_from_slice(&(frame.entry_bytes.len() as u32).to_le_bytes());
+        frame.write_head(&mut self.buf);
         self.buf.extend_from_slice(&frame.entry_bytes);
-        self.buf.extend_from_slice(&frame.digest.0);
-        encode_signatures(&frame.signatures, &mut self.buf);
+        frame.write_tail(&mut self.buf);
         self.frames += 1;
     }
 

@@ -5,6 +5,7 @@ use pycache_server::cli::Cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    pycache_server::memory::large_blocks_from_the_system();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PYCACHE_LOG")

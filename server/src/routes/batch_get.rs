@@ -17,7 +17,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use pycache_proto::api::{self, BatchGetRequest, Scope};
-use pycache_proto::pack::{Frame, PackWriter, PACK_CONTENT_TYPE, PACK_MAGIC};
+use futures::StreamExt;
+use pycache_proto::pack::{Frame, PACK_CONTENT_TYPE, PACK_MAGIC};
 use pycache_proto::{ErrorResponse, KeyDigest};
 
 use crate::auth::Caller;
@@ -28,8 +29,8 @@ use crate::state::AppState;
 use crate::store::FoundEntry;
 
 /// The answer is looked up and sent in chunks of about this many bytes of entries: a batch get
-/// in flight holds the chunk being looked up and at most [`QUEUED_CHUNKS`] waiting to be sent,
-/// however many keys it asks for.
+/// in flight holds the chunk the connection is writing and, once that is written, the next one
+/// being looked up, however many keys it asks for.
 const CHUNK_BYTES: usize = 512 << 10;
 /// Keys of the first chunk, before the size of this store's entries is known: one, so that even
 /// entries of the largest size allowed cost one entry's memory until their size is known.
@@ -38,8 +39,6 @@ const FIRST_CHUNK_KEYS: usize = 1;
 const MAX_CHUNK_KEYS: usize = 1000;
 /// While nothing was found, each chunk asks for this many times the keys of the last.
 const GROWTH_WITHOUT_HITS: usize = 4;
-/// Chunks of frames queued between the store and the connection.
-const QUEUED_CHUNKS: usize = 2;
 
 /// Keys for the next chunk, given the bytes and number of the entries found so far and the keys
 /// of the last chunk: about [`CHUNK_BYTES`] of entries of the average size found; while nothing
@@ -90,25 +89,65 @@ pub async fn batch_get(
         let _slot = state.heavy_slot().await?.without_trim();
         lookup(&state, &namespaces, &keys[..first_len]).await?
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_CHUNKS);
-    tokio::spawn(async move {
-        let mut count = first.len();
-        let mut bytes: usize = first.iter().map(|f| f.entry_bytes.len()).sum();
-        if tx.send(Ok(Bytes::from_static(PACK_MAGIC))).await.is_err() {
-            return;
+    let first_bytes: usize = first.iter().map(|f| f.entry_bytes.len()).sum();
+    let rest = Rest {
+        count: first.len(),
+        bytes: first_bytes,
+        next: first_len,
+        last: first_len,
+        state,
+        namespaces,
+        keys,
+        done: false,
+    };
+    let mut head = vec![Bytes::from_static(PACK_MAGIC)];
+    head.extend(frames_bytes(first));
+    // The rest is looked up only when the connection asks for more, that is once it has
+    // written what it was given: an answer holds one chunk, and a reader that stopped reading
+    // holds one chunk and no slot.
+    // Fused: the body may be polled again after its end.
+    let chunks = futures::stream::unfold(rest, Rest::next_piece).fuse();
+    let body = futures::stream::iter(head)
+        .map(Ok::<_, std::io::Error>)
+        .chain(chunks.flat_map(|piece| {
+            futures::stream::iter(match piece {
+                Ok(parts) => parts.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(err) => vec![Err(err)],
+            })
+        }))
+        .fuse();
+    Ok(([(CONTENT_TYPE, PACK_CONTENT_TYPE)], Body::from_stream(body)).into_response())
+}
+
+/// The part of a batch get answer still to look up and send.
+struct Rest {
+    state: AppState,
+    namespaces: Vec<String>,
+    keys: Vec<KeyDigest>,
+    /// The first key not looked up yet.
+    next: usize,
+    /// Keys of the last chunk.
+    last: usize,
+    /// Entries found so far, and their bytes.
+    count: usize,
+    bytes: usize,
+    done: bool,
+}
+
+impl Rest {
+    /// The next chunk's bytes (skipping chunks where nothing was found), then the end marker,
+    /// then nothing; a store failure ends the body with an error, which cuts the pack short.
+    async fn next_piece(mut self) -> Option<(Result<Vec<Bytes>, std::io::Error>, Rest)> {
+        if self.done {
+            return None;
         }
-        if tx.send(Ok(frames_bytes(first))).await.is_err() {
-            return;
-        }
-        let mut next = first_len;
-        let mut last = first_len;
-        while next < keys.len() {
-            last = next_chunk_keys(bytes, count, last);
-            let end = keys.len().min(next + last);
-            let found = match state.heavy_slot().await {
+        while self.next < self.keys.len() {
+            self.last = next_chunk_keys(self.bytes, self.count, self.last);
+            let end = self.keys.len().min(self.next + self.last);
+            let found = match self.state.heavy_slot().await {
                 Ok(slot) => {
                     let _slot = slot.without_trim();
-                    lookup(&state, &namespaces, &keys[next..end]).await
+                    lookup(&self.state, &self.namespaces, &self.keys[self.next..end]).await
                 }
                 Err(err) => Err(err),
             };
@@ -116,25 +155,24 @@ pub async fn batch_get(
                 Ok(frames) => frames,
                 Err(err) => {
                     tracing::warn!(error = %err, "batch get failed mid-stream; pack cut short");
-                    let _ = tx.send(Err(std::io::Error::other("store failed"))).await;
-                    return;
+                    self.done = true;
+                    return Some((Err(std::io::Error::other("store failed")), self));
                 }
             };
-            next = end;
-            count += frames.len();
-            bytes += frames.iter().map(|f| f.entry_bytes.len()).sum::<usize>();
-            if tx.send(Ok(frames_bytes(frames))).await.is_err() {
-                return;
+            self.next = end;
+            if frames.is_empty() {
+                continue;
             }
+            self.count += frames.len();
+            self.bytes += frames.iter().map(|f| f.entry_bytes.len()).sum::<usize>();
+            return Some((Ok(frames_bytes(frames)), self));
         }
+        self.done = true;
+        self.state.release_memory_if_idle();
         let mut end = 0u32.to_le_bytes().to_vec();
-        end.extend_from_slice(&(count as u32).to_le_bytes());
-        let _ = tx.send(Ok(end.into())).await;
-        drop(tx);
-        state.release_memory_if_idle();
-    });
-    let body = Body::from_stream(tokio_stream(rx));
-    Ok(([(CONTENT_TYPE, PACK_CONTENT_TYPE)], body).into_response())
+        end.extend_from_slice(&(self.count as u32).to_le_bytes());
+        Some((Ok(vec![end.into()]), self))
+    }
 }
 
 /// Bytes of JSON per key that a batch get body may use: a 64-digit hex string in quotes, a
@@ -237,23 +275,30 @@ async fn lookup(
     Ok(frames)
 }
 
-/// The frames' bytes as they sit inside a pack: proto's writer output without its 8-byte magic
-/// and 8-byte end marker (a view of it, not a copy), so the frame layout is written by proto
-/// alone. Each frame is dropped once written.
-fn frames_bytes(frames: Vec<Frame>) -> Bytes {
-    let mut writer = PackWriter::new();
-    for frame in frames {
-        writer.push(&frame);
-    }
-    let pack = Bytes::from(writer.finish());
-    pack.slice(PACK_MAGIC.len()..pack.len() - 8)
-}
+/// Entries at least this large are sent as they came from the store, not copied into the
+/// chunk's buffer.
+const SEND_AS_IS_BYTES: usize = 64 << 10;
 
-/// A receiver as a body stream.
-fn tokio_stream(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+/// The frames' bytes as they sit inside a pack, as pieces to send in order: small frames
+/// copied together, the entry bytes of large ones as they are (the frame layout is proto's,
+/// [`Frame::write_head`] and [`Frame::write_tail`]).
+fn frames_bytes(frames: Vec<Frame>) -> Vec<Bytes> {
+    let mut pieces = Vec::new();
+    let mut buf = Vec::new();
+    for mut frame in frames {
+        frame.write_head(&mut buf);
+        if frame.entry_bytes.len() >= SEND_AS_IS_BYTES {
+            pieces.push(Bytes::from(std::mem::take(&mut buf)));
+            pieces.push(Bytes::from(std::mem::take(&mut frame.entry_bytes)));
+        } else {
+            buf.extend_from_slice(&frame.entry_bytes);
+        }
+        frame.write_tail(&mut buf);
+    }
+    if !buf.is_empty() {
+        pieces.push(Bytes::from(buf));
+    }
+    pieces
 }
 
 #[cfg(test)]
