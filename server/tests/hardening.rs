@@ -174,6 +174,11 @@ async fn keys_no_interpreter_makes_are_refused_naming_the_field() {
             k.settings = "w=x\n".into();
             k
         }),
+        ("settings", {
+            let mut k = support::key(6);
+            k.settings = "s".repeat(pycache_proto::key::MAX_SETTINGS + 1);
+            k
+        }),
     ];
     let frames: Vec<Frame> = bad_keys
         .iter()
@@ -187,7 +192,7 @@ async fn keys_no_interpreter_makes_are_refused_naming_the_field() {
     .await;
     let outcome: api::BatchPutResponse = answer.json();
     assert_eq!(outcome.stored, vec![support::key(5).digest()]);
-    assert_eq!(outcome.refused.len(), 4);
+    assert_eq!(outcome.refused.len(), bad_keys.len());
     for ((field, key), refused) in bad_keys.iter().zip(&outcome.refused) {
         assert_eq!(refused.key, key.digest());
         assert_eq!(refused.code, api::REFUSED_INVALID);
