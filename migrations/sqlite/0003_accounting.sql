@@ -30,3 +30,8 @@ UPDATE entries SET row_bytes = 512
 
 ALTER TABLE store_totals ADD COLUMN row_bytes BIGINT NOT NULL DEFAULT 0;
 UPDATE store_totals SET row_bytes = (SELECT COALESCE(SUM(row_bytes), 0) FROM entries);
+
+-- Bodies compressed at rest: `entry` holds one zstd frame of the entry when `zstd` is set, and
+-- `size` is what is stored. A batch get sends such a body as stored, one frame of its zstd
+-- answer; bodies from before stay as they are.
+ALTER TABLE bodies ADD COLUMN zstd BOOLEAN NOT NULL DEFAULT FALSE;

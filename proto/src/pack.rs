@@ -74,10 +74,16 @@ impl Frame {
     /// [`Frame::write_tail`]'s output; [`PackWriter::push`] writes the three together, a server
     /// streaming large entries may send the entry bytes as they are, without a copy.
     pub fn write_head(&self, out: &mut Vec<u8>) {
+        self.write_head_of_length(self.entry_bytes.len(), out);
+    }
+
+    /// [`Frame::write_head`] for entry bytes of `entry_len` sent in another form (a server
+    /// holding this frame's entry compressed sends the head of the entry it decompresses to).
+    pub fn write_head_of_length(&self, entry_len: usize, out: &mut Vec<u8>) {
         let key = self.key.encode();
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
         out.extend_from_slice(&key);
-        out.extend_from_slice(&(self.entry_bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(entry_len as u32).to_le_bytes());
     }
 
     /// Writes what follows the entry bytes in a pack: the frame digest and the signatures.

@@ -362,3 +362,74 @@ fn a_million_frame_upload_never_fails_another_put() {
     assert!(puts > 0);
     assert!(slowest < Duration::from_secs(5), "a small put took {slowest:?}");
 }
+
+/// Bodies are compressed once when stored and sent as stored: the database holds zstd frames
+/// smaller than the entries, and a zstd answer is those frames between raw ones, decoding to
+/// exactly the plain answer.
+#[test]
+fn bodies_are_compressed_at_rest_and_served_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&["--data-dir", data.to_str().unwrap()], "ci", "write");
+    let server = start(&data, &[], dir.path());
+    // An HTTP client that leaves the answer's encoding alone.
+    let http = reqwest::blocking::Client::builder().no_zstd().build().unwrap();
+    let frames: Vec<Frame> = (0..200).map(|n| compiled_frame(n, 5_000)).collect();
+    assert_eq!(put(&http, &server, &token, &frames), 200);
+    let entry_bytes: usize = frames.iter().map(|f| f.entry_bytes.len()).sum();
+    let at_rest = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; print(*sqlite3.connect(sys.argv[1]).execute(\
+             'SELECT COUNT(*), SUM(size), SUM(LENGTH(entry)) FROM bodies WHERE zstd').fetchone())",
+        ])
+        .arg(data.join("pycache.db"))
+        .output()
+        .unwrap();
+    let at_rest = String::from_utf8(at_rest.stdout).unwrap();
+    let numbers: Vec<usize> = at_rest.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(numbers[0], 200, "bodies stored compressed: {at_rest}");
+    assert_eq!(numbers[1], numbers[2], "size is the stored size");
+    assert!(numbers[1] < entry_bytes / 2, "{at_rest} for {entry_bytes} entry bytes");
+
+    let keys: Vec<String> = frames.iter().map(|f| f.key.digest().to_hex()).collect();
+    let ask = |zstd: bool| {
+        let mut request = http
+            .post(server.url(api::BATCH_GET))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "keys": keys }));
+        if zstd {
+            request = request.header("accept-encoding", "zstd");
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.status(), 200);
+        let encoding = response
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (encoding, response.bytes().unwrap().to_vec())
+    };
+    let (plain_encoding, plain) = ask(false);
+    assert_eq!(plain_encoding, None);
+    let (encoding, compressed) = ask(true);
+    assert_eq!(encoding.as_deref(), Some("zstd"));
+    let decoded = zstd::stream::decode_all(&compressed[..]).unwrap();
+    let first_difference = decoded.iter().zip(&plain).position(|(a, b)| a != b);
+    assert!(
+        decoded == plain,
+        "the zstd answer decodes to {} bytes, the plain one is {}; first difference at {:?}: {:?} / {:?}",
+        decoded.len(),
+        plain.len(),
+        first_difference,
+        first_difference.map(|at| &decoded[at..(at + 16).min(decoded.len())]),
+        first_difference.map(|at| &plain[at..(at + 16).min(plain.len())]),
+    );
+    assert!(compressed.len() < plain.len() / 2);
+    let served = decode_pack(&plain, 1 << 20).unwrap();
+    assert_eq!(served.len(), frames.len());
+    for (served, sent) in served.iter().zip(&frames) {
+        assert_eq!(served.key, sent.key);
+        assert_eq!(served.entry_bytes, sent.entry_bytes);
+        assert_eq!(served.digest, sent.digest);
+    }
+}

@@ -11,7 +11,7 @@ use pycache_proto::pack::Frame;
 use pycache_server::store::{
     self, NewEntry, NewToken, PurgeFilter, PutOutcome, Store, StoreError, StoredEntry, Usage,
 };
-use support::{compiled_frame, failed_frame};
+use support::{compiled_frame, failed_frame, incompressible_frame};
 
 fn new_entry(frame: &Frame) -> NewEntry {
     let success = frame.verify().expect("valid frame").is_success();
@@ -299,7 +299,8 @@ async fn eviction_takes_least_recently_used(store: &dyn Store) {
     let before = store.totals().await.unwrap().accounted();
     store.evict_lru(before).await.unwrap();
     assert_eq!(store.totals().await.unwrap(), pycache_server::store::Totals::default());
-    let frames: Vec<Frame> = (0..4).map(|n| compiled_frame(n, 1000)).collect();
+    // Bodies that do not compress: stored sizes are entry sizes.
+    let frames: Vec<Frame> = (0..4).map(|n| incompressible_frame(n, 1000)).collect();
     for (i, f) in frames.iter().enumerate() {
         store
             .put_many(MAIN, None, &[new_entry(f)], 10 + i as i64)

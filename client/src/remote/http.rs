@@ -159,7 +159,9 @@ impl ServerClient {
         transport: &Transport,
     ) -> Result<Self> {
         check_transport(transport, url, token.is_some())?;
+        // Answers are decoded here, not by the HTTP client: a zstd batch get frame by frame.
         let mut builder = Client::builder()
+            .no_zstd()
             .connect_timeout(deadline.min(Duration::from_secs(5)))
             .timeout(deadline)
             .user_agent(concat!("pycache-client/", env!("CARGO_PKG_VERSION")));
@@ -327,8 +329,15 @@ impl ServerClient {
         let mut resp = self.send(
             self.request(reqwest::Method::POST, api::BATCH_GET)
                 .header(reqwest::header::CONTENT_TYPE, api::KEY_LIST_CONTENT_TYPE)
+                .header(reqwest::header::ACCEPT_ENCODING, "zstd")
                 .body(api::encode_key_list(keys)),
         )?;
+        // A zstd answer is the server's bodies as it stores them, each its own frame.
+        let mut frames = resp
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"))
+            .then(super::zstd_frames::FrameDecoder::default);
         let most = (keys.len() as u64).saturating_mul(self.max_entry_bytes as u64 + FRAME_OVERHEAD)
             + FRAME_OVERHEAD;
         let mut decoder = PackDecoder::new(self.max_entry_bytes);
@@ -359,10 +368,27 @@ impl ServerClient {
                     ),
                 });
             }
-            decoder.feed(&buf[..n]);
+            match frames.as_mut() {
+                None => decoder.feed(&buf[..n]),
+                Some(frames) => {
+                    frames.feed(&buf[..n]);
+                    while let Some(decoded) = frames.next().map_err(|e| self.malformed(e))? {
+                        match decoded {
+                            super::zstd_frames::Decoded::Bytes(bytes) => decoder.feed(&bytes),
+                            // The entry it held fails its digest and is compiled here.
+                            super::zstd_frames::Decoded::Damaged(len) => {
+                                decoder.feed(&vec![0u8; len])
+                            }
+                        }
+                    }
+                }
+            }
             while let Some(frame) = decoder.next_frame().map_err(|e| self.malformed(e))? {
                 on_frame(frame.key_digest(), self.accept(&frame));
             }
+        }
+        if frames.as_ref().is_some_and(|f| !f.is_clean_end()) {
+            return Err(self.malformed("the zstd answer ends inside a frame"));
         }
         decoder.finish().map_err(|e| self.malformed(e))?;
         Ok(bytes)

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod policy;
+mod zstd_frames;
 
 use std::sync::Arc;
 use std::time::Duration;

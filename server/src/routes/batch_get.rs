@@ -9,12 +9,13 @@
 //! later chunks stream, and a failure there cuts the pack short, which the client detects as a
 //! truncated pack (no end marker). Chunks are sized by the bytes of the entries found so far
 //! (about [`CHUNK_BYTES`]), so an answer's memory does not grow with its keys or its entries'
-//! size. zstd is applied by the router when the request accepts it.
+//! size. A request that accepts zstd gets a zstd answer the server does not compress: each body as
+//! stored (compressed once, at upload), the rest in raw zstd frames between them.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::http::HeaderMap;
+use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use pycache_proto::api::{self, BatchGetRequest, Scope};
 use futures::StreamExt;
@@ -26,6 +27,7 @@ use crate::config::Config;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::store::body::raw_zstd_frame;
 use crate::store::FoundEntry;
 
 /// The answer is looked up and sent in chunks of about this many bytes of entries: a batch get
@@ -84,13 +86,15 @@ pub async fn batch_get(
     let mut seen = std::collections::HashSet::new();
     let keys: Vec<KeyDigest> = keys.into_iter().filter(|k| seen.insert(*k)).collect();
     drop(seen);
+    let zstd = accepts_zstd(&headers);
     let first_len = keys.len().min(FIRST_CHUNK_KEYS);
     let first = {
         let _slot = state.heavy_slot().await?.without_trim();
-        lookup(&state, &namespaces, &keys[..first_len]).await?
+        lookup(&state, &namespaces, &keys[..first_len], zstd).await?
     };
-    let first_bytes: usize = first.iter().map(|f| f.entry_bytes.len()).sum();
+    let first_bytes: usize = first.iter().map(|f| f.frame.entry_bytes.len()).sum();
     let rest = Rest {
+        zstd,
         count: first.len(),
         bytes: first_bytes,
         next: first_len,
@@ -100,8 +104,7 @@ pub async fn batch_get(
         keys,
         done: false,
     };
-    let mut head = vec![Bytes::from_static(PACK_MAGIC)];
-    head.extend(frames_bytes(first));
+    let head = pieces(PACK_MAGIC, first, zstd);
     // The rest is looked up only when the connection asks for more, that is once it has
     // written what it was given: an answer holds one chunk, and a reader that stopped reading
     // holds one chunk and no slot.
@@ -116,11 +119,39 @@ pub async fn batch_get(
             })
         }))
         .fuse();
-    Ok(([(CONTENT_TYPE, PACK_CONTENT_TYPE)], Body::from_stream(body)).into_response())
+    let mut response = ([(CONTENT_TYPE, PACK_CONTENT_TYPE)], Body::from_stream(body)).into_response();
+    if zstd {
+        // Compressed already (bodies as stored): the router's compression leaves it alone.
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+        headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    Ok(response)
+}
+
+/// Whether the request accepts a zstd answer (`Accept-Encoding: zstd`, not with `q=0`).
+fn accepts_zstd(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            name.eq_ignore_ascii_case("zstd") && !refused
+        })
 }
 
 /// The part of a batch get answer still to look up and send.
 struct Rest {
+    /// The answer is a zstd stream: bodies as stored, the rest in raw frames.
+    zstd: bool,
     state: AppState,
     namespaces: Vec<String>,
     keys: Vec<KeyDigest>,
@@ -147,7 +178,8 @@ impl Rest {
             let found = match self.state.heavy_slot().await {
                 Ok(slot) => {
                     let _slot = slot.without_trim();
-                    lookup(&self.state, &self.namespaces, &self.keys[self.next..end]).await
+                    lookup(&self.state, &self.namespaces, &self.keys[self.next..end], self.zstd)
+                        .await
                 }
                 Err(err) => Err(err),
             };
@@ -164,13 +196,16 @@ impl Rest {
                 continue;
             }
             self.count += frames.len();
-            self.bytes += frames.iter().map(|f| f.entry_bytes.len()).sum::<usize>();
-            return Some((Ok(frames_bytes(frames)), self));
+            self.bytes += frames.iter().map(|f| f.frame.entry_bytes.len()).sum::<usize>();
+            return Some((Ok(pieces(&[], frames, self.zstd)), self));
         }
         self.done = true;
         self.state.release_memory_if_idle();
         let mut end = 0u32.to_le_bytes().to_vec();
         end.extend_from_slice(&(self.count as u32).to_le_bytes());
+        if self.zstd {
+            end = raw_zstd_frame(&end);
+        }
         Some((Ok(vec![end.into()]), self))
     }
 }
@@ -238,17 +273,29 @@ async fn read_keys(
     Ok(keys)
 }
 
+/// An entry found, ready to send: its frame, and whether its entry bytes are the body as
+/// stored, one zstd frame (for a zstd answer only).
+struct Found {
+    frame: Frame,
+    zstd: bool,
+    /// Length of the entry (decompressed).
+    entry_size: usize,
+}
+
 /// Looks up one chunk of keys in `namespaces` (first hit wins), in request order, and counts
-/// hits, misses and bytes.
+/// hits, misses and bytes. For a zstd answer bodies come as stored.
 async fn lookup(
     state: &AppState,
     namespaces: &[String],
     keys: &[KeyDigest],
-) -> Result<Vec<Frame>, AppError> {
-    let mut by_key: std::collections::HashMap<KeyDigest, FoundEntry> = state
-        .store
-        .get_many(namespaces, keys)
-        .await?
+    zstd: bool,
+) -> Result<Vec<Found>, AppError> {
+    let rows = if zstd {
+        state.store.get_stored(namespaces, keys).await?
+    } else {
+        state.store.get_many(namespaces, keys).await?
+    };
+    let mut by_key: std::collections::HashMap<KeyDigest, FoundEntry> = rows
         .into_iter()
         .map(|e| (e.stored.key.digest(), e))
         .collect();
@@ -258,46 +305,65 @@ async fn lookup(
             .iter()
             .map(|e| (e.namespace.as_str(), e.stored.key.digest())),
     );
-    let frames: Vec<Frame> = found
-        .into_iter()
-        .map(|e| Frame {
-            key: e.stored.key,
-            entry_bytes: e.stored.entry_bytes,
-            digest: e.frame_digest,
-            signatures: e.signatures,
-        })
-        .collect();
     let metrics = &state.metrics;
-    Metrics::add(&metrics.hits, frames.len() as u64);
-    Metrics::add(&metrics.misses, (keys.len() - frames.len()) as u64);
-    let bytes: usize = frames.iter().map(|f| f.entry_bytes.len()).sum();
-    Metrics::add(&metrics.bytes_out, bytes as u64);
-    Ok(frames)
+    let bytes: u64 = found.iter().map(|e| e.entry_size).sum();
+    Metrics::add(&metrics.hits, found.len() as u64);
+    Metrics::add(&metrics.misses, (keys.len() - found.len()) as u64);
+    Metrics::add(&metrics.bytes_out, bytes);
+    Ok(found
+        .into_iter()
+        .map(|e| Found {
+            zstd: e.stored_zstd,
+            entry_size: e.entry_size as usize,
+            frame: Frame {
+                key: e.stored.key,
+                entry_bytes: e.stored.entry_bytes,
+                digest: e.frame_digest,
+                signatures: e.signatures,
+            },
+        })
+        .collect())
 }
 
 /// Entries at least this large are sent as they came from the store, not copied into the
 /// chunk's buffer.
 const SEND_AS_IS_BYTES: usize = 64 << 10;
 
-/// The frames' bytes as they sit inside a pack, as pieces to send in order: small frames
-/// copied together, the entry bytes of large ones as they are (the frame layout is proto's,
-/// [`Frame::write_head`] and [`Frame::write_tail`]).
-fn frames_bytes(frames: Vec<Frame>) -> Vec<Bytes> {
+/// `lead` (the pack's magic, or nothing) and the frames as they sit inside a pack, as pieces
+/// to send in order. A plain answer copies small frames together and sends the entry bytes of
+/// large ones as they are. A zstd answer is a sequence of zstd frames: each body as stored
+/// (its own zstd frame), and everything else, heads, tails and bodies stored plain, in raw
+/// frames, so the server compresses nothing per request. The frame layout is proto's
+/// ([`Frame::write_head`], [`Frame::write_tail`]).
+fn pieces(lead: &[u8], frames: Vec<Found>, zstd: bool) -> Vec<Bytes> {
     let mut pieces = Vec::new();
-    let mut buf = Vec::new();
-    for mut frame in frames {
-        frame.write_head(&mut buf);
-        if frame.entry_bytes.len() >= SEND_AS_IS_BYTES {
-            pieces.push(Bytes::from(std::mem::take(&mut buf)));
-            pieces.push(Bytes::from(std::mem::take(&mut frame.entry_bytes)));
+    let mut buf = lead.to_vec();
+    let flush = |buf: &mut Vec<u8>, pieces: &mut Vec<Bytes>| {
+        if !buf.is_empty() {
+            let bytes = std::mem::take(buf);
+            pieces.push(Bytes::from(if zstd { raw_zstd_frame(&bytes) } else { bytes }));
+        }
+    };
+    for Found {
+        mut frame,
+        zstd: stored_zstd,
+        entry_size,
+    } in frames
+    {
+        frame.write_head_of_length(entry_size, &mut buf);
+        let entry = std::mem::take(&mut frame.entry_bytes);
+        if zstd && stored_zstd {
+            flush(&mut buf, &mut pieces);
+            pieces.push(Bytes::from(entry));
+        } else if !zstd && entry.len() >= SEND_AS_IS_BYTES {
+            flush(&mut buf, &mut pieces);
+            pieces.push(Bytes::from(entry));
         } else {
-            buf.extend_from_slice(&frame.entry_bytes);
+            buf.extend_from_slice(&entry);
         }
         frame.write_tail(&mut buf);
     }
-    if !buf.is_empty() {
-        pieces.push(Bytes::from(buf));
-    }
+    flush(&mut buf, &mut pieces);
     pieces
 }
 

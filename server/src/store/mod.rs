@@ -3,6 +3,7 @@
 //! All SQL lives in this module. Both implementations share their statements (SQLite accepts
 //! PostgreSQL's `$N` placeholders), written once in [`sql`]; only connecting and migrating differ.
 
+pub mod body;
 #[macro_use]
 mod sql;
 mod postgres;
@@ -106,6 +107,29 @@ pub struct FoundEntry {
     pub frame_digest: FrameDigest,
     /// The writers' signatures.
     pub signatures: Vec<EntrySignature>,
+    /// `stored.entry_bytes` is the body as stored, one zstd frame of the entry (from
+    /// [`Store::get_stored`] only; [`FoundEntry::into_plain`] decompresses it).
+    pub stored_zstd: bool,
+    /// Length of the entry's bytes (decompressed).
+    pub entry_size: u64,
+}
+
+impl FoundEntry {
+    /// This entry with its bytes decompressed where they are stored compressed.
+    pub fn into_plain(mut self) -> Result<FoundEntry, StoreError> {
+        if self.stored_zstd {
+            let bytes = std::mem::take(&mut self.stored.entry_bytes);
+            self.stored.entry_bytes = body::plain_bytes(bytes, true, self.entry_size)
+                .map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "the stored body {} does not decompress: {e}",
+                        self.stored.digest
+                    ))
+                })?;
+            self.stored_zstd = false;
+        }
+        Ok(self)
+    }
 }
 
 /// What a write did.
@@ -314,6 +338,29 @@ pub trait Store: Send + Sync + 'static {
     /// the entry of the first namespace (in the order given) that holds it; unknown keys are
     /// skipped.
     async fn get_many(
+        &self,
+        namespaces: &[String],
+        keys: &[KeyDigest],
+    ) -> Result<Vec<FoundEntry>, StoreError> {
+        // A body that does not decompress was damaged at rest: that entry is missing (a
+        // writer's next upload of it repairs it), the others are served.
+        Ok(self
+            .get_stored(namespaces, keys)
+            .await?
+            .into_iter()
+            .filter_map(|found| match found.into_plain() {
+                Ok(found) => Some(found),
+                Err(err) => {
+                    tracing::error!(error = %err, "a stored body is damaged; served as a miss");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// [`Store::get_many`] with each body as stored (compressed ones as their zstd frame, see
+    /// [`FoundEntry::stored_zstd`]), to send as it is.
+    async fn get_stored(
         &self,
         namespaces: &[String],
         keys: &[KeyDigest],

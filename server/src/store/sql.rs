@@ -33,10 +33,10 @@ pub(super) const ROW_OVERHEAD: i64 = 512;
 /// commits (a concurrent purge then waits instead of freeing it under the new entry); SQLite has
 /// one writer at a time and must not rewrite the blob.
 /// Both answer whether the body is new (SQLite: a row only then).
-pub(super) const INSERT_BODY_SQLITE: &str = "INSERT INTO bodies (digest, size, entry) \
-     VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING RETURNING TRUE AS inserted";
-pub(super) const INSERT_BODY_POSTGRES: &str = "INSERT INTO bodies (digest, size, entry) \
-     VALUES ($1, $2, $3) ON CONFLICT (digest) DO UPDATE SET size = excluded.size \
+pub(super) const INSERT_BODY_SQLITE: &str = "INSERT INTO bodies (digest, size, entry, zstd) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING RETURNING TRUE AS inserted";
+pub(super) const INSERT_BODY_POSTGRES: &str = "INSERT INTO bodies (digest, size, entry, zstd) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO UPDATE SET size = excluded.size \
      RETURNING (xmax = 0) AS inserted";
 /// Adds a write transaction's changes to the running totals; the last statement of every
 /// write, so the row's lock is held only until the commit.
@@ -57,9 +57,10 @@ pub(super) const INSERT_ENTRY: &str = "INSERT INTO entries (namespace, key_diges
      ON CONFLICT (namespace, key_digest) DO NOTHING";
 pub(super) const STORED_BODY: &str =
     "SELECT body_digest FROM entries WHERE namespace = $1 AND key_digest = $2";
-pub(super) const BODY_BYTES: &str = "SELECT entry FROM bodies WHERE digest = $1";
+pub(super) const BODY_BYTES: &str = "SELECT entry, zstd, size FROM bodies WHERE digest = $1";
 /// Rewrites a damaged body with bytes that hash to its digest (checked by the caller).
-pub(super) const REPAIR_BODY: &str = "UPDATE bodies SET entry = $2 WHERE digest = $1";
+pub(super) const REPAIR_BODY: &str =
+    "UPDATE bodies SET entry = $2, zstd = $3, size = $4 WHERE digest = $1";
 /// Frees a body no entry holds any more; answers its size when it did.
 pub(super) const DELETE_ORPHAN_BODY: &str = "DELETE FROM bodies WHERE digest = $1 \
      AND NOT EXISTS (SELECT 1 FROM entries WHERE body_digest = $1) RETURNING size";
@@ -97,7 +98,8 @@ pub(super) fn select_entries(keys: usize, namespaces: usize) -> String {
     };
     format!(
         "SELECT e.namespace, e.source_hash, e.magic, e.cache_tag, e.optimization, e.settings, \
-         e.dfile, e.written_by, e.body_digest, e.frame_digest, e.signatures, b.entry \
+         e.dfile, e.written_by, e.body_digest, e.frame_digest, e.signatures, e.size, b.entry, \
+         b.zstd \
          FROM entries e JOIN bodies b ON b.digest = e.body_digest \
          WHERE e.key_digest IN ({}) AND e.namespace IN ({})",
         list(1, keys),
@@ -173,7 +175,9 @@ pub(super) struct EntryRow {
     body_digest: Vec<u8>,
     frame_digest: Option<Vec<u8>>,
     signatures: Option<Vec<u8>>,
+    size: i64,
     entry: Vec<u8>,
+    zstd: bool,
 }
 
 impl EntryRow {
@@ -218,6 +222,8 @@ impl EntryRow {
                 entry_bytes: self.entry,
                 digest,
             },
+            stored_zstd: self.zstd,
+            entry_size: self.size.max(0) as u64,
         })
     }
 }
@@ -439,26 +445,40 @@ macro_rules! impl_store_with_sql {
                             // The same entry again: its writer missed it here, so make sure the
                             // stored bytes are intact (a damaged body is rewritten with bytes of
                             // the digest it is stored under, the only right ones).
-                            let (bytes,): (Vec<u8>,) = sqlx::query_as(BODY_BYTES)
-                                .bind(body)
-                                .fetch_one(&mut *tx)
-                                .await?;
-                            if bytes != new.stored.entry_bytes {
+                            let (bytes, zstd, old_size): (Vec<u8>, bool, i64) =
+                                sqlx::query_as(BODY_BYTES)
+                                    .bind(body)
+                                    .fetch_one(&mut *tx)
+                                    .await?;
+                            let intact = $crate::store::body::plain_bytes(
+                                bytes,
+                                zstd,
+                                new.stored.entry_bytes.len() as u64,
+                            )
+                            .is_ok_and(|plain| plain == new.stored.entry_bytes);
+                            if !intact {
+                                let at_rest = $crate::store::body::AtRest::of(&new.stored.entry_bytes);
                                 sqlx::query(REPAIR_BODY)
                                     .bind(body)
-                                    .bind(&new.stored.entry_bytes)
+                                    .bind(at_rest.bytes())
+                                    .bind(at_rest.is_zstd())
+                                    .bind(at_rest.len() as i64)
                                     .execute(&mut *tx)
                                     .await?;
+                                added_bytes += at_rest.len() as i64 - old_size;
                                 outcome.repaired += 1;
                             }
                         }
                         continue;
                     }
                     let size = new.stored.entry_bytes.len() as i64;
+                    let at_rest = $crate::store::body::AtRest::of(&new.stored.entry_bytes);
+                    let stored_size = at_rest.len() as i64;
                     let new_body: Option<(bool,)> = sqlx::query_as($insert_body)
                         .bind(body)
-                        .bind(size)
-                        .bind(&new.stored.entry_bytes)
+                        .bind(stored_size)
+                        .bind(at_rest.bytes())
+                        .bind(at_rest.is_zstd())
                         .fetch_optional(&mut *tx)
                         .await?;
                     let new_body = new_body.is_some_and(|(inserted,)| inserted);
@@ -488,7 +508,7 @@ macro_rules! impl_store_with_sql {
                         added_rows += row;
                         interpreters.add(&key.cache_tag, &key.magic, 1, size);
                         if new_body {
-                            added_bytes += size;
+                            added_bytes += stored_size;
                         }
                         continue;
                     }
@@ -509,7 +529,7 @@ macro_rules! impl_store_with_sql {
                                 .await?;
                         }
                     } else if new_body {
-                        added_bytes += size;
+                        added_bytes += stored_size;
                     }
                 }
                 Self::add_totals(
@@ -596,7 +616,7 @@ macro_rules! impl_store_with_sql {
 
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
-            async fn get_many(
+            async fn get_stored(
                 &self,
                 namespaces: &[String],
                 keys: &[pycache_proto::KeyDigest],

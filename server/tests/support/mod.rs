@@ -36,6 +36,18 @@ pub fn compiled_frame(n: u32, size: usize) -> Frame {
     Frame::new(key(n), &Entry::compiled(body, String::new()))
 }
 
+/// A successful compile for key `n` whose `size`-byte body does not compress (stored as it
+/// is, so stored sizes are entry sizes).
+pub fn incompressible_frame(n: u32, size: usize) -> Frame {
+    let mut body = vec![0xe3];
+    let mut noise = blake3::Hasher::new();
+    noise.update(&n.to_le_bytes());
+    let mut rest = vec![0u8; size.saturating_sub(1)];
+    noise.finalize_xof().fill(&mut rest);
+    body.extend(rest);
+    Frame::new(key(n), &Entry::compiled(body, String::new()))
+}
+
 /// A failed compile for key `n`.
 pub fn failed_frame(n: u32) -> Frame {
     Frame::new(
