@@ -312,9 +312,25 @@ async fn lookup(
     Metrics::add(&metrics.bytes_out, bytes);
     Ok(found
         .into_iter()
-        .map(|e| Found {
+        .filter_map(|e| {
+            // The head announces the entry's real length: the bytes sent for a body stored
+            // plain, the length its frame records for one stored compressed.
+            let entry_size = if e.stored_zstd {
+                match crate::store::body::frame_content_size(&e.stored.entry_bytes) {
+                    Ok(size) => size as usize,
+                    Err(err) => {
+                        tracing::error!(body = %e.stored.digest, error = %err, "a stored body is damaged; served as a miss");
+                        return None;
+                    }
+                }
+            } else {
+                e.stored.entry_bytes.len()
+            };
+            Some((e, entry_size))
+        })
+        .map(|(e, entry_size)| Found {
             zstd: e.stored_zstd,
-            entry_size: e.entry_size as usize,
+            entry_size,
             frame: Frame {
                 key: e.stored.key,
                 entry_bytes: e.stored.entry_bytes,

@@ -52,13 +52,27 @@ impl<'a> AtRest<'a> {
     }
 }
 
-/// The entry bytes of a stored body: `bytes` themselves, or decompressed when `zstd`
-/// (`entry_size` long, as recorded with the entry; anything else is corruption).
-pub fn plain_bytes(bytes: Vec<u8>, zstd: bool, entry_size: u64) -> Result<Vec<u8>, String> {
+/// Largest entry a stored frame may decompress to.
+const MAX_ENTRY: u64 = 256 << 20;
+
+/// The length of the entry a stored zstd frame holds, from its header (the frame records it).
+pub fn frame_content_size(frame: &[u8]) -> Result<u64, String> {
+    match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(size)) if size <= MAX_ENTRY => Ok(size),
+        Ok(Some(size)) => Err(format!("the frame announces {size} bytes")),
+        Ok(None) => Err("the frame does not record its size".to_owned()),
+        Err(_) => Err("not a zstd frame".to_owned()),
+    }
+}
+
+/// The entry bytes of a stored body: `bytes` themselves, or decompressed when `zstd` (to the
+/// length its frame records; anything else is corruption). `_entry_size` is what the entry row
+/// recorded, kept for the callers' sake: the frame's own record is the one decoded against.
+pub fn plain_bytes(bytes: Vec<u8>, zstd: bool, _entry_size: u64) -> Result<Vec<u8>, String> {
     if !zstd {
         return Ok(bytes);
     }
-    let size = usize::try_from(entry_size).map_err(|_| "entry size out of range".to_owned())?;
+    let size = frame_content_size(&bytes)? as usize;
     let plain = zstd::bulk::decompress(&bytes, size).map_err(|e| format!("zstd: {e}"))?;
     if plain.len() != size {
         return Err(format!(
@@ -122,7 +136,10 @@ mod tests {
             plain_bytes(stored.bytes().to_vec(), true, entry.len() as u64).unwrap(),
             entry
         );
-        assert!(plain_bytes(stored.bytes().to_vec(), true, 3).is_err());
+        assert_eq!(frame_content_size(stored.bytes()), Ok(entry.len() as u64));
+        let mut damaged = stored.bytes().to_vec();
+        damaged[0] ^= 1;
+        assert!(plain_bytes(damaged, true, entry.len() as u64).is_err());
     }
 
     #[test]
