@@ -120,9 +120,10 @@ pub enum TokenCommand {
 /// Where the store lives.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Directory for the default SQLite database (`pycache.db`), created if missing.
-    #[arg(long, env = "PYCACHE_DATA_DIR", default_value = "pycache-data")]
-    pub data_dir: PathBuf,
+    /// Directory for the default SQLite database (`pycache.db`) [default: pycache-data]; `serve`
+    /// and `migrate` create it, the other commands need the server's own.
+    #[arg(long, env = "PYCACHE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`; overrides --data-dir.
     #[arg(long, env = "PYCACHE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,

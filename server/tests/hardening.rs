@@ -294,3 +294,50 @@ async fn cpython_bodies_must_be_one_whole_code_object() {
     .json();
     assert_eq!(outcome.stored.len(), 1);
 }
+
+/// `token list` (or `revoke`, `entries purge`) with no database named finds none and says so,
+/// instead of making an empty one in the working directory; `token create` makes a database
+/// only where one is named on purpose; `token list` shows times as dates.
+#[test]
+fn token_commands_never_invent_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = |args: &[&str]| {
+        std::process::Command::new(support::process::binary())
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("PYCACHE_DATA_DIR")
+            .env_remove("PYCACHE_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["token", "list"][..],
+        &["token", "revoke", "ci"],
+        &["entries", "purge", "--written-by", "ci"],
+        &["token", "create", "--scope", "read", "--name", "ci"],
+    ] {
+        let out = server(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no pycache database") && stderr.contains("--data-dir"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("pycache-data").exists(),
+            "{args:?} made a database"
+        );
+    }
+    let data = dir.path().join("named");
+    let data_arg = data.to_str().unwrap();
+    let out = server(&["token", "create", "--scope", "read", "--name", "ci", "--data-dir", data_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = server(&["token", "list", "--data-dir", data_arg]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let year = chrono::Utc::now().format("%Y-").to_string();
+    assert!(
+        listing.lines().any(|l| l.starts_with("ci ") && l.contains(&year)),
+        "{listing}"
+    );
+}

@@ -1,6 +1,6 @@
 //! `pycache-server entries purge`, straight against the database.
 
-use super::open_store;
+use super::{open_store, NewDatabase};
 use crate::cli::{EntriesCommand, PurgeArgs};
 use crate::store::PurgeFilter;
 
@@ -9,7 +9,7 @@ pub async fn run(command: EntriesCommand) -> anyhow::Result<()> {
     match command {
         EntriesCommand::Purge { filter, database } => {
             let filter = purge_filter(filter)?;
-            let store = open_store(&database).await?;
+            let store = open_store(&database, NewDatabase::MustExist).await?;
             let purged = store.purge(&filter).await;
             store.close().await;
             let purged = purged?;

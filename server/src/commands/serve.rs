@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use super::{database_url, open_store};
+use super::{database_url, open_store, NewDatabase};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::connections::{fit_to_fd_limit, ConnectionLimits};
@@ -16,8 +16,8 @@ use crate::store::redact_url;
 /// Serves until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
-    let url = database_url(&args.database)?;
-    let store = open_store(&args.database).await?;
+    let url = database_url(&args.database, NewDatabase::Create)?;
+    let store = open_store(&args.database, NewDatabase::Create).await?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
         format!(
             "cannot listen on {}: is another server using the port? pick another --listen",

@@ -3,7 +3,7 @@
 use anyhow::bail;
 use pycache_proto::namespace::join_patterns;
 
-use super::open_store;
+use super::{open_store, NewDatabase};
 use crate::auth::{default_grants, new_token, token_hash};
 use crate::cli::TokenCommand;
 use crate::store::{unix_millis, NewToken, PurgeFilter};
@@ -29,7 +29,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                 writes: writes.map_or(default_writes, |w| w.0),
                 reads: reads.map_or(default_reads, |r| r.0),
             };
-            let store = open_store(&database).await?;
+            let store = open_store(&database, NewDatabase::CreateWhereNamed).await?;
             let result = store
                 .create_token(&token_hash(&token_text), &token, unix_millis())
                 .await;
@@ -46,22 +46,22 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             println!("{token_text}");
         }
         TokenCommand::List { database } => {
-            let store = open_store(&database).await?;
+            let store = open_store(&database, NewDatabase::MustExist).await?;
             let tokens = store.list_tokens().await;
             store.close().await;
             println!(
-                "{:<24} {:<6} {:<20} {:<20} {:<14} revoked_at",
+                "{:<24} {:<6} {:<20} {:<20} {:<20} revoked_at",
                 "name", "scope", "writes", "reads", "created_at"
             );
             for t in tokens? {
-                let revoked = t.revoked_at.map_or("-".to_owned(), |r| r.to_string());
+                let revoked = t.revoked_at.map_or("-".to_owned(), when);
                 println!(
-                    "{:<24} {:<6} {:<20} {:<20} {:<14} {revoked}",
+                    "{:<24} {:<6} {:<20} {:<20} {:<20} {revoked}",
                     t.name,
                     t.scope.as_str(),
                     shown(&join_patterns(&t.writes)),
                     shown(&join_patterns(&t.reads)),
-                    t.created_at
+                    when(t.created_at)
                 );
             }
         }
@@ -70,7 +70,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             purge,
             database,
         } => {
-            let store = open_store(&database).await?;
+            let store = open_store(&database, NewDatabase::MustExist).await?;
             let revoked = store.revoke_token(&name, unix_millis()).await;
             let purged = match (&revoked, purge) {
                 (Ok(true), true) => Some(
@@ -98,6 +98,12 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A time in Unix milliseconds for people: UTC, to the second.
+fn when(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map_or_else(|| millis.to_string(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
 }
 
 /// A pattern list for people: `-` when empty.
