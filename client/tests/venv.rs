@@ -241,3 +241,53 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// The bash script completes for real: sourced in bash and asked, as bash asks when Tab is
+/// pressed, it offers the options of the subcommand typed so far (the binary's name has a
+/// hyphen, which the generated script must survive).
+#[test]
+fn bash_completion_completes_after_the_subcommand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = client_at(Path::new(CLIENT), tmp.path(), &tmp.path().join("cache"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let script = tmp.path().join("pycache-client.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let complete = |words: &[&str]| -> Vec<String> {
+        let words_array = words
+            .iter()
+            .map(|w| format!("'{w}'"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let cword = words.len() - 1;
+        let probe = format!(
+            "source '{}'\nCOMP_WORDS=({words_array})\nCOMP_CWORD={cword}\n\
+             COMP_LINE=\"${{COMP_WORDS[*]}}\"\nCOMP_POINT=${{#COMP_LINE}}\n\
+             _pycache__client pycache-client '{}' '{}'\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words[cword],
+            words[cword - 1],
+        );
+        let out = Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", &probe])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let sync = complete(&["pycache-client", "sync", "--"]);
+    for option in ["--json", "--venv", "--exclude"] {
+        assert!(sync.iter().any(|o| o == option), "sync --<Tab>: {sync:?}");
+    }
+    let key = complete(&["pycache-client", "key", ""]);
+    assert!(key.iter().any(|o| o == "generate"), "key <Tab>: {key:?}");
+    let top = complete(&["pycache-client", "sy"]);
+    assert_eq!(top, vec!["sync".to_owned()], "sy<Tab>");
+    let cache = complete(&["pycache-client", "cache", ""]);
+    assert!(cache.iter().any(|o| o == "stats"), "cache <Tab>: {cache:?}");
+}
