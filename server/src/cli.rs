@@ -166,8 +166,14 @@ pub struct ServeArgs {
     #[arg(long, env = "PYCACHE_MAINTENANCE_INTERVAL", default_value_t = 10.0)]
     pub maintenance_interval: f64,
     /// Heavy requests (batch get, uploads) served at once; more wait for a slot.
-    #[arg(long, env = "PYCACHE_MAX_HEAVY_REQUESTS", default_value_t = 16)]
+    #[arg(long, env = "PYCACHE_MAX_HEAVY_REQUESTS",
+          default_value_t = crate::config::DEFAULT_MAX_HEAVY_REQUESTS)]
     pub max_heavy_requests: usize,
+    /// Most of those slots one token holds at once (all callers without a token count as one);
+    /// past it its requests wait, then get 503 busy. Default: three quarters of
+    /// --max-heavy-requests.
+    #[arg(long, env = "PYCACHE_MAX_HEAVY_PER_TOKEN", value_name = "SLOTS")]
+    pub max_heavy_per_token: Option<usize>,
     /// Seconds a batch request waits for a slot before it is answered 503 (busy, retry).
     #[arg(long, env = "PYCACHE_SLOT_WAIT", default_value_t = 5.0)]
     pub slot_wait: f64,

@@ -65,6 +65,17 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
             "the open-file limit allows fewer connections than --max-connections"
         );
     }
+    let max_heavy_requests = args.max_heavy_requests.max(1);
+    let max_heavy_per_token = match args.max_heavy_per_token {
+        None => crate::config::default_heavy_per_token(max_heavy_requests),
+        Some(share) => {
+            anyhow::ensure!(
+                (1..=max_heavy_requests).contains(&share),
+                "--max-heavy-per-token must be between 1 and --max-heavy-requests                  ({max_heavy_requests}), not {share}: it is the most of those slots one token                  holds at once"
+            );
+            share
+        }
+    };
     Ok(Config {
         public_read: args.public_read,
         public_namespaces: args.public_namespaces.0.clone(),
@@ -74,7 +85,8 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         max_batch_keys: args.max_batch_keys,
         max_store_bytes: (args.max_size > 0).then_some(args.max_size),
         maintenance_interval,
-        max_heavy_requests: args.max_heavy_requests.max(1),
+        max_heavy_requests,
+        max_heavy_per_token,
         slot_wait: seconds(args.slot_wait, "--slot-wait", 0.01)?,
         body_timeout: seconds(args.body_timeout, "--body-timeout", 1.0)?,
         connections: ConnectionLimits {

@@ -87,7 +87,7 @@ pub async fn batch_get(
     drop(seen);
     let first_len = keys.len().min(FIRST_CHUNK_KEYS);
     let first = {
-        let _slot = state.heavy_slot().await?.without_trim();
+        let _slot = state.heavy_slot(&caller).await?.without_trim();
         lookup(&state, &namespaces, &keys[..first_len]).await?
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_CHUNKS);
@@ -105,7 +105,7 @@ pub async fn batch_get(
         while next < keys.len() {
             last = next_chunk_keys(bytes, count, last);
             let end = keys.len().min(next + last);
-            let found = match state.heavy_slot().await {
+            let found = match state.heavy_slot(&caller).await {
                 Ok(slot) => {
                     let _slot = slot.without_trim();
                     lookup(&state, &namespaces, &keys[next..end]).await

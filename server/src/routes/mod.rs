@@ -13,6 +13,7 @@ pub mod purge;
 pub mod stats;
 pub mod tokens;
 mod upload;
+pub mod writable;
 
 use axum::extract::FromRequest;
 use axum::response::{IntoResponse, Response};

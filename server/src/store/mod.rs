@@ -7,6 +7,7 @@
 mod sql;
 mod postgres;
 mod sqlite;
+mod watch;
 
 use async_trait::async_trait;
 use pycache_proto::api::Scope;
@@ -17,6 +18,7 @@ use pycache_proto::{CacheKey, EntryDigest, KeyDigest};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use watch::StorageProblem;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,22 @@ impl StoreError {
         };
         // SQLite reports its (extended) result code, PostgreSQL its SQLSTATE.
         matches!(db.code().as_deref(), Some("13") | Some("53100"))
+    }
+
+    /// The database refused a write as read-only (SQLite `SQLITE_READONLY` and its extended
+    /// codes: a read-only file or directory, a read-only mount, a database file moved away;
+    /// PostgreSQL `read_only_sql_transaction`, a standby).
+    pub fn is_read_only(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            db.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|n| n & 0xff == 8)
+        } else {
+            db.code().as_deref() == Some("25006")
+        }
     }
 
     /// The database cannot be reached or is not accepting work right now (connection refused
@@ -265,9 +283,20 @@ pub struct TokenRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// Whether the storage under a store can take writes: checked before each write and by
+/// `/readyz`, so that a database file deleted, replaced or made read-only under a running
+/// server is refused loudly instead of losing acknowledged writes.
+pub trait StorageWatch {
+    /// Why writes must be refused now, or `None`. Cheap (a `stat` and an `access` for a SQLite
+    /// file); a store without a file of its own (PostgreSQL) has nothing to watch.
+    fn storage_problem(&self) -> Option<StorageProblem> {
+        None
+    }
+}
+
 /// The server's persistence. Object safe: the server holds an `Arc<dyn Store>`.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: StorageWatch + Send + Sync + 'static {
     /// The entries found among `keys` in `namespaces`, in no particular order: for each key
     /// the entry of the first namespace (in the order given) that holds it; unknown keys are
     /// skipped.

@@ -6,7 +6,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use super::ConnectError;
+use super::watch::FileWatch;
+use super::{ConnectError, StorageProblem};
 
 /// How long a writer waits for another's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -15,6 +16,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file as opened (none for an in-memory database).
+    file: Option<std::sync::Arc<FileWatch>>,
 }
 
 impl SqliteStore {
@@ -57,7 +60,12 @@ impl SqliteStore {
                 .await
                 .map_err(unreachable)?;
         }
-        Ok(SqliteStore { pool })
+        let file = FileWatch::new(&file).map(std::sync::Arc::new);
+        if let Some(file) = &file {
+            // Logs at once when the file cannot be written (a read-only file or mount).
+            file.check();
+        }
+        Ok(SqliteStore { pool, file })
     }
 
     /// Gives the pages of deleted rows back to the file system and truncates the WAL.
@@ -81,13 +89,25 @@ fn owner_only(file: &std::path::Path) {
         let mut path = name.clone();
         path.push(suffix);
         let path = std::path::PathBuf::from(path);
-        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        // Only group and others lose their bits: a file its operator made read-only stays so
+        // (and the store reports it as read-only).
+        let mode = match std::fs::metadata(&path) {
+            Ok(meta) => meta.permissions().mode() & 0o600,
+            Err(_) => continue,
+        };
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => {
                 tracing::warn!(path = %path.display(), error = %err, "cannot make the database file private");
             }
         }
+    }
+}
+
+impl super::StorageWatch for SqliteStore {
+    fn storage_problem(&self) -> Option<StorageProblem> {
+        self.file.as_ref().and_then(|file| file.check())
     }
 }
 
