@@ -210,6 +210,17 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Answer only requests addressed to HOST (the `Host` header, port ignored); others get 421.
+    /// Repeatable; the environment variable takes a comma-separated list. With --public-read
+    /// on a loopback address the default is localhost, 127.0.0.1 and ::1 (so that a web page
+    /// of another site cannot read the cache by DNS rebinding); else every host is answered.
+    #[arg(
+        long = "allowed-host",
+        env = "PYCACHE_ALLOWED_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
     /// Directory where uploads are spooled while they arrive and are checked (unnamed
     /// temporary files; at most --max-heavy-requests uploads of --max-request-size each);
     /// default: the system's temporary directory (`TMPDIR`).

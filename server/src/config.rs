@@ -38,6 +38,10 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Where uploads are spooled while they arrive (unnamed temporary files).
     pub spool_dir: std::path::PathBuf,
+    /// When set, only requests whose `Host` is one of these (normalized:
+    /// [`crate::routes::host::normalize_host`]) are answered; others get 421. `/healthz` and
+    /// `/readyz` answer every host.
+    pub allowed_hosts: Option<Vec<String>>,
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`); plain HTTP
     /// without.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -62,6 +66,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(60),
             connections: ConnectionLimits::default(),
             spool_dir: std::env::temp_dir(),
+            allowed_hosts: None,
             tls: None,
         }
     }

@@ -60,6 +60,9 @@ pub enum AppError {
     /// 503: every heavy-request slot is taken (`/readyz`); try again shortly.
     #[error("{0}")]
     Saturated(String),
+    /// 421: the request's `Host` is not one `--allowed-host` lists.
+    #[error("{0}")]
+    MisdirectedRequest(String),
     /// 503 (the database file gone or replaced) or 507 (read-only): writes are refused before
     /// they start, so nothing is acknowledged that would be lost.
     #[error("nothing of this request was stored: {0}")]
@@ -151,6 +154,9 @@ impl AppError {
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             AppError::Saturated(_) => (StatusCode::SERVICE_UNAVAILABLE, "saturated"),
+            AppError::MisdirectedRequest(_) => {
+                (StatusCode::MISDIRECTED_REQUEST, "misdirected_request")
+            }
             AppError::StorageRefused(problem) if problem.is_read_only() => {
                 (StatusCode::INSUFFICIENT_STORAGE, "database_read_only")
             }

@@ -83,6 +83,10 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             routes::metrics::count_requests,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::host::allowed_host,
+        ))
         .layer(axum::middleware::from_fn(routes::fallback::header_limits))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -14,6 +16,35 @@ use pycache_proto::pack::{decode_pack, encode_pack, Frame, PACK_CONTENT_TYPE};
 use pycache_proto::{Entry, ErrorResponse};
 use support::process::{binary, create_token, Server};
 use support::{compiled_frame, key, pg};
+
+/// Status, headers and body of one raw HTTP/1.1 request sent with `host` as its `Host`.
+fn raw_request(server: &Server, method: &str, path: &str, host: &str) -> (u16, String) {
+    let addr = server.base.trim_start_matches("http://");
+    let mut socket = TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        socket,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, text)
+}
+
+/// The JSON error at the end of a raw answer.
+fn raw_error(answer: &str) -> ErrorResponse {
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+}
 
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -446,4 +477,115 @@ fn a_read_only_database_is_not_ready_and_refuses_writes_cleanly() {
     let log = server.log();
     assert!(log.contains("THE DATABASE CANNOT TAKE WRITES"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+// ---- 3. --allowed-host ------------------------------------------------------------------------
+
+#[test]
+fn a_public_read_server_on_loopback_answers_only_loopback_host_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &["--data-dir", data.to_str().unwrap(), "--public-read"],
+        dir.path(),
+    );
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    for host in [
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "localhost".to_owned(),
+    ] {
+        let (status, answer) = raw_request(&server, "GET", api::STATS, &host);
+        assert_eq!(status, 200, "{host}: {answer}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_owned(),
+        format!("localhost.evil.example:{port}"),
+        format!("[::2]:{port}"),
+    ] {
+        let (status, answer) = raw_request(&server, "GET", api::STATS, &host);
+        assert_eq!(status, 421, "{host}: {answer}");
+        let err = raw_error(&answer);
+        assert_eq!(err.code, "misdirected_request");
+        assert!(err.message.contains(&host), "{}", err.message);
+        assert!(err.message.contains("--allowed-host"), "{}", err.message);
+        // Unknown routes too: the check comes first.
+        assert_eq!(raw_request(&server, "GET", "/nothing", &host).0, 421);
+        // Probes address servers by IP or any name: they stay open.
+        assert_eq!(raw_request(&server, "GET", api::HEALTHZ, &host).0, 200);
+        assert_eq!(raw_request(&server, "GET", api::READYZ, &host).0, 200);
+    }
+}
+
+#[test]
+fn allowed_hosts_come_from_the_command_line_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data_arg,
+            "--allowed-host",
+            "Cache.Example.com",
+            "--allowed-host",
+            "10.1.2.3",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        raw_request(&server, "GET", api::INFO, "cache.example.com:8437").0,
+        200
+    );
+    assert_eq!(raw_request(&server, "GET", api::INFO, "10.1.2.3").0, 200);
+    assert_eq!(raw_request(&server, "GET", api::INFO, "localhost").0, 421);
+    drop(server);
+
+    let mut command = std::process::Command::new(binary());
+    command.env("PYCACHE_ALLOWED_HOSTS", "a.example,b.example");
+    let server = Server::start_with(command, &["--data-dir", data_arg], dir.path());
+    assert_eq!(raw_request(&server, "GET", api::INFO, "b.example").0, 200);
+    assert_eq!(raw_request(&server, "GET", api::INFO, "c.example").0, 421);
+    drop(server);
+
+    // Without --public-read and without a list, every host is answered (tokens guard it).
+    let server = Server::start(&["--data-dir", data_arg], dir.path());
+    assert_eq!(
+        raw_request(&server, "GET", api::INFO, "anything.example").0,
+        200
+    );
+}
+
+#[test]
+fn a_public_read_server_on_every_address_warns_without_a_host_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut command = std::process::Command::new(binary());
+    // `serve --listen 127.0.0.1:0` comes after: put this server on every address instead.
+    command.env("PYCACHE_LISTEN", "0.0.0.0:0");
+    let mut child = command
+        .args([
+            "serve",
+            "--public-read",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.starts_with("listening on 0.0.0.0:"), "{line}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("WARN") && log.contains("--allowed-host") && log.contains("DNS rebinding"),
+        "{log}"
+    );
 }

@@ -6,6 +6,7 @@ mod content_encoding;
 pub mod entry;
 pub mod fallback;
 pub mod health;
+pub mod host;
 pub mod info;
 pub mod metrics;
 pub mod openapi;
