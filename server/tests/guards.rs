@@ -589,3 +589,119 @@ fn a_public_read_server_on_every_address_warns_without_a_host_list() {
         "{log}"
     );
 }
+
+// ---- 4. Invented HTTP methods ---------------------------------------------------------------
+
+/// The resident set size of process `pid`, in bytes (`VmRSS`).
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
+}
+
+#[test]
+fn a_hundred_thousand_invented_methods_cost_no_memory_and_no_metrics() {
+    const SOCKETS: usize = 4;
+    const PER_SOCKET: usize = 25_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()], dir.path());
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let http = http();
+    for _ in 0..20 {
+        http.get(server.url(api::METRICS)).send().unwrap();
+    }
+    let before = rss(server.pid());
+
+    let started = Instant::now();
+    let clients: Vec<_> = (0..SOCKETS)
+        .map(|s| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let socket = TcpStream::connect(&addr).unwrap();
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(120)))
+                    .unwrap();
+                let mut reader = socket.try_clone().unwrap();
+                let counter = std::thread::spawn(move || {
+                    let mut answers = 0usize;
+                    let mut tail = Vec::new();
+                    let mut buf = vec![0u8; 1 << 16];
+                    loop {
+                        match reader.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                tail.extend_from_slice(&buf[..n]);
+                                answers += count(&tail, b"HTTP/1.1 ");
+                                // Shorter than the status line's start, so a match that
+                                // straddles two reads is counted once.
+                                let keep = tail.len().min(8);
+                                tail.drain(..tail.len() - keep);
+                            }
+                        }
+                    }
+                    answers
+                });
+                let mut writer = std::io::BufWriter::with_capacity(1 << 16, socket);
+                for n in 0..PER_SOCKET {
+                    let close = if n + 1 == PER_SOCKET {
+                        "Connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    write!(
+                        writer,
+                        "X{s}M{n} {} HTTP/1.1\r\nHost: {addr}\r\n{close}\r\n",
+                        api::HEALTHZ
+                    )
+                    .unwrap();
+                }
+                writer.flush().unwrap();
+                counter.join().unwrap()
+            })
+        })
+        .collect();
+    let answered: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let took = started.elapsed();
+    assert_eq!(
+        answered,
+        SOCKETS * PER_SOCKET,
+        "answers to pipelined requests"
+    );
+
+    let grown = rss(server.pid()).saturating_sub(before);
+    let metrics = http
+        .get(server.url(api::METRICS))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        grown < 20 << 20,
+        "RSS grew by {} MB after {} requests with invented methods ({took:?})",
+        grown >> 20,
+        SOCKETS * PER_SOCKET
+    );
+    assert!(
+        metrics.len() < 8 << 10,
+        "/metrics is {} bytes after invented methods",
+        metrics.len()
+    );
+    assert!(
+        !metrics.contains("X0M1"),
+        "an invented method became a label"
+    );
+}
+
+/// Occurrences of `needle` in `haystack`.
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
