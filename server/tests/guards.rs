@@ -551,6 +551,18 @@ fn allowed_hosts_come_from_the_command_line_or_the_environment() {
     assert_eq!(raw_request(&server, "GET", api::INFO, "c.example").0, 421);
     drop(server);
 
+    // An empty list is no list: a public-read server on loopback answers the loopback names.
+    let mut command = std::process::Command::new(binary());
+    command.env("PYCACHE_ALLOWED_HOSTS", "");
+    let server = Server::start_with(
+        command,
+        &["--data-dir", data_arg, "--public-read"],
+        dir.path(),
+    );
+    assert_eq!(raw_request(&server, "GET", api::INFO, "localhost").0, 200);
+    assert_eq!(raw_request(&server, "GET", api::INFO, "b.example").0, 421);
+    drop(server);
+
     // Without --public-read and without a list, every host is answered (tokens guard it).
     let server = Server::start(&["--data-dir", data_arg], dir.path());
     assert_eq!(

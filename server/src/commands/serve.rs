@@ -95,7 +95,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
             idle_timeout: seconds(args.idle_timeout, "--idle-timeout", 1.0)?,
             send_timeout: seconds(args.send_timeout, "--send-timeout", 1.0)?,
         },
-        allowed_hosts: allowed_hosts(args)?,
+        allowed_hosts: allowed_hosts(args),
         spool_dir: crate::spool::check_dir(
             &args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
         )?,
@@ -108,7 +108,8 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
 
 /// The hosts the server answers: `--allowed-host`; with `--public-read` on a loopback address,
 /// the loopback names; else every host (`None`, with a warning when anyone may read).
-fn allowed_hosts(args: &ServeArgs) -> anyhow::Result<Option<Vec<String>>> {
+/// Empty names (`PYCACHE_ALLOWED_HOSTS=`) count as none given.
+fn allowed_hosts(args: &ServeArgs) -> Option<Vec<String>> {
     use crate::routes::host::{normalize_host, LOOPBACK_HOSTS};
     let listed: Vec<String> = args
         .allowed_hosts
@@ -116,18 +117,14 @@ fn allowed_hosts(args: &ServeArgs) -> anyhow::Result<Option<Vec<String>>> {
         .map(|h| normalize_host(h))
         .filter(|h| !h.is_empty())
         .collect();
-    anyhow::ensure!(
-        listed.len() == args.allowed_hosts.len(),
-        "--allowed-host must name a host (e.g. cache.example.com), not an empty string"
-    );
     if !listed.is_empty() {
-        return Ok(Some(listed));
+        return Some(listed);
     }
     if !args.public_read {
-        return Ok(None);
+        return None;
     }
     if args.listen.ip().is_loopback() {
-        return Ok(Some(LOOPBACK_HOSTS.map(str::to_owned).to_vec()));
+        return Some(LOOPBACK_HOSTS.map(str::to_owned).to_vec());
     }
     tracing::warn!(
         listen = %args.listen,
@@ -136,7 +133,7 @@ fn allowed_hosts(args: &ServeArgs) -> anyhow::Result<Option<Vec<String>>> {
          rebinding) can read the cache from a browser inside your network; name the hosts \
          clients use with --allowed-host (PYCACHE_ALLOWED_HOSTS)"
     );
-    Ok(None)
+    None
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
