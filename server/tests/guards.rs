@@ -479,6 +479,43 @@ fn a_read_only_database_is_not_ready_and_refuses_writes_cleanly() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+#[test]
+fn a_database_that_cannot_be_opened_for_writing_stops_the_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    set_mode(dir.path(), 0o755);
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    create_token(&["--data-dir", data_arg], "ci", "write");
+    let file = data.join("pycache.db");
+    let mut command = unprivileged_server_command(&data);
+    // Neither the file nor its directory (where SQLite makes its -wal and -shm files).
+    set_mode(&file, 0o400);
+    set_mode(&data, 0o500);
+    let mut child = command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    if line.starts_with("listening on") {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    set_mode(&data, 0o700);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(line.is_empty(), "the server started: {line}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&*file.to_string_lossy()), "{stderr}");
+    assert!(
+        stderr.contains("writable by the user the server runs as"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 // ---- 3. --allowed-host ------------------------------------------------------------------------
 
 #[test]

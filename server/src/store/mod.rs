@@ -58,16 +58,10 @@ impl StoreError {
     /// codes: a read-only file or directory, a read-only mount, a database file moved away;
     /// PostgreSQL `read_only_sql_transaction`, a standby).
     pub fn is_read_only(&self) -> bool {
-        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+        let StoreError::Database(err) = self else {
             return false;
         };
-        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-            db.code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .is_some_and(|n| n & 0xff == 8)
-        } else {
-            db.code().as_deref() == Some("25006")
-        }
+        refused_as_read_only(err)
     }
 
     /// The database cannot be reached or is not accepting work right now (connection refused
@@ -97,6 +91,20 @@ impl StoreError {
             }
             _ => false,
         }
+    }
+}
+
+/// Whether the database refused a write as read-only (see [`StoreError::is_read_only`]).
+fn refused_as_read_only(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        db.code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|n| n & 0xff == 8)
+    } else {
+        db.code().as_deref() == Some("25006")
     }
 }
 
@@ -402,6 +410,19 @@ pub enum ConnectError {
         /// The driver's error.
         cause: sqlx::Error,
     },
+    /// The SQLite file or its directory cannot be written.
+    #[error(
+        "cannot open the SQLite database {} for writing: {cause}; make the file, its -wal and \
+         -shm files and its directory writable by the user the server runs as (or mount the \
+         disk read-write), or pick another --data-dir or --database-url",
+        .path.display()
+    )]
+    ReadOnly {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The driver's error.
+        cause: sqlx::Error,
+    },
     /// Migrations failed.
     #[error("cannot migrate the database at {url}: {cause}")]
     Migrate {
@@ -418,6 +439,19 @@ impl ConnectError {
         ConnectError::Unreachable {
             url: redact_url(url),
             cause,
+        }
+    }
+
+    /// [`ConnectError::ReadOnly`] when SQLite refused to write `file`, else
+    /// [`ConnectError::Unreachable`].
+    pub fn sqlite_open(url: &str, file: &std::path::Path, cause: sqlx::Error) -> Self {
+        if refused_as_read_only(&cause) {
+            ConnectError::ReadOnly {
+                path: file.to_owned(),
+                cause,
+            }
+        } else {
+            ConnectError::unreachable(url, cause)
         }
     }
 

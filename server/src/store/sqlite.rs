@@ -31,6 +31,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT);
         let file = options.get_filename().to_owned();
+        // A file or directory the server may not write gets a message that says so.
+        let unreachable = |cause| ConnectError::sqlite_open(url, &file, cause);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
