@@ -395,12 +395,34 @@ fn a_deleted_database_refuses_writes_instead_of_losing_them() {
         "one error line per change of state:\n{log}"
     );
     assert!(log.contains("ERROR"), "{log}");
-    // Nothing was acknowledged: the entry is nowhere (reads of a deleted database may fail).
+    // Readers at once make the pool open new connections to the file.
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, token) = (server.url(api::STATS), token.clone());
+            std::thread::spawn(move || {
+                let answer = reqwest::blocking::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .unwrap();
+                assert_ne!(answer.status(), 500, "{:?}", answer.text());
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    // Nothing was acknowledged: the entry is nowhere (reads of a deleted database may fail),
+    // and no empty database took the file's place.
     if let Ok(pack) = get(&http, &server, &token, &[&before, &after]).bytes() {
         if let Ok(found) = decode_pack(&pack, 1 << 20) {
             assert!(found.iter().all(|f| f.key_digest() != after.key_digest()));
         }
     }
+    assert!(
+        !file.exists(),
+        "an empty database was made in the deleted one's place"
+    );
     assert_eq!(
         http.get(server.url(api::HEALTHZ)).send().unwrap().status(),
         200
@@ -442,78 +464,72 @@ fn set_mode(path: &Path, mode: u32) {
 
 #[test]
 fn a_read_only_database_is_not_ready_and_refuses_writes_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    set_mode(dir.path(), 0o755);
-    let data = dir.path().join("data");
-    let data_arg = data.to_str().unwrap();
-    let token = create_token(&["--data-dir", data_arg], "ci", "write");
-    let file = data.join("pycache.db");
-    let command = unprivileged_server_command(&data);
-    set_mode(&file, 0o400);
-    let server = Server::start_with(command, &["--data-dir", data_arg], dir.path());
-    let http = http();
+    // The file read-only; then its directory too (where SQLite makes its -wal and -shm files).
+    for read_only_dir in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        set_mode(dir.path(), 0o755);
+        let data = dir.path().join("data");
+        let data_arg = data.to_str().unwrap();
+        let token = create_token(&["--data-dir", data_arg], "ci", "write");
+        let file = data.join("pycache.db");
+        let command = unprivileged_server_command(&data);
+        set_mode(&file, 0o400);
+        if read_only_dir {
+            set_mode(&data, 0o500);
+        }
+        // Where SQLite must create its -wal and -shm files in a read-only directory it cannot
+        // open the file at all: then the start stops with a message saying what to do.
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Server::start_with(command, &["--data-dir", data_arg], dir.path())
+        }));
+        let server = match started {
+            Ok(server) => server,
+            Err(refusal) if read_only_dir => {
+                let message = refusal
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_default();
+                assert!(message.contains("exited before listening"), "{message}");
+                assert!(message.contains(&*file.to_string_lossy()), "{message}");
+                assert!(message.contains("writable by the user"), "{message}");
+                assert!(!message.contains("panicked at"), "{message}");
+                set_mode(&data, 0o700);
+                continue;
+            }
+            Err(refusal) => std::panic::resume_unwind(refusal),
+        };
+        let http = http();
 
-    let (status, err) = error_of(put(&http, &server, &token, &[compiled_frame(1, 300)]));
-    assert_ne!(status, 500, "{}", err.message);
-    assert_eq!(
-        (status, err.code.as_str()),
-        (507, "database_read_only"),
-        "{}",
-        err.message
-    );
-    assert!(
-        err.message.contains(&*file.to_string_lossy()),
-        "{}",
-        err.message
-    );
-    let (status, ready) = error_of_or_ok(&http, &server);
-    assert_eq!(status, 503);
-    assert_eq!(ready.unwrap().code, "database_read_only");
-    // Reads still work.
-    assert_eq!(
-        get(&http, &server, &token, &[&compiled_frame(1, 300)]).status(),
-        200
-    );
-    let log = server.log();
-    assert!(log.contains("THE DATABASE CANNOT TAKE WRITES"), "{log}");
-    assert!(!log.contains("panicked"), "{log}");
-}
-
-#[test]
-fn a_database_that_cannot_be_opened_for_writing_stops_the_start_with_a_clear_message() {
-    let dir = tempfile::tempdir().unwrap();
-    set_mode(dir.path(), 0o755);
-    let data = dir.path().join("data");
-    let data_arg = data.to_str().unwrap();
-    create_token(&["--data-dir", data_arg], "ci", "write");
-    let file = data.join("pycache.db");
-    let mut command = unprivileged_server_command(&data);
-    // Neither the file nor its directory (where SQLite makes its -wal and -shm files).
-    set_mode(&file, 0o400);
-    set_mode(&data, 0o500);
-    let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    if line.starts_with("listening on") {
-        child.kill().unwrap();
+        let (status, err) = error_of(put(&http, &server, &token, &[compiled_frame(1, 300)]));
+        assert_ne!(status, 500, "{}", err.message);
+        assert_eq!(
+            (status, err.code.as_str()),
+            (507, "database_read_only"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains(&*file.to_string_lossy()),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("writable by the user"),
+            "{}",
+            err.message
+        );
+        let (status, ready) = error_of_or_ok(&http, &server);
+        assert_eq!(status, 503);
+        assert_eq!(ready.unwrap().code, "database_read_only");
+        // Reads still work.
+        let got = get(&http, &server, &token, &[&compiled_frame(1, 300)]);
+        assert_eq!(got.status(), 200);
+        let log = server.log();
+        assert!(log.contains("THE DATABASE CANNOT TAKE WRITES"), "{log}");
+        assert!(!log.contains("panicked"), "{log}");
+        drop(server);
+        set_mode(&data, 0o700);
     }
-    let out = child.wait_with_output().unwrap();
-    set_mode(&data, 0o700);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(line.is_empty(), "the server started: {line}\n{stderr}");
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&*file.to_string_lossy()), "{stderr}");
-    assert!(
-        stderr.contains("writable by the user the server runs as"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 // ---- 3. --allowed-host ------------------------------------------------------------------------

@@ -78,12 +78,14 @@ impl StoreError {
             ) => true,
             // SQLSTATE class 08 (connection exception) and 57P (operator intervention);
             // SQLite busy or locked past its busy timeout (result codes 5 and 6, and their
-            // extended codes), which another writer's long transaction causes.
+            // extended codes), which another writer's long transaction causes, and a file that
+            // cannot be opened (14: deleted under the server).
             StoreError::Database(sqlx::Error::Database(db)) => {
                 let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
                 db.code().is_some_and(|c| {
                     if sqlite {
-                        c.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+                        c.parse::<i32>()
+                            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 14))
                     } else {
                         c.starts_with("08") || c.starts_with("57P")
                     }

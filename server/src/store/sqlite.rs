@@ -33,6 +33,23 @@ impl SqliteStore {
         let file = options.get_filename().to_owned();
         // A file or directory the server may not write gets a message that says so.
         let unreachable = |cause| ConnectError::sqlite_open(url, &file, cause);
+        // The file is created here, once; the pool's connections never create one, so that a
+        // database deleted under the running server is not quietly replaced by an empty one
+        // (a new connection fails instead, and the store reports the file gone).
+        if !file.exists() {
+            use sqlx::Connection;
+            sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .map_err(unreachable)?
+                .close()
+                .await
+                .map_err(unreachable)?;
+        }
+        let options = if file.exists() {
+            options.create_if_missing(false)
+        } else {
+            options
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
