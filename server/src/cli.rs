@@ -167,8 +167,14 @@ pub struct ServeArgs {
     #[arg(long, env = "PYCACHE_MAINTENANCE_INTERVAL", default_value_t = 10.0)]
     pub maintenance_interval: f64,
     /// Heavy requests (batch get, uploads) served at once; more wait for a slot.
-    #[arg(long, env = "PYCACHE_MAX_HEAVY_REQUESTS", default_value_t = 16)]
+    #[arg(long, env = "PYCACHE_MAX_HEAVY_REQUESTS",
+          default_value_t = crate::config::DEFAULT_MAX_HEAVY_REQUESTS)]
     pub max_heavy_requests: usize,
+    /// Most of those slots one token holds at once (all callers without a token count as one);
+    /// past it its requests wait, then get 503 busy. Default: three quarters of
+    /// --max-heavy-requests.
+    #[arg(long, env = "PYCACHE_MAX_HEAVY_PER_TOKEN", value_name = "SLOTS")]
+    pub max_heavy_per_token: Option<usize>,
     /// Seconds a batch request waits for a slot before it is answered 503 (busy, retry).
     #[arg(long, env = "PYCACHE_SLOT_WAIT", default_value_t = 5.0)]
     pub slot_wait: f64,
@@ -205,6 +211,17 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Answer only requests addressed to HOST (the `Host` header, port ignored); others get 421.
+    /// Repeatable; the environment variable takes a comma-separated list. With --public-read
+    /// on a loopback address the default is localhost, 127.0.0.1 and ::1 (so that a web page
+    /// of another site cannot read the cache by DNS rebinding); else every host is answered.
+    #[arg(
+        long = "allowed-host",
+        env = "PYCACHE_ALLOWED_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
     /// Directory where uploads are spooled while they arrive and are checked (unnamed
     /// temporary files; at most --max-heavy-requests uploads of --max-request-size each);
     /// default: the system's temporary directory (`TMPDIR`).

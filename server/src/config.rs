@@ -27,6 +27,9 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// Heavy requests (batch get, uploads) served at once; more wait for a slot.
     pub max_heavy_requests: usize,
+    /// Most heavy-request slots one caller holds at once (callers keyed by token name; all
+    /// callers without a token share one key).
+    pub max_heavy_per_token: usize,
     /// How long a request waits for a slot before it is answered 503 `busy`.
     pub slot_wait: Duration,
     /// Time a request body may take to arrive in full.
@@ -35,6 +38,10 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Where uploads are spooled while they arrive (unnamed temporary files).
     pub spool_dir: std::path::PathBuf,
+    /// When set, only requests whose `Host` is one of these (normalized:
+    /// [`crate::routes::host::normalize_host`]) are answered; others get 421. `/healthz` and
+    /// `/readyz` answer every host.
+    pub allowed_hosts: Option<Vec<String>>,
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`); plain HTTP
     /// without.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -53,14 +60,25 @@ impl Default for Config {
             max_batch_keys: 50_000,
             max_store_bytes: Some(10 << 30),
             maintenance_interval: Duration::from_secs(10),
-            max_heavy_requests: 16,
+            max_heavy_requests: DEFAULT_MAX_HEAVY_REQUESTS,
+            max_heavy_per_token: default_heavy_per_token(DEFAULT_MAX_HEAVY_REQUESTS),
             slot_wait: Duration::from_secs(5),
             body_timeout: Duration::from_secs(60),
             connections: ConnectionLimits::default(),
             spool_dir: std::env::temp_dir(),
+            allowed_hosts: None,
             tls: None,
         }
     }
+}
+
+/// Heavy requests served at once unless `--max-heavy-requests` says otherwise.
+pub const DEFAULT_MAX_HEAVY_REQUESTS: usize = 16;
+
+/// One caller's share of `slots` heavy-request slots unless `--max-heavy-per-token` says
+/// otherwise: three quarters, at least one.
+pub fn default_heavy_per_token(slots: usize) -> usize {
+    (slots.max(1) * 3 / 4).max(1)
 }
 
 pub use pycache_proto::size::parse_size;
@@ -123,5 +141,14 @@ mod tests {
         assert_eq!(parse_size("64kib").unwrap(), 65536);
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn a_caller_gets_three_quarters_of_the_slots_by_default() {
+        use super::default_heavy_per_token;
+        assert_eq!(default_heavy_per_token(16), 12);
+        assert_eq!(default_heavy_per_token(2), 1);
+        assert_eq!(default_heavy_per_token(1), 1);
+        assert_eq!(default_heavy_per_token(0), 1);
     }
 }

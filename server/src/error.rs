@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pycache_proto::ErrorResponse;
 
-use crate::store::StoreError;
+use crate::store::{StorageProblem, StoreError};
 
 /// A failed request. Client variants carry a message for the caller; internal ones are logged
 /// once and answered with a generic message.
@@ -57,6 +57,22 @@ pub enum AppError {
     /// 503: every slot for heavy requests stayed taken for the slot wait; try again shortly.
     #[error("{0}")]
     Busy(String),
+    /// 503: every heavy-request slot is taken (`/readyz`); try again shortly.
+    #[error("{0}")]
+    Saturated(String),
+    /// 421: the request's `Host` is not one `--allowed-host` lists.
+    #[error("{0}")]
+    MisdirectedRequest(String),
+    /// 503 (the database file gone or replaced) or 507 (read-only): writes are refused before
+    /// they start, so nothing is acknowledged that would be lost.
+    #[error("nothing of this request was stored: {0}")]
+    StorageRefused(StorageProblem),
+    /// 503 from `/readyz`: the database file is gone, replaced or read-only.
+    #[error("not ready: {0}")]
+    NotReady(StorageProblem),
+    /// 507: the database refused a write as read-only; nothing of the request was stored.
+    #[error("the database refused the write as read-only: {0}")]
+    ReadOnly(#[source] StoreError),
     /// 503: the database does not answer.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] StoreError),
@@ -90,6 +106,8 @@ impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
         if err.is_storage_full() {
             AppError::InsufficientStorage(err)
+        } else if err.is_read_only() {
+            AppError::ReadOnly(err)
         } else if err.is_unavailable() {
             AppError::Unavailable(err)
         } else {
@@ -135,6 +153,19 @@ impl AppError {
             ),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            AppError::Saturated(_) => (StatusCode::SERVICE_UNAVAILABLE, "saturated"),
+            AppError::MisdirectedRequest(_) => {
+                (StatusCode::MISDIRECTED_REQUEST, "misdirected_request")
+            }
+            AppError::StorageRefused(problem) if problem.is_read_only() => {
+                (StatusCode::INSUFFICIENT_STORAGE, "database_read_only")
+            }
+            AppError::StorageRefused(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_gone"),
+            AppError::NotReady(problem) if problem.is_read_only() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database_read_only")
+            }
+            AppError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_gone"),
+            AppError::ReadOnly(_) => (StatusCode::INSUFFICIENT_STORAGE, "database_read_only"),
             AppError::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
@@ -182,13 +213,24 @@ impl IntoResponse for AppError {
                  freed (the server operator must free space or lower --max-size)"
                     .to_owned()
             }
+            AppError::ReadOnly(err) => {
+                tracing::error!(error = %err, "the database refused a write as read-only");
+                "the database refused the write because it is read-only, so nothing was stored: \
+                 the server operator must make the database file, its -wal and -shm files and \
+                 its directory writable by the user the server runs as (or mount the disk \
+                 read-write), then restart the server"
+                    .to_owned()
+            }
             AppError::Unavailable(err) => {
                 tracing::warn!(error = %err, "database unavailable");
                 "the database is unavailable; try again later".to_owned()
             }
             other => other.to_string(),
         };
-        let retry = matches!(self, AppError::Busy(_) | AppError::Unavailable(_));
+        let retry = matches!(
+            self,
+            AppError::Busy(_) | AppError::Saturated(_) | AppError::Unavailable(_)
+        );
         let body = ErrorResponse {
             code: code.to_owned(),
             message,

@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod memory;
 pub mod metrics;
 pub mod routes;
+pub mod slots;
 pub mod spool;
 pub mod state;
 pub mod store;
@@ -22,7 +23,7 @@ pub mod usage;
 use std::future::Future;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use pycache_proto::api;
 use tokio::net::TcpListener;
@@ -35,6 +36,12 @@ pub use state::AppState;
 /// The whole HTTP API over `state`.
 pub fn app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.max_request_bytes).unwrap_or(usize::MAX);
+    let writes = || {
+        axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::writable::require_writable_storage,
+        )
+    };
     Router::new()
         .route(
             api::BATCH_GET,
@@ -43,12 +50,15 @@ pub fn app(state: AppState) -> Router {
             post(routes::batch_get::batch_get)
                 .layer(CompressionLayer::new().quality(CompressionLevel::Fastest)),
         )
-        .route(api::BATCH_PUT, post(routes::batch_put::batch_put))
+        .route(
+            api::BATCH_PUT,
+            post(routes::batch_put::batch_put).route_layer(writes()),
+        )
         .route(
             api::ENTRY,
             get(routes::entry::get_entry)
                 .head(routes::entry::head_entry)
-                .put(routes::entry::put_entry),
+                .merge(put(routes::entry::put_entry).route_layer(writes())),
         )
         .route(api::INFO, get(routes::info::info))
         .route(api::STATS, get(routes::stats::stats))
@@ -58,16 +68,24 @@ pub fn app(state: AppState) -> Router {
         .route(api::METRICS, get(routes::metrics::metrics))
         .route(
             api::TOKENS,
-            get(routes::tokens::list_tokens).post(routes::tokens::create_token),
+            get(routes::tokens::list_tokens)
+                .merge(post(routes::tokens::create_token).route_layer(writes())),
         )
-        .route(api::TOKEN, delete(routes::tokens::revoke_token))
-        .route(api::PURGE, post(routes::purge::purge))
+        .route(
+            api::TOKEN,
+            delete(routes::tokens::revoke_token).route_layer(writes()),
+        )
+        .route(api::PURGE, post(routes::purge::purge).route_layer(writes()))
         .fallback(routes::fallback::not_found)
         .method_not_allowed_fallback(routes::fallback::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::metrics::count_requests,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::host::allowed_host,
         ))
         .layer(axum::middleware::from_fn(routes::fallback::header_limits))
         .layer(TraceLayer::new_for_http())

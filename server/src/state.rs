@@ -3,10 +3,13 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Mutex;
 
+use crate::auth::Caller;
 use crate::config::Config;
 use crate::metrics::Metrics;
+pub use crate::slots::HeavySlot;
+use crate::slots::HeavySlots;
 use crate::store::Store;
 use crate::usage::UsageLog;
 
@@ -22,8 +25,8 @@ pub struct AppState {
     /// Hits not yet written to the store.
     pub usage: Arc<UsageLog>,
     /// Slots for heavy requests (batch get and uploads), so a burst of them queues instead of
-    /// multiplying the memory each may take.
-    heavy: Arc<Semaphore>,
+    /// multiplying the memory each may take; each caller holds at most its share.
+    heavy: Arc<HeavySlots>,
     /// Held while an eviction round runs, so concurrent writes do not evict twice.
     pub eviction: Arc<Mutex<()>>,
     /// Set when entries were evicted since the last time space was given back to the file
@@ -87,7 +90,10 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
         AppState {
             store,
-            heavy: Arc::new(Semaphore::new(config.max_heavy_requests.max(1))),
+            heavy: Arc::new(HeavySlots::new(
+                config.max_heavy_requests,
+                config.max_heavy_per_token,
+            )),
             eviction: Arc::new(Mutex::new(())),
             reclaim_due: Arc::new(AtomicBool::new(false)),
             disk: Arc::new(DiskFactor::default()),
@@ -97,69 +103,31 @@ impl AppState {
         }
     }
 
-    /// Waits for a heavy-request slot, at most the configured slot wait (then a 503 `busy`
-    /// with `Retry-After`); it is freed when the [`HeavySlot`] drops.
-    pub async fn heavy_slot(&self) -> Result<HeavySlot, crate::error::AppError> {
-        let wait = self.config.slot_wait;
-        let permit = tokio::time::timeout(wait, self.heavy.clone().acquire_owned())
+    /// Waits for a heavy-request slot for `caller`, at most the configured slot wait (then a
+    /// 503 `busy` with `Retry-After`); the caller holds at most its share
+    /// (`--max-heavy-per-token`, keyed by its token's name, one key for every caller without a
+    /// token). The slot is freed when the [`HeavySlot`] drops.
+    pub async fn heavy_slot(&self, caller: &Caller) -> Result<HeavySlot, crate::error::AppError> {
+        self.heavy
+            .take(caller.name.as_deref(), self.config.slot_wait)
             .await
-            .map_err(|_| {
-                crate::error::AppError::Busy(format!(
-                    "the server is busy: all {} slots for batch requests stayed taken for {}s; \
-                     try again shortly",
-                    self.config.max_heavy_requests,
-                    wait.as_secs_f64()
-                ))
-            })?
-            .expect("the heavy-request semaphore is never closed");
-        Ok(HeavySlot {
-            permit: Some(permit),
-            slots: self.config.max_heavy_requests.max(1),
-            trim: true,
-        })
     }
 
     /// Gives freed memory back to the operating system when no heavy request is in progress
     /// (for requests that took their slots [`HeavySlot::without_trim`]).
     pub fn release_memory_if_idle(&self) {
-        if self.heavy.available_permits() == self.config.max_heavy_requests.max(1) {
+        if self.heavy.free() == self.heavy.total() {
             crate::memory::release_free_memory();
         }
     }
 
     /// Heavy-request slots free right now.
     pub fn free_slots(&self) -> usize {
-        self.heavy.available_permits()
+        self.heavy.free()
     }
-}
 
-/// One heavy request's slot. When the last slot in use is given back, the memory the heavy
-/// requests freed goes back to the operating system, so a burst of large uploads does not leave
-/// the server holding their size.
-pub struct HeavySlot {
-    permit: Option<OwnedSemaphorePermit>,
-    slots: usize,
-    trim: bool,
-}
-
-impl HeavySlot {
-    /// This slot gives memory back to the system on release only if the request says so at
-    /// its end ([`AppState::release_memory_if_idle`]): for slots taken once per chunk.
-    pub fn without_trim(mut self) -> Self {
-        self.trim = false;
-        self
-    }
-}
-
-impl Drop for HeavySlot {
-    fn drop(&mut self) {
-        let Some(permit) = self.permit.take() else {
-            return;
-        };
-        let semaphore = permit.semaphore().clone();
-        drop(permit);
-        if self.trim && semaphore.available_permits() == self.slots {
-            crate::memory::release_free_memory();
-        }
+    /// Heavy-request slots in all.
+    pub fn total_slots(&self) -> usize {
+        self.heavy.total()
     }
 }

@@ -65,6 +65,17 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
             "the open-file limit allows fewer connections than --max-connections"
         );
     }
+    let max_heavy_requests = args.max_heavy_requests.max(1);
+    let max_heavy_per_token = match args.max_heavy_per_token {
+        None => crate::config::default_heavy_per_token(max_heavy_requests),
+        Some(share) => {
+            anyhow::ensure!(
+                (1..=max_heavy_requests).contains(&share),
+                "--max-heavy-per-token must be between 1 and --max-heavy-requests                  ({max_heavy_requests}), not {share}: it is the most of those slots one token                  holds at once"
+            );
+            share
+        }
+    };
     Ok(Config {
         public_read: args.public_read,
         public_namespaces: args.public_namespaces.0.clone(),
@@ -74,7 +85,8 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
         max_batch_keys: args.max_batch_keys,
         max_store_bytes: (args.max_size > 0).then_some(args.max_size),
         maintenance_interval,
-        max_heavy_requests: args.max_heavy_requests.max(1),
+        max_heavy_requests,
+        max_heavy_per_token,
         slot_wait: seconds(args.slot_wait, "--slot-wait", 0.01)?,
         body_timeout: seconds(args.body_timeout, "--body-timeout", 1.0)?,
         connections: ConnectionLimits {
@@ -83,6 +95,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
             idle_timeout: seconds(args.idle_timeout, "--idle-timeout", 1.0)?,
             send_timeout: seconds(args.send_timeout, "--send-timeout", 1.0)?,
         },
+        allowed_hosts: allowed_hosts(args),
         spool_dir: crate::spool::check_dir(
             &args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
         )?,
@@ -91,6 +104,36 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
             _ => None,
         },
     })
+}
+
+/// The hosts the server answers: `--allowed-host`; with `--public-read` on a loopback address,
+/// the loopback names; else every host (`None`, with a warning when anyone may read).
+/// Empty names (`PYCACHE_ALLOWED_HOSTS=`) count as none given.
+fn allowed_hosts(args: &ServeArgs) -> Option<Vec<String>> {
+    use crate::routes::host::{normalize_host, LOOPBACK_HOSTS};
+    let listed: Vec<String> = args
+        .allowed_hosts
+        .iter()
+        .map(|h| normalize_host(h))
+        .filter(|h| !h.is_empty())
+        .collect();
+    if !listed.is_empty() {
+        return Some(listed);
+    }
+    if !args.public_read {
+        return None;
+    }
+    if args.listen.ip().is_loopback() {
+        return Some(LOOPBACK_HOSTS.map(str::to_owned).to_vec());
+    }
+    tracing::warn!(
+        listen = %args.listen,
+        "--public-read without --allowed-host: the server answers requests for any host name, \
+         so a web page of another site that makes its name resolve to this address (DNS \
+         rebinding) can read the cache from a browser inside your network; name the hosts \
+         clients use with --allowed-host (PYCACHE_ALLOWED_HOSTS)"
+    );
+    None
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

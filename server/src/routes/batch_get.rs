@@ -89,12 +89,13 @@ pub async fn batch_get(
     let zstd = accepts_zstd(&headers);
     let first_len = keys.len().min(FIRST_CHUNK_KEYS);
     let first = {
-        let _slot = state.heavy_slot().await?.without_trim();
+        let _slot = state.heavy_slot(&caller).await?.without_trim();
         lookup(&state, &namespaces, &keys[..first_len], zstd).await?
     };
     let first_bytes: usize = first.iter().map(|f| f.frame.entry_bytes.len()).sum();
     let rest = Rest {
         zstd,
+        caller,
         count: first.len(),
         bytes: first_bytes,
         next: first_len,
@@ -152,6 +153,8 @@ fn accepts_zstd(headers: &HeaderMap) -> bool {
 struct Rest {
     /// The answer is a zstd stream: bodies as stored, the rest in raw frames.
     zstd: bool,
+    /// Whose slots its lookups take.
+    caller: Caller,
     state: AppState,
     namespaces: Vec<String>,
     keys: Vec<KeyDigest>,
@@ -175,7 +178,7 @@ impl Rest {
         while self.next < self.keys.len() {
             self.last = next_chunk_keys(self.bytes, self.count, self.last);
             let end = self.keys.len().min(self.next + self.last);
-            let found = match self.state.heavy_slot().await {
+            let found = match self.state.heavy_slot(&self.caller).await {
                 Ok(slot) => {
                     let _slot = slot.without_trim();
                     lookup(&self.state, &self.namespaces, &self.keys[self.next..end], self.zstd)

@@ -6,6 +6,7 @@ mod content_encoding;
 pub mod entry;
 pub mod fallback;
 pub mod health;
+pub mod host;
 pub mod info;
 pub mod metrics;
 pub mod openapi;
@@ -13,6 +14,7 @@ pub mod purge;
 pub mod stats;
 pub mod tokens;
 mod upload;
+pub mod writable;
 
 use axum::extract::FromRequest;
 use axum::response::{IntoResponse, Response};

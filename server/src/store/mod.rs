@@ -8,6 +8,7 @@ pub mod body;
 mod sql;
 mod postgres;
 mod sqlite;
+mod watch;
 
 use async_trait::async_trait;
 use pycache_proto::api::Scope;
@@ -18,6 +19,7 @@ use pycache_proto::{CacheKey, EntryDigest, KeyDigest};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use watch::StorageProblem;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,16 @@ impl StoreError {
         matches!(db.code().as_deref(), Some("13") | Some("53100"))
     }
 
+    /// The database refused a write as read-only (SQLite `SQLITE_READONLY` and its extended
+    /// codes: a read-only file or directory, a read-only mount, a database file moved away;
+    /// PostgreSQL `read_only_sql_transaction`, a standby).
+    pub fn is_read_only(&self) -> bool {
+        let StoreError::Database(err) = self else {
+            return false;
+        };
+        refused_as_read_only(err)
+    }
+
     /// The database cannot be reached or is not accepting work right now (connection refused
     /// or lost, no pooled connection within the acquire timeout, PostgreSQL shutting down):
     /// worth a retry later, not a server bug.
@@ -67,12 +79,14 @@ impl StoreError {
             ) => true,
             // SQLSTATE class 08 (connection exception) and 57P (operator intervention);
             // SQLite busy or locked past its busy timeout (result codes 5 and 6, and their
-            // extended codes), which another writer's long transaction causes.
+            // extended codes), which another writer's long transaction causes, and a file that
+            // cannot be opened (14: deleted under the server).
             StoreError::Database(sqlx::Error::Database(db)) => {
                 let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
                 db.code().is_some_and(|c| {
                     if sqlite {
-                        c.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+                        c.parse::<i32>()
+                            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 14))
                     } else {
                         c.starts_with("08") || c.starts_with("57P")
                     }
@@ -80,6 +94,20 @@ impl StoreError {
             }
             _ => false,
         }
+    }
+}
+
+/// Whether the database refused a write as read-only (see [`StoreError::is_read_only`]).
+fn refused_as_read_only(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        db.code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|n| n & 0xff == 8)
+    } else {
+        db.code().as_deref() == Some("25006")
     }
 }
 
@@ -331,9 +359,20 @@ pub struct TokenRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// Whether the storage under a store can take writes: checked before each write and by
+/// `/readyz`, so that a database file deleted, replaced or made read-only under a running
+/// server is refused loudly instead of losing acknowledged writes.
+pub trait StorageWatch {
+    /// Why writes must be refused now, or `None`. Cheap (a `stat` and an `access` for a SQLite
+    /// file); a store without a file of its own (PostgreSQL) has nothing to watch.
+    fn storage_problem(&self) -> Option<StorageProblem> {
+        None
+    }
+}
+
 /// The server's persistence. Object safe: the server holds an `Arc<dyn Store>`.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: StorageWatch + Send + Sync + 'static {
     /// The entries found among `keys` in `namespaces`, in no particular order: for each key
     /// the entry of the first namespace (in the order given) that holds it; unknown keys are
     /// skipped.
@@ -470,6 +509,19 @@ pub enum ConnectError {
         /// The driver's error.
         cause: sqlx::Error,
     },
+    /// The SQLite file or its directory cannot be written.
+    #[error(
+        "cannot open the SQLite database {} for writing: {cause}; make the file, its -wal and \
+         -shm files and its directory writable by the user the server runs as (or mount the \
+         disk read-write), or pick another --data-dir or --database-url",
+        .path.display()
+    )]
+    ReadOnly {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The driver's error.
+        cause: sqlx::Error,
+    },
     /// Migrations failed.
     #[error("cannot migrate the database at {url}: {cause}")]
     Migrate {
@@ -486,6 +538,19 @@ impl ConnectError {
         ConnectError::Unreachable {
             url: redact_url(url),
             cause,
+        }
+    }
+
+    /// [`ConnectError::ReadOnly`] when SQLite refused to write `file`, else
+    /// [`ConnectError::Unreachable`].
+    pub fn sqlite_open(url: &str, file: &std::path::Path, cause: sqlx::Error) -> Self {
+        if refused_as_read_only(&cause) {
+            ConnectError::ReadOnly {
+                path: file.to_owned(),
+                cause,
+            }
+        } else {
+            ConnectError::unreachable(url, cause)
         }
     }
 

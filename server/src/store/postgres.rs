@@ -76,6 +76,9 @@ impl PgStore {
     }
 }
 
+/// No file of its own to watch: PostgreSQL reports its own storage failures.
+impl super::StorageWatch for PgStore {}
+
 impl_store_with_sql!(
     PgStore,
     sqlx::Postgres,

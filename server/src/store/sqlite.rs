@@ -6,7 +6,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use super::ConnectError;
+use super::watch::FileWatch;
+use super::{ConnectError, StorageProblem};
 
 /// How long a writer waits for another's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,8 +19,10 @@ const WAL_KEEP_BYTES: u64 = 4 << 20;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The database file (its `-wal` file sits beside it).
-    file: std::path::PathBuf,
+    /// The database file's path (its `-wal` file sits beside it).
+    path: std::path::PathBuf,
+    /// The database file as opened (none for an in-memory database).
+    file: Option<std::sync::Arc<FileWatch>>,
     /// Write transactions of this process take turns here, first come first served. SQLite has
     /// one writer at a time and its busy handler polls: without a queue, a writer committing
     /// a large batch round after round could keep a small one waiting past its busy timeout.
@@ -38,6 +41,25 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .pragma("journal_size_limit", WAL_KEEP_BYTES.to_string());
         let file = options.get_filename().to_owned();
+        // A file or directory the server may not write gets a message that says so.
+        let unreachable = |cause| ConnectError::sqlite_open(url, &file, cause);
+        // The file is created here, once; the pool's connections never create one, so that a
+        // database deleted under the running server is not quietly replaced by an empty one
+        // (a new connection fails instead, and the store reports the file gone).
+        if !file.exists() {
+            use sqlx::Connection;
+            sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .map_err(unreachable)?
+                .close()
+                .await
+                .map_err(unreachable)?;
+        }
+        let options = if file.exists() {
+            options.create_if_missing(false)
+        } else {
+            options
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -67,9 +89,15 @@ impl SqliteStore {
                 .await
                 .map_err(unreachable)?;
         }
+        let watch = FileWatch::new(&file).map(std::sync::Arc::new);
+        if let Some(watch) = &watch {
+            // Logs at once when the file cannot be written (a read-only file or mount).
+            watch.check();
+        }
         Ok(SqliteStore {
             pool,
-            file,
+            path: file,
+            file: watch,
             turns: Default::default(),
         })
     }
@@ -81,7 +109,7 @@ impl SqliteStore {
 
     /// The path of the database's WAL file.
     fn wal_file(&self) -> std::path::PathBuf {
-        let mut name = self.file.clone().into_os_string();
+        let mut name = self.path.clone().into_os_string();
         name.push("-wal");
         name.into()
     }
@@ -140,13 +168,25 @@ fn owner_only(file: &std::path::Path) {
         let mut path = name.clone();
         path.push(suffix);
         let path = std::path::PathBuf::from(path);
-        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        // Only group and others lose their bits: a file its operator made read-only stays so
+        // (and the store reports it as read-only).
+        let mode = match std::fs::metadata(&path) {
+            Ok(meta) => meta.permissions().mode() & 0o600,
+            Err(_) => continue,
+        };
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => {
                 tracing::warn!(path = %path.display(), error = %err, "cannot make the database file private");
             }
         }
+    }
+}
+
+impl super::StorageWatch for SqliteStore {
+    fn storage_problem(&self) -> Option<StorageProblem> {
+        self.file.as_ref().and_then(|file| file.check())
     }
 }
 
