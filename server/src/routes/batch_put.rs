@@ -32,8 +32,10 @@ use crate::store::unix_millis;
         (status = 400, body = ErrorResponse, description = "Malformed or truncated pack; nothing stored"),
         (status = 401, body = ErrorResponse),
         (status = 403, body = ErrorResponse, description = "No write scope, or a namespace the token may not write"),
-        (status = 413, body = ErrorResponse, description = "An entry or the body is over a limit"),
+        (status = 413, body = ErrorResponse, description = "An entry, the body or its number of frames is over a limit"),
         (status = 422, body = ErrorResponse, description = "A digest does not match; nothing stored"),
+        (status = 503, body = ErrorResponse, description = "Busy (every slot taken, or this token's share; Retry-After), the database unreachable, or its file gone; nothing stored"),
+        (status = 507, body = ErrorResponse, description = "The database or the spool directory cannot be written (read-only or full); nothing stored"),
     ),
     security(("bearer" = []))
 )]

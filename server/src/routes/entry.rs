@@ -120,6 +120,8 @@ pub async fn head_entry(
         (status = 403, body = ErrorResponse), (status = 413, body = ErrorResponse),
         (status = 409, body = ErrorResponse, description = "The namespace holds other bytes for the key; entries never change"),
         (status = 422, body = ErrorResponse, description = "Bad digest or not a code object"),
+        (status = 503, body = ErrorResponse, description = "Busy, the database unreachable, or its file gone; nothing stored"),
+        (status = 507, body = ErrorResponse, description = "The database or the spool directory cannot be written; nothing stored"),
     ),
     security(("bearer" = []))
 )]
