@@ -10,32 +10,8 @@ use pycache_proto::api::{self, BatchPutResponse};
 use pycache_proto::pack::{decode_pack, encode_pack, Frame};
 use pycache_proto::{ErrorResponse, KeyDigest};
 use support::process::{create_token, Server};
+use support::proc::{peak_rss, rss};
 use support::{compiled_frame, pg};
-
-/// A `/proc/PID/status` field of process `pid` given in kB (`VmHWM`, `VmRSS` …), in bytes.
-fn status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
-    let kb: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
-/// The peak resident set size of process `pid` so far (`VmHWM`), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    status_bytes(pid, "VmHWM")
-}
-
-/// The resident set size of process `pid` now (`VmRSS`), in bytes.
-fn rss(pid: u32) -> u64 {
-    status_bytes(pid, "VmRSS")
-}
 
 fn stats(http: &reqwest::blocking::Client, server: &Server, token: &str) -> api::StatsResponse {
     http.get(server.url(api::STATS))

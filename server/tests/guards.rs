@@ -15,6 +15,7 @@ use pycache_proto::api::{self, BatchPutResponse};
 use pycache_proto::pack::{decode_pack, encode_pack, Frame, PACK_CONTENT_TYPE};
 use pycache_proto::{Entry, ErrorResponse};
 use support::process::{binary, create_token, Server};
+use support::proc::rss;
 use support::{compiled_frame, key, pg};
 
 /// Status, headers and body of one raw HTTP/1.1 request sent with `host` as its `Host`.
@@ -79,6 +80,14 @@ fn get(
         .json(&serde_json::json!({ "keys": keys }))
         .send()
         .unwrap()
+}
+
+/// Asserts a JSON error has `want`'s status and code and names each of `mentions`.
+fn assert_refusal((status, err): (u16, ErrorResponse), want: (u16, &str), mentions: &[&str]) {
+    assert_eq!((status, err.code.as_str()), want, "{}", err.message);
+    for mention in mentions {
+        assert!(err.message.contains(mention), "{mention:?}: {}", err.message);
+    }
 }
 
 fn error_of(response: reqwest::blocking::Response) -> (u16, ErrorResponse) {
@@ -337,22 +346,10 @@ fn a_deleted_database_refuses_writes_instead_of_losing_them() {
     std::fs::remove_file(&file).unwrap();
     let after = compiled_frame(2, 300);
     for _ in 0..3 {
-        let (status, err) = error_of(put(&http, &server, &token, std::slice::from_ref(&after)));
-        assert_eq!(
-            (status, err.code.as_str()),
+        assert_refusal(
+            error_of(put(&http, &server, &token, std::slice::from_ref(&after))),
             (503, "database_gone"),
-            "{}",
-            err.message
-        );
-        assert!(
-            err.message.contains(&*file.to_string_lossy()),
-            "{}",
-            err.message
-        );
-        assert!(
-            err.message.contains("restart the server"),
-            "{}",
-            err.message
+            &[&file.to_string_lossy(), "restart the server"],
         );
     }
     let single = http
@@ -507,23 +504,10 @@ fn a_read_only_database_is_not_ready_and_refuses_writes_cleanly() {
         };
         let http = http();
 
-        let (status, err) = error_of(put(&http, &server, &token, &[compiled_frame(1, 300)]));
-        assert_ne!(status, 500, "{}", err.message);
-        assert_eq!(
-            (status, err.code.as_str()),
+        assert_refusal(
+            error_of(put(&http, &server, &token, &[compiled_frame(1, 300)])),
             (507, "database_read_only"),
-            "{}",
-            err.message
-        );
-        assert!(
-            err.message.contains(&*file.to_string_lossy()),
-            "{}",
-            err.message
-        );
-        assert!(
-            err.message.contains("writable by the user"),
-            "{}",
-            err.message
+            &[&file.to_string_lossy(), "writable by the user"],
         );
         let (status, ready) = error_of_or_ok(&http, &server);
         assert_eq!(status, 503);
@@ -663,18 +647,6 @@ fn a_public_read_server_on_every_address_warns_without_a_host_list() {
 }
 
 // ---- 4. Invented HTTP methods ---------------------------------------------------------------
-
-/// The resident set size of process `pid`, in bytes (`VmRSS`).
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kb * 1024
-}
 
 #[test]
 fn a_hundred_thousand_invented_methods_cost_no_memory_and_no_metrics() {

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -13,21 +13,8 @@ use pycache_proto::api::{self, BatchPutResponse};
 use pycache_proto::pack::{decode_pack, encode_pack, Frame};
 use pycache_proto::{CacheKey, Entry, ErrorResponse};
 use support::process::{create_token, Server};
+use support::proc::{stalled_reader, status_bytes};
 use support::{compiled_frame, key};
-
-/// A `/proc/PID/status` field given in kB (`VmHWM`, `VmRSS`), in bytes.
-fn status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap()
-        * 1024
-}
 
 /// Bytes process `pid` has read through `read`-like calls so far (`rchar` of `/proc/PID/io`:
 /// page-cache hits included, so a store that was just written counts as much as a cold one).
@@ -58,22 +45,6 @@ fn put(http: &reqwest::blocking::Client, server: &Server, token: &str, frames: &
         .unwrap()
         .status()
         .as_u16()
-}
-
-/// A batch get of `keys` on a raw socket whose answer is never read.
-fn stalled_reader(server: &Server, token: &str, keys: &[String]) -> TcpStream {
-    let addr = server.base.trim_start_matches("http://");
-    let mut socket = TcpStream::connect(addr).unwrap();
-    let body = serde_json::json!({ "keys": keys }).to_string();
-    write!(
-        socket,
-        "POST {} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        api::BATCH_GET,
-        body.len()
-    )
-    .unwrap();
-    socket
 }
 
 /// Case 3: batch gets of 32 entries of 8 MiB (the largest the server takes), four read at once

@@ -11,23 +11,8 @@ use std::time::{Duration, Instant};
 use pycache_proto::api::{self, BatchPutResponse};
 use pycache_proto::pack::{encode_pack, Frame};
 use support::compiled_frame;
+use support::proc::stalled_reader;
 use support::process::{create_token, Server};
-
-/// A batch get of `keys` sent on a raw socket whose answer is never read.
-fn stalled_reader(server: &Server, token: &str, keys: &[String]) -> TcpStream {
-    let addr = server.base.trim_start_matches("http://");
-    let mut socket = TcpStream::connect(addr).unwrap();
-    let body = serde_json::json!({ "keys": keys }).to_string();
-    write!(
-        socket,
-        "POST {} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        api::BATCH_GET,
-        body.len()
-    )
-    .unwrap();
-    socket
-}
 
 /// A batch put that announces a body and sends it one byte a second, from a thread.
 fn slow_sender(server: &Server, token: &str) -> std::thread::JoinHandle<()> {

@@ -206,3 +206,53 @@ pub mod router {
         token
     }
 }
+
+/// What a server process costs, read from `/proc`, and clients that stop moving.
+pub mod proc {
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    use pycache_proto::api;
+    use pycache_testkit::server::Server;
+
+    /// A `/proc/PID/status` field given in kB (`VmHWM`, `VmRSS` …), in bytes.
+    pub fn status_bytes(pid: u32, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// The peak resident set size of process `pid` so far (`VmHWM`), in bytes.
+    pub fn peak_rss(pid: u32) -> u64 {
+        status_bytes(pid, "VmHWM")
+    }
+
+    /// The resident set size of process `pid` now (`VmRSS`), in bytes.
+    pub fn rss(pid: u32) -> u64 {
+        status_bytes(pid, "VmRSS")
+    }
+
+    /// A batch get of `keys` sent on a raw socket whose answer is never read.
+    pub fn stalled_reader(server: &Server, token: &str, keys: &[String]) -> TcpStream {
+        let addr = server.base.trim_start_matches("http://");
+        let mut socket = TcpStream::connect(addr).unwrap();
+        let body = serde_json::json!({ "keys": keys }).to_string();
+        write!(
+            socket,
+            "POST {} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            api::BATCH_GET,
+            body.len()
+        )
+        .unwrap();
+        socket
+    }
+}
