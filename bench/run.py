@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""pycache benchmark: cold, warm, no-op, server load and RSS against compileall and uv.
+"""pycache benchmark: cold, warm, pull request, a shaped link, no-op, the whole stdlib,
+server load and RSS, against compileall, uv and copy floors.
 
     python3 bench/run.py [--quick] [--runs N] [--out bench/results] [--python PATH]
 
@@ -38,7 +39,8 @@ def parse_args(argv=None):
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="CI smoke: tiny corpus (a few stdlib packages), 1 run")
+                   help="CI smoke: tiny corpus (a few stdlib packages), 1 run, the shaped "
+                   "link at 100 Mbit/s only, the stdlib rows on a subset")
     p.add_argument("--runs", type=int, help="runs per step (default 5; 1 with --quick)")
     p.add_argument("--out", type=Path, help="results folder (default bench/results; "
                    "bench/work/results-quick with --quick, so a smoke never overwrites them)")
