@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""pycache benchmark: cold, warm, no-op, server load and RSS against compileall and uv.
+"""pycache benchmark: cold, warm, pull request, a shaped link, no-op, the whole stdlib,
+server load and RSS, against compileall, uv and copy floors.
 
     python3 bench/run.py [--quick] [--runs N] [--out bench/results] [--python PATH]
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -23,20 +25,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from benchlib import report  # noqa: E402
-from benchlib.corpus import prepare_corpus  # noqa: E402
+from benchlib.corpus import prepare_corpus, prepare_stdlib  # noqa: E402
 from benchlib.env import REPO, prepare_env  # noqa: E402
 from benchlib.load import load_level, prepare_load_trees  # noqa: E402
 from benchlib.proc import StepFailed, log, run  # noqa: E402
 from benchlib.servers import Postgres  # noqa: E402
-from benchlib.steps import Run, run_names  # noqa: E402
-from benchlib.trees import TreeBank  # noqa: E402
+from benchlib.netlab import NetLab  # noqa: E402
+from benchlib.steps import Run, run_names, stdlib_names  # noqa: E402
+from benchlib.trees import TreeBank, apply_pull_request  # noqa: E402
 
 
 def parse_args(argv=None):
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="CI smoke: tiny corpus (a few stdlib packages), 1 run")
+                   help="CI smoke: tiny corpus (a few stdlib packages), 1 run, the shaped "
+                   "link at 100 Mbit/s only, the stdlib rows on a subset")
     p.add_argument("--runs", type=int, help="runs per step (default 5; 1 with --quick)")
     p.add_argument("--out", type=Path, help="results folder (default bench/results; "
                    "bench/work/results-quick with --quick, so a smoke never overwrites them)")
@@ -67,7 +71,7 @@ def load_average():
     return f"{os.getloadavg()[0]:.2f}"
 
 
-def describe(env, args, corpus):
+def describe(env, args, corpus, stdlib):
     """Facts about this run for the report header."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
@@ -83,18 +87,39 @@ def describe(env, args, corpus):
         "uv_version": run([env.uv, "--version"]).split()[1],
         "corpus_text": f"{corpus['files']} files, {corpus['bytes'] / 1e6:.1f} MB ({', '.join(parts)})",
         "corpus": corpus, "load_before": load_average(), "client": env.client,
+        "stdlib_text": f"{stdlib['files']} files ({'the quick subset' if args.quick else 'all'}"
+                       f" of `Lib/`, test dirs included), {len(stdlib['failures'])} of which "
+                       f"compileall fails on",
     }
 
 
-def timing_runs(env, args, corpus_root, files):
-    """Prepares every run's trees, then runs cold → warm → no-op `runs` times."""
-    bank = TreeBank(args.work / "trees", corpus_root)
-    slots = [bank.make([f"r{i}/{n}" for n in run_names()]) for i in range(args.runs)]
-    slots = [{n: s[f"r{i}/{n}"] for n in run_names()} for i, s in enumerate(slots)]
+def make_slots(root, base, runs, names):
+    """Per run, {name: slot} of fresh copies of `root`'s tree under `base`."""
+    bank = TreeBank(base, root)
+    made = [bank.make([f"r{i}/{n}" for n in names]) for i in range(runs)]
+    return [{n: s[f"r{i}/{n}"] for n in names} for i, s in enumerate(made)]
+
+
+def timing_runs(env, args, corpus_root, files, stdlib_root, stdlib):
+    """Prepares every run's trees (and the pull request's change), opens the shaped link,
+    then runs every step `runs` times; the link is removed even if a step fails."""
+    slots = make_slots(corpus_root, args.work / "trees", args.runs, run_names())
+    changed = [apply_pull_request(s["pr"]) for s in slots]
+    std_slots = make_slots(stdlib_root, args.work / "trees", args.runs, stdlib_names())
+    lab, reason = NetLab.open(args.work)
+    if reason:
+        log(f"note: no shaped link, its rows read n/a: {reason}")
     results = []
-    for i in range(args.runs):
-        log(f"run {i + 1}/{args.runs}")
-        results.append(Run(env, i, slots[i], args.work, corpus_root, files).execute())
+    try:
+        for i in range(args.runs):
+            log(f"run {i + 1}/{args.runs}")
+            std = dict(stdlib, slots=std_slots[i])
+            results.append(Run(env, i, slots[i], args.work, corpus_root, files,
+                               pr_changed=changed[i], stdlib=std, lab=lab, lab_reason=reason,
+                               quick=args.quick).execute())
+    finally:
+        if lab:
+            lab.close()
     return results
 
 
@@ -178,9 +203,15 @@ def reexec_in_venv(args):
     os.execv(str(py), argv)
 
 
+def _terminate(signum, frame):
+    """SIGTERM ends the run through the same clean-up as an error (trees, namespace)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     """Prepare everything, time, report."""
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     if Path(sys.prefix).resolve() != (args.work / "venv").resolve():
         reexec_in_venv(args)
     if args.report_only:
@@ -191,10 +222,11 @@ def main(argv=None):
                           need_chart=not args.quick, bin_dir=args.bin_dir,
                           profile=args.profile)
         corpus_root, corpus = prepare_corpus(env, args.work, args.quick)
+        stdlib_root, stdlib = prepare_stdlib(env, args.work, args.quick)
         TreeBank(args.work / "trees", corpus_root).reset()
         TreeBank(args.work / "load", corpus_root).reset()
-        meta = describe(env, args, corpus)
-        runs = timing_runs(env, args, corpus_root, corpus["files"])
+        meta = describe(env, args, corpus, stdlib)
+        runs = timing_runs(env, args, corpus_root, corpus["files"], stdlib_root, stdlib)
         load, load_text = (None, "") if args.no_load else load_test(env, args, corpus_root)
         write_results(args, env, meta, runs, load, load_text)
     except StepFailed as e:

@@ -10,7 +10,9 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -19,6 +21,11 @@ from .proc import StepFailed, log, run
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 QUICK_STDLIB = ["json", "email", "http", "logging", "urllib", "xml", "importlib",
                 "argparse.py", "ast.py", "dataclasses.py", "typing.py"]
+# The whole standard library keeps its test directories (with files meant not to compile).
+STDLIB_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+# --quick's whole-stdlib subset: the quick packages plus two test dirs holding failing files.
+QUICK_WHOLE_STDLIB = QUICK_STDLIB + ["test/tokenizedata", "test/test_future_stmt"]
+COMPILE_ERROR = re.compile(r"\*\*\* Error compiling '(.+?)'\.\.\.")
 CHECK_SCRIPT = r"""
 import os, sys, warnings
 warnings.simplefilter("ignore")
@@ -34,13 +41,15 @@ print("\n".join(bad))
 """
 
 
-def _copy_py(src, dst, only=None):
+def _copy_py(src, dst, only=None, skip=SKIP_DIRS):
     """Copies the .py files of `src` (or of its entries named in `only`) into `dst`."""
     n = 0
     for entry in (only or sorted(os.listdir(src))):
-        if entry in SKIP_DIRS:
+        if entry in skip:
             continue
         top = Path(src) / entry
+        if not top.exists():
+            continue
         if top.is_file():
             if top.suffix == ".py":
                 dst.mkdir(parents=True, exist_ok=True)
@@ -48,7 +57,7 @@ def _copy_py(src, dst, only=None):
                 n += 1
             continue
         for d, ds, fs in os.walk(top):
-            ds[:] = sorted(x for x in ds if x not in SKIP_DIRS)
+            ds[:] = sorted(x for x in ds if x not in skip)
             rel = Path(d).relative_to(src)
             for f in sorted(fs):
                 if f.endswith(".py"):
@@ -116,6 +125,41 @@ def prepare_corpus(env, work, quick):
     _corpus_wheel(root)
     meta.write_text(json.dumps(counts, indent=1))
     log(f"corpus {name}: {counts['files']} files, {counts['bytes'] / 1e6:.1f} MB")
+    return root, counts
+
+
+def prepare_stdlib(env, work, quick):
+    """Builds (once) the whole-stdlib tree: every .py of the target's `Lib/`, test dirs
+    included (`site-packages` left out); --quick takes `QUICK_WHOLE_STDLIB` only.
+
+    Files that fail to compile stay: compileall is run once, untimed, on a scratch copy,
+    and the files it reports (`*** Error compiling`) are what pycache must report too.
+    Returns the root (holding `src`) and {files, failures: [src/... paths], ...}.
+    """
+    name = "stdlib-quick" if quick else "stdlib-full"
+    root = work / "corpus" / name
+    meta = root / "corpus.json"
+    if meta.exists():
+        return root, json.loads(meta.read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    lib = run([env.python, "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"]).strip()
+    files = _copy_py(lib, root / "src", only=QUICK_WHOLE_STDLIB if quick else None,
+                     skip=STDLIB_SKIP_DIRS)
+    scratch = work / "corpus" / f".{name}-compileall"
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(root / "src", scratch / "src")
+    # One process (no -j), so no two reports interleave on stdout.
+    p = subprocess.run([env.python, "-m", "compileall", "-q", "src"], cwd=scratch,
+                       capture_output=True, text=True)
+    shutil.rmtree(scratch)
+    failures = sorted(set(COMPILE_ERROR.findall(p.stdout)))
+    if p.returncode != (1 if failures else 0):
+        raise StepFailed(f"compileall on {name} exited {p.returncode} with {len(failures)} "
+                         f"failing files:\n{p.stderr[-2000:]}\n{p.stdout[-2000:]}")
+    counts = {"files": files, "failures": failures,
+              "bytes": sum(q.stat().st_size for q in (root / "src").rglob("*.py"))}
+    meta.write_text(json.dumps(counts, indent=1))
+    log(f"{name}: {files} files, {len(failures)} of them fail to compile")
     return root, counts
 
 

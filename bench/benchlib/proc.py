@@ -21,6 +21,7 @@ class Timed:
     stdout: str = ""
     stderr: str = ""
     extra: dict = field(default_factory=dict)
+    returncode: int = 0
 
 
 def log(msg):
@@ -89,7 +90,7 @@ def timed(cmd, cwd=None, env=None, check=True, what=None):
     if check and proc.returncode != 0:
         raise StepFailed(f"{what} exited {proc.returncode} (cwd {cwd}):\n"
                          f"{err[-3000:]}\n{out[-1000:]}")
-    return Timed(seconds, rss, out, err)
+    return Timed(seconds, rss, out, err, returncode=proc.returncode)
 
 
 def run(cmd, cwd=None, env=None, what=None):

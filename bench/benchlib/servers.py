@@ -29,10 +29,15 @@ def free_port():
 class PycacheServer:
     """One pycache-server process; stderr (with per-request latencies) goes to a log file."""
 
-    def __init__(self, binary, data_dir, database_url=None):
+    def __init__(self, binary, data_dir, database_url=None, listen="127.0.0.1:0", prefix=(),
+                 token=None, log_name="server.log"):
+        """`prefix` runs the server through another command (`ip netns exec NS`); with
+        `token`, a server on a data dir that already holds that token creates none."""
         self.binary, self.data_dir, self.database_url = binary, Path(data_dir), database_url
-        self.proc = self.url = self.token = self.watcher = None
-        self.log_path = self.data_dir / "server.log"
+        self.listen, self.prefix = listen, list(prefix)
+        self.proc = self.url = self.watcher = None
+        self.token = token
+        self.log_path = self.data_dir / log_name
 
     def _db_args(self):
         args = ["--data-dir", str(self.data_dir)]
@@ -44,7 +49,7 @@ class PycacheServer:
         env = dict(os.environ, PYCACHE_LOG=SERVER_LOG, NO_COLOR="1")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [self.binary, "serve", "--listen", "127.0.0.1:0", *self._db_args()],
+            [*self.prefix, self.binary, "serve", "--listen", self.listen, *self._db_args()],
             stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
         line = self.proc.stdout.readline()
         m = re.search(r"listening on (\S+)", line)
@@ -53,6 +58,8 @@ class PycacheServer:
             raise StepFailed(f"pycache-server did not start: {line!r}; see {self.log_path}")
         self.url = f"http://{m.group(1)}"
         self.watcher = HwmWatcher(self.proc.pid, interval=0.1)
+        if self.token:
+            return self
         out = run([self.binary, "token", "create", "--scope", "write", "--name", "bench",
                    *self._db_args()], what="pycache-server token create")
         self.token = out.strip().splitlines()[-1].strip()
