@@ -144,7 +144,7 @@ struct Shared {
 /// A pool of compile workers. Submit jobs; read outcomes, in completion order, from
 /// [`results`](Self::results).
 pub struct WorkerPool {
-    jobs: Option<Sender<CompileJob>>,
+    jobs: Option<Sender<Message>>,
     /// (A channel whose blocking receive parks at once: the reader waits for most answers, and
     /// a receive that spins first takes the CPU a worker needs.)
     results: Mutex<mpsc::Receiver<(u64, CompileOutcome)>>,
@@ -176,7 +176,7 @@ impl WorkerPool {
             watchdog: Watchdog::default(),
             done: AtomicBool::new(false),
         });
-        let (jobs, job_rx) = crossbeam_channel::unbounded::<CompileJob>();
+        let (jobs, job_rx) = crossbeam_channel::unbounded::<Message>();
         let (result_tx, results) = mpsc::channel();
         let watchdog = {
             let shared = Arc::clone(&shared);
@@ -208,7 +208,17 @@ impl WorkerPool {
     pub fn submit(&self, job: CompileJob) {
         if let Some(jobs) = &self.jobs {
             // The threads hold the receiver until the pool is dropped, so this cannot fail.
-            let _ = jobs.send(job);
+            let _ = jobs.send(Message::Job(job));
+        }
+    }
+
+    /// Starts the workers now, ahead of their first jobs (for a run that will surely compile:
+    /// the interpreters start while the caller still looks for work). Does not block.
+    pub fn start_workers(&self) {
+        if let Some(jobs) = &self.jobs {
+            for _ in 0..self.threads.len() {
+                let _ = jobs.send(Message::Start);
+            }
         }
     }
 
@@ -246,6 +256,15 @@ impl Drop for WorkerPool {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// What the pool threads are asked.
+enum Message {
+    /// Compile this.
+    Job(CompileJob),
+    /// Start a worker process if this thread has none (a thread busy starting one leaves the
+    /// next such message to another thread).
+    Start,
 }
 
 /// A job and what befell it so far.
@@ -289,11 +308,7 @@ impl Attempt {
 /// waiting when it answers one. The worker answers in request order; when it is lost, the job
 /// it was working on (the oldest) is charged a try, and the ones behind it are sent again to
 /// the next worker as they were.
-fn serve(
-    shared: &Shared,
-    jobs: &Receiver<CompileJob>,
-    results: &mpsc::Sender<(u64, CompileOutcome)>,
-) {
+fn serve(shared: &Shared, jobs: &Receiver<Message>, results: &mpsc::Sender<(u64, CompileOutcome)>) {
     let mut worker: Option<WorkerProcess> = None;
     // Jobs to send before taking new ones: retries and jobs a lost worker had queued.
     let mut again: VecDeque<Attempt> = VecDeque::new();
@@ -308,14 +323,22 @@ fn serve(
                 Some(attempt) => attempt,
                 // Block for a job only when the worker has nothing to do.
                 None if open && in_flight.is_empty() => match jobs.recv() {
-                    Ok(job) => Attempt::new(job),
+                    Ok(Message::Job(job)) => Attempt::new(job),
+                    Ok(Message::Start) => {
+                        if worker.is_none() && shared.broken.get().is_none() {
+                            worker = start_early(shared);
+                        }
+                        continue;
+                    }
                     Err(_) => {
                         open = false;
                         break;
                     }
                 },
                 None if open => match jobs.try_recv() {
-                    Ok(job) => Attempt::new(job),
+                    Ok(Message::Job(job)) => Attempt::new(job),
+                    // (This thread's worker is running: it holds jobs.)
+                    Ok(Message::Start) => continue,
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         open = false;
@@ -400,6 +423,19 @@ fn serve(
     if let Some(worker) = worker {
         worker.stop(STOP_GRACE);
     }
+}
+
+/// A worker started ahead of any job; a failure to start is left to the first job to report.
+fn start_early(shared: &Shared) -> Option<WorkerProcess> {
+    WorkerProcess::start(
+        &shared.launch,
+        shared.timeout,
+        &shared.started,
+        &shared.stopping,
+        &shared.watchdog,
+    )
+    .map_err(|reason| tracing::debug!(%reason, "a worker started early did not start"))
+    .ok()
 }
 
 /// A worker was lost for `reason`: its oldest job is charged a try, the others go back to
