@@ -4,9 +4,9 @@
 //! first time that thread takes a job, so a run without misses starts no Python at all. Jobs go
 //! out and answers come back as length-prefixed binary frames over the worker's stdin/stdout
 //! (see `protocol`); a few jobs wait in each worker's pipe, so a worker goes from one compile
-//! to the next without waiting for the client. The worker compiles through the interpreter's own `py_compile.compile`
-//! inside a faithful copy of `python -m compileall`'s process state, so bodies are
-//! byte-identical to what compileall writes (see `worker.py`).
+//! to the next without waiting for the client. The worker compiles through the interpreter's
+//! own `py_compile.compile` inside a faithful copy of `python -m compileall`'s process state,
+//! so bodies are byte-identical to what compileall writes (see `worker.py`).
 //!
 //! A worker that dies, hangs past the per-job timeout or breaks the protocol is killed; its job
 //! is retried once on a fresh worker, then reported as [`CompileOutcome::WorkerLost`].
