@@ -52,17 +52,22 @@ fn remove_pycache(root: &Path) {
     }
 }
 
-fn sync_json(interp: &Interp, cwd: &Path, path: &str, cache: &Path) -> serde_json::Value {
-    let out = Command::new(CLIENT)
+/// Runs the client with `args` in `cwd`, with `cache` and no server.
+fn client(interp: &Interp, cwd: &Path, cache: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(CLIENT)
         .current_dir(cwd)
         .env("PYCACHE_CACHE_DIR", cache)
         .env_remove("PYCACHE_SERVER")
         .env_remove("PYCACHE_TOKEN")
         .arg("--python")
         .arg(&interp.path)
-        .args(["sync", "--json", path])
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn sync_json(interp: &Interp, cwd: &Path, path: &str, cache: &Path) -> serde_json::Value {
+    let out = client(interp, cwd, cache, &["sync", "--json", path]);
     assert!(
         out.status.success(),
         "{}",
@@ -315,16 +320,12 @@ fn identical_sources_in_one_run_are_compiled_once_with_each_paths_bytes() {
             .args(["-m", "compileall", "-q", "lib"])
             .output()
             .unwrap();
-        let out = Command::new(CLIENT)
-            .current_dir(&ours)
-            .env("PYCACHE_CACHE_DIR", base.join("cache"))
-            .env_remove("PYCACHE_SERVER")
-            .env_remove("PYCACHE_TOKEN")
-            .arg("--python")
-            .arg(&interp.path)
-            .args(["compileall", "-q", "lib"])
-            .output()
-            .unwrap();
+        let out = client(
+            interp,
+            &ours,
+            &base.join("cache"),
+            &["compileall", "-q", "lib"],
+        );
         assert_eq!(out.status.code(), reference.status.code(), "{label}");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
@@ -360,16 +361,8 @@ fn identical_sources_in_one_run_are_compiled_once_with_each_paths_bytes() {
         // The counts: one compile per distinct source where results may be relocated.
         let counted = base.join("counted");
         duplicates_tree(&counted);
-        let out = Command::new(CLIENT)
-            .current_dir(&counted)
-            .env("PYCACHE_CACHE_DIR", base.join("cache-counted"))
-            .env_remove("PYCACHE_SERVER")
-            .env_remove("PYCACHE_TOKEN")
-            .arg("--python")
-            .arg(&interp.path)
-            .args(["sync", "--json", "lib"])
-            .output()
-            .unwrap();
+        let cache = base.join("cache-counted");
+        let out = client(interp, &counted, &cache, &["sync", "--json", "lib"]);
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(summary["files"], 12, "{label}: {summary}");
         assert_eq!(summary["errors"], 2, "{label}: {summary}");

@@ -288,16 +288,16 @@ fn a_killed_worker_is_replaced_and_the_job_retried() {
     assert_ne!(workers_in(&cwd), pids);
 }
 
+/// A source whose reading blocks forever: a FIFO that nobody writes.
+fn hanging_source(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
 #[test]
 fn a_hanging_job_times_out_and_is_reported() {
     let interp = probe(&interpreters().pop().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    // Reading a FIFO that nobody writes blocks forever.
-    assert!(Command::new("mkfifo")
-        .arg(dir.path().join("fifo.py"))
-        .status()
-        .unwrap()
-        .success());
+    hanging_source(&dir.path().join("fifo.py"));
     std::fs::write(dir.path().join("ok.py"), "ok = 1\n").unwrap();
     let pool = pool(&interp, dir.path(), 1, Duration::from_millis(1500));
     let start = Instant::now();
@@ -330,11 +330,7 @@ fn a_hanging_job_times_out_and_is_reported() {
 fn jobs_queued_behind_a_hanging_one_are_compiled_by_the_next_worker() {
     let interp = probe(&interpreters().pop().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    assert!(Command::new("mkfifo")
-        .arg(dir.path().join("fifo.py"))
-        .status()
-        .unwrap()
-        .success());
+    hanging_source(&dir.path().join("fifo.py"));
     for n in 0..6 {
         std::fs::write(dir.path().join(format!("m{n}.py")), format!("x = {n}\n")).unwrap();
     }
