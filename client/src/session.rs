@@ -81,8 +81,20 @@ impl Session {
     pub fn run_with_cache(
         &self,
         plan: Plan,
+        summary: Summary,
+        local: Option<LocalCache>,
+    ) -> Result<(bool, Summary)> {
+        self.run_with(plan, summary, local, None)
+    }
+
+    /// [`Session::run_with_cache`] with a worker pool the command made already (else it is
+    /// made here).
+    pub fn run_with(
+        &self,
+        plan: Plan,
         mut summary: Summary,
         local: Option<LocalCache>,
+        pool: Option<WorkerPool>,
     ) -> Result<(bool, Summary)> {
         let settings = &self.settings;
         let has_files = plan.events.iter().any(|e| matches!(e, Event::File(_)));
@@ -98,7 +110,7 @@ impl Session {
             }
             _ => None,
         };
-        let pool = self.worker_pool();
+        let pool = pool.unwrap_or_else(|| self.worker_pool());
         let cfg = self.run_config(plan.style, plan.invalidation_mode, plan.hardlink_dupes);
         let tiers = Tiers {
             local: local.as_ref(),
@@ -141,6 +153,18 @@ impl Session {
             signing_key: settings.signing_key.clone(),
             trusted_keys: std::sync::Arc::clone(&settings.trusted_keys),
         }
+    }
+
+    /// Whether this run has no cache it could hit: no server, and no local cache or one with
+    /// no store yet. Then every file it plans is compiled.
+    pub fn nothing_cached(&self) -> bool {
+        let settings = &self.settings;
+        settings.server.is_none()
+            && (!settings.local_cache
+                || !settings
+                    .cache_dir
+                    .join(crate::local_cache::STORE_FILE)
+                    .exists())
     }
 
     /// The pool of target-interpreter workers that compiles misses (no process starts before

@@ -166,9 +166,14 @@ fn runs_killed_at_random_moments_lose_only_what_was_in_flight() {
     let tmp = tempfile::tempdir().unwrap();
     let (tree, cache) = (tmp.path().join("tree"), tmp.path().join("cache"));
     make_tree(&tree);
-    // How long a whole cold run takes here, so the kills land inside runs.
+    // How long a whole cold run takes here, so the kills land inside runs: timed as the killed
+    // runs run, with a store that exists (a run whose cache has no store yet starts its
+    // workers early, and is faster).
+    let timing_cache = tmp.path().join("cache-timing");
+    cache_json(&timing_cache, "stats", &[]);
+    assert!(timing_cache.join("store.db").exists());
     let started = Instant::now();
-    let (out, cold) = sync_json(&tree, &tmp.path().join("cache-timing"), &[]);
+    let (out, cold) = sync_json(&tree, &timing_cache, &[]);
     assert!(out.status.success(), "{out:?}");
     let files = cold["files"].as_u64().unwrap();
     let span = started.elapsed().as_millis().max(200) as u64;

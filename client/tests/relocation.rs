@@ -52,17 +52,22 @@ fn remove_pycache(root: &Path) {
     }
 }
 
-fn sync_json(interp: &Interp, cwd: &Path, path: &str, cache: &Path) -> serde_json::Value {
-    let out = Command::new(CLIENT)
+/// Runs the client with `args` in `cwd`, with `cache` and no server.
+fn client(interp: &Interp, cwd: &Path, cache: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(CLIENT)
         .current_dir(cwd)
         .env("PYCACHE_CACHE_DIR", cache)
         .env_remove("PYCACHE_SERVER")
         .env_remove("PYCACHE_TOKEN")
         .arg("--python")
         .arg(&interp.path)
-        .args(["sync", "--json", path])
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn sync_json(interp: &Interp, cwd: &Path, path: &str, cache: &Path) -> serde_json::Value {
+    let out = client(interp, cwd, cache, &["sync", "--json", path]);
     assert!(
         out.status.success(),
         "{}",
@@ -268,4 +273,105 @@ fn a_second_virtualenv_elsewhere_is_all_hits() {
     assert_eq!(second["compiled"], 0, "{second}");
     assert_eq!(second["workers_started"], 0, "{second}");
     assert_eq!(second["local_hits"], first["compiled"], "{second}");
+}
+
+/// Files of identical source in one tree: an empty `__init__.py` in every package, a module
+/// vendored twice, a copy with a SyntaxWarning and a copy that does not compile (whose
+/// messages name their own paths).
+fn duplicates_tree(root: &Path) {
+    let module = "import os\n\n\nclass Walker:\n    def walk(self, top):\n        return [lambda: os.path.join(top, name) for name in os.listdir(top)]\n\n\ndef nested():\n    def inner():\n        return (yield 1)\n    return inner\n";
+    let files: [(&str, &str); 12] = [
+        ("lib/__init__.py", ""),
+        ("lib/a/__init__.py", ""),
+        ("lib/a/walker.py", module),
+        ("lib/b/__init__.py", ""),
+        ("lib/b/_vendor/__init__.py", ""),
+        ("lib/b/_vendor/walker.py", module),
+        ("lib/b/_vendor/walker_copy.py", module),
+        ("lib/c/__init__.py", ""),
+        ("lib/c/warn.py", "x = 1 is 1\n"),
+        ("lib/c/warn_again.py", "x = 1 is 1\n"),
+        ("lib/c/broken.py", "def f(:\n"),
+        ("lib/c/broken_again.py", "def f(:\n"),
+    ];
+    for (rel, text) in files {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+#[test]
+fn identical_sources_in_one_run_are_compiled_once_with_each_paths_bytes() {
+    let mut ran = 0;
+    for interp in support::interpreters() {
+        if !interp.cpython_at_least(8) {
+            continue;
+        }
+        ran += 1;
+        let label = interp.label();
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        let (ours, theirs) = (base.join("ours"), base.join("theirs"));
+        duplicates_tree(&ours);
+        duplicates_tree(&theirs);
+        let reference = Command::new(&interp.path)
+            .current_dir(&theirs)
+            .args(["-m", "compileall", "-q", "lib"])
+            .output()
+            .unwrap();
+        let out = client(
+            interp,
+            &ours,
+            &base.join("cache"),
+            &["compileall", "-q", "lib"],
+        );
+        assert_eq!(out.status.code(), reference.status.code(), "{label}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&reference.stdout),
+            "{label}: stdout"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&reference.stderr),
+            "{label}: stderr (each warning names its own file)"
+        );
+        let (mine, want) = (pycs(&ours), pycs(&theirs));
+        assert_eq!(
+            mine.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{label}"
+        );
+        if interp.bytes_must_match() {
+            for (rel, bytes) in &mine {
+                assert!(want[rel] == *bytes, "{label}: {} differs", rel.display());
+            }
+        } else {
+            let pairs: Vec<(&[u8], &[u8])> = mine
+                .iter()
+                .map(|(k, v)| (want[k].as_slice(), v.as_slice()))
+                .collect();
+            assert!(
+                code_equal(interp, &pairs, base).iter().all(|v| *v),
+                "{label}"
+            );
+        }
+
+        // The counts: one compile per distinct source where results may be relocated.
+        let counted = base.join("counted");
+        duplicates_tree(&counted);
+        let cache = base.join("cache-counted");
+        let out = client(interp, &counted, &cache, &["sync", "--json", "lib"]);
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["files"], 12, "{label}: {summary}");
+        assert_eq!(summary["errors"], 2, "{label}: {summary}");
+        assert_eq!(summary["compiled"], 12, "{label}: {summary}");
+        let relocates = interp.version < (3, 14, 0);
+        // Four more empty `__init__.py` and two more `walker.py`: served by the first
+        // compile of each, rewritten; the warning and the error are compiled at each path.
+        let shared = if relocates { 6 } else { 0 };
+        assert_eq!(summary["shared"], shared, "{label}: {summary}");
+    }
+    assert!(ran > 0, "no CPython 3.8+ found");
 }

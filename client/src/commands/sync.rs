@@ -58,7 +58,14 @@ pub fn run(
         timestamp_pycs: invalidation_mode == InvalidationMode::Timestamp,
         force: args.force,
     };
-    let planned = plan_tree(session, &walk)?;
+    // A run with no cache it could hit compiles every file it plans: its workers start as soon
+    // as the walk finds the first, and are ready when the files are.
+    let pool = session.worker_pool();
+    let planned = if session.nothing_cached() {
+        plan_tree_with(session, &walk, Some(&|| pool.start_workers()))?
+    } else {
+        plan_tree(session, &walk)?
+    };
     let summary = Summary {
         files: planned.files,
         up_to_date: planned.up_to_date,
@@ -71,7 +78,7 @@ pub fn run(
         invalidation_mode,
         hardlink_dupes: false,
     };
-    let (ok, mut summary) = session.run(plan, summary)?;
+    let (ok, mut summary) = session.run_with(plan, summary, None, Some(pool))?;
     summary.seconds = started.elapsed().as_secs_f64();
     let console = &session.console;
     if args.json {
@@ -132,6 +139,15 @@ pub fn or_current_dir(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Walks `walk.paths` as `sync` does (full recursion, the ruff-like default excludes).
 pub fn plan_tree(session: &Session, walk: &TreeWalk<'_>) -> Result<PlannedTree> {
+    plan_tree_with(session, walk, None)
+}
+
+/// [`plan_tree`], calling `first_file` once the walk plans a file to compile.
+pub fn plan_tree_with(
+    session: &Session,
+    walk: &TreeWalk<'_>,
+    first_file: Option<&dyn Fn()>,
+) -> Result<PlannedTree> {
     let settings = &session.settings;
     let ctx = session.plan_context();
     if let Some(why) = session.interpreter.unchecked() {
@@ -172,6 +188,9 @@ pub fn plan_tree(session: &Session, walk: &TreeWalk<'_>) -> Result<PlannedTree> 
         limit_sl_dest: None,
     };
     let mut planner = Planner::new(&ctx, &opts);
+    if let Some(hook) = first_file {
+        planner.on_first_file(hook);
+    }
     for path in walk.paths {
         if !path.exists() {
             bail!(

@@ -139,10 +139,15 @@ pub struct Planner<'a> {
     /// The walk is in a directory whose listing has no `__pycache__`: its pycs are missing, no
     /// need to try opening each.
     no_pycache_here: bool,
+    /// The file about to be planned is a regular file, as its directory entry says (not a
+    /// symlink): no stat is needed to know it, only to read its mtime.
+    known_regular: bool,
     /// 3.8's up-to-date check packs the source mtime as a signed 32-bit number: from 2038 on
     /// (or before 1901) it raises `struct.error` and compileall stops with a traceback. Set
     /// when the walk reaches such a file; the run is then compileall's own.
     pub mtime_struct_error: bool,
+    /// Called once, when the first file to compile is planned.
+    first_file: Option<&'a dyn Fn()>,
 }
 
 impl<'a> Planner<'a> {
@@ -156,8 +161,16 @@ impl<'a> Planner<'a> {
             up_to_date: 0,
             planned: Default::default(),
             no_pycache_here: false,
+            known_regular: false,
             mtime_struct_error: false,
+            first_file: None,
         }
+    }
+
+    /// Calls `hook` once, as soon as the walk plans a file to compile (the rest of the walk
+    /// still to come).
+    pub fn on_first_file(&mut self, hook: &'a dyn Fn()) {
+        self.first_file = Some(hook);
     }
 
     fn at_least(&self, minor: u32) -> bool {
@@ -216,16 +229,23 @@ impl<'a> Planner<'a> {
                 Vec::new()
             }
         };
-        names.sort_by_cached_key(|n| crate::pyrepr::code_points(n));
-        let no_pycache = !names.iter().any(|n| n.as_bytes() == b"__pycache__");
-        for name in names {
+        names.sort_by_cached_key(|(n, _)| crate::pyrepr::code_points(n));
+        let no_pycache = !names.iter().any(|(n, _)| n.as_bytes() == b"__pycache__");
+        for (name, kind) in names {
             if name.as_bytes() == b"__pycache__" {
                 continue;
             }
             let fullname = os_path_join(dir, &name);
-            let is_dir = fs::metadata(&fullname).map(|m| m.is_dir()).unwrap_or(false);
+            // The directory entry's type says as much as a stat for files and directories; a
+            // symlink (or an unknown type) is stat'ed, as `os.path.isdir` follows it.
+            let is_dir = match kind {
+                Some(kind) if kind.is_file() => false,
+                Some(kind) if kind.is_dir() => true,
+                _ => fs::metadata(&fullname).map(|m| m.is_dir()).unwrap_or(false),
+            };
             if !is_dir {
                 self.no_pycache_here = no_pycache;
+                self.known_regular = kind.is_some_and(|k| k.is_file());
                 match naming {
                     Naming::Strip {
                         stripdir,
@@ -239,10 +259,11 @@ impl<'a> Planner<'a> {
                     Naming::Ddir(ddir) => self.compile_file(&fullname, ddir.as_deref(), None, None),
                 }
                 self.no_pycache_here = false;
+                self.known_regular = false;
             } else if maxlevels > 0
                 && name.as_bytes() != b"."
                 && name.as_bytes() != b".."
-                && !is_symlink(&fullname)
+                && !kind.map_or_else(|| is_symlink(&fullname), |k| k.is_symlink())
             {
                 let sub = match naming {
                     Naming::Ddir(Some(d)) => Naming::Ddir(Some(os_path_join(d, &name))),
@@ -316,17 +337,19 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let Ok(meta) = fs::metadata(fullname) else {
-            return;
-        };
-        if !meta.is_file() {
-            return;
+        // (A file the directory listing showed as regular is stat'ed only for its mtime.)
+        let known_regular = std::mem::take(&mut self.known_regular);
+        let mut meta = None;
+        if !known_regular {
+            match fs::metadata(fullname) {
+                Ok(m) if m.is_file() => meta = Some(m),
+                _ => return,
+            }
         }
         let nb = name.as_bytes();
         if nb.len() < 3 || &nb[nb.len() - 3..] != b".py" {
             return;
         }
-        self.python_files += 1;
         // Without a `__pycache__` beside the source (and pycs in the default place), there is
         // no pyc to open.
         let surely_missing =
@@ -364,9 +387,20 @@ impl<'a> Planner<'a> {
                 }
             })
             .collect();
+        // The up-to-date check reads the mtime, unless every pyc is surely missing (3.8 reads
+        // it all the same: it packs it into a struct first).
+        let needs_mtime =
+            !self.opts.force && (!self.at_least(9) || levels.iter().any(|l| !l.known_absent));
+        if needs_mtime && meta.is_none() {
+            match fs::metadata(fullname) {
+                Ok(m) if m.is_file() => meta = Some(m),
+                _ => return,
+            }
+        }
+        self.python_files += 1;
         let mut revisit = false;
-        if !self.opts.force {
-            let mtime = pyc::python_mtime(&meta);
+        if let Some(meta) = meta.as_ref().filter(|_| needs_mtime) {
+            let mtime = pyc::python_mtime(meta);
             if !self.at_least(9) && i32::try_from(mtime).is_err() {
                 self.mtime_struct_error = true;
             }
@@ -391,6 +425,9 @@ impl<'a> Planner<'a> {
         for level in &levels {
             self.planned
                 .insert(normalize(Path::new(&level.cfile), &self.ctx.cwd));
+        }
+        if let Some(hook) = self.first_file.take() {
+            hook();
         }
         self.events.push(Event::File(FileTask {
             fullname: fullname.to_os_string(),
@@ -428,11 +465,13 @@ enum Naming {
     },
 }
 
-fn list_dir(dir: &OsStr) -> Option<Vec<OsString>> {
+/// `os.listdir`, with each entry's type where the directory says it (no stat).
+fn list_dir(dir: &OsStr) -> Option<Vec<(OsString, Option<fs::FileType>)>> {
     let rd = fs::read_dir(if dir.is_empty() { OsStr::new("") } else { dir }).ok()?;
     let mut names = Vec::new();
     for e in rd {
-        names.push(e.ok()?.file_name());
+        let e = e.ok()?;
+        names.push((e.file_name(), e.file_type().ok()));
     }
     Some(names)
 }

@@ -15,14 +15,14 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use pycache_proto::{Entry, Outcome};
 
 use super::fetch::Announcement;
-use super::resolve::{FileRecord, Miss, Resolution, Resolved, Slot};
+use super::resolve::{level_keys, relocated, FileRecord, Miss, Resolution, Resolved, Slot, Source};
 use super::sinks::Sinks;
 use super::{Compiler, RunConfig, Style, Summary};
-use crate::compileall::plan::{Event, FileTask};
+use crate::compileall::plan::{Event, FileTask, Level};
 use crate::output::{escape_replayed, Console, WarningKind};
 use crate::pyc;
 use crate::pyrepr::{backslashreplace, os_error_class, os_error_text, repr};
-use crate::workers::{CompileOutcome, SourceRead};
+use crate::workers::{CompileJob, CompileOutcome, SourceRead};
 
 /// A finished compile job.
 enum Finished {
@@ -32,12 +32,36 @@ enum Finished {
         entry: Arc<Entry>,
         changed: Option<SourceRead>,
     },
-    Raised {
-        class_name: String,
-        text: String,
-        warnings: String,
-    },
+    Raised(Raised),
 }
+
+/// A compile that raised (an `OSError` reading the source, a lost worker): compileall prints
+/// `<class_name>: <text>`.
+#[derive(Clone)]
+struct Raised {
+    class_name: String,
+    text: String,
+    warnings: String,
+}
+
+/// A level's entry as the emit stage gets it.
+struct Got {
+    entry: Arc<Entry>,
+    /// What was really compiled, when the source changed between hashing and compiling.
+    changed: Option<SourceRead>,
+    /// The entry came from a cache, so its text is escaped when shown.
+    replayed: bool,
+}
+
+/// What a level gets: an entry, or the exception its compile raised.
+enum Obtained {
+    Entry(Got),
+    Raised(Raised),
+}
+
+/// Ids of compile jobs the emit stage adds (a file that shares a result that cannot be
+/// rewritten for its path is compiled on its own): far above any id of stage 1.
+const LATE_IDS: u64 = 1 << 48;
 
 /// Where results come from and where new ones go.
 pub struct Feeds<'a> {
@@ -94,7 +118,7 @@ impl Findings {
             Resolved::Miss(miss) => self.misses.push(miss),
             Resolved::File(record) => {
                 for slot in &record.levels {
-                    if let Slot::Job(id) = slot {
+                    if let Slot::Job(id) | Slot::Shared(id) = slot {
                         *self.uses.entry(*id).or_default() += 1;
                     }
                 }
@@ -145,6 +169,8 @@ struct Results<'a> {
     announced: Option<Receiver<Announcement>>,
     /// Announcements received: the server's entry, or `None` (the job is compiling).
     answers: HashMap<u64, Option<Arc<Entry>>>,
+    /// The misses of jobs the emit stage added, by id.
+    late: HashMap<u64, Miss>,
 }
 
 impl Results<'_> {
@@ -164,7 +190,7 @@ impl Results<'_> {
     /// The server's entry for job `id`, if it has one (waiting for the lookup to say); `None`
     /// when the job is compiled.
     fn server_answer(&mut self, id: u64) -> io::Result<Option<Arc<Entry>>> {
-        let Some(announced) = &self.announced else {
+        let Some(announced) = self.announced.as_ref().filter(|_| id < LATE_IDS) else {
             return Ok(None);
         };
         while !self.answers.contains_key(&id) {
@@ -174,6 +200,103 @@ impl Results<'_> {
             self.answers.insert(job, entry);
         }
         Ok(self.answers[&id].clone())
+    }
+
+    /// The entry of job `id` (the server's, else the compile's), for one slot that waits for it.
+    fn job_entry(&mut self, id: u64, summary: &mut Summary) -> io::Result<Obtained> {
+        if let Some(entry) = self.server_answer(id)? {
+            self.release(id);
+            return Ok(Obtained::Entry(Got {
+                entry,
+                changed: None,
+                replayed: true,
+            }));
+        }
+        let obtained = match self.wait(id, summary)? {
+            Finished::Entry { entry, changed } => Obtained::Entry(Got {
+                entry: Arc::clone(entry),
+                changed: changed.clone(),
+                replayed: false,
+            }),
+            Finished::Raised(raised) => Obtained::Raised(raised.clone()),
+        };
+        self.release(id);
+        Ok(obtained)
+    }
+
+    /// The entry of a level whose source and level job `id` has at another path: that job's
+    /// clean result rewritten for this path (byte for byte what a compile here gives), else —
+    /// a failure or warnings (whose text names the path), a source that changed, a rewrite
+    /// that cannot be exact — a compile of its own.
+    fn shared_entry(
+        &mut self,
+        id: u64,
+        task: &FileTask,
+        level: &Level,
+        source: &Source,
+        cfg: &RunConfig,
+        summary: &mut Summary,
+    ) -> io::Result<Obtained> {
+        let origin = self.job_entry(id, summary)?;
+        let recorded = self.miss(id).map(|m| m.key.dfile.clone());
+        let moved = match (origin, recorded, task.recorded_name().to_str()) {
+            (Obtained::Entry(got), Some(recorded), Some(wanted)) if got.changed.is_none() => {
+                let entry = (*got.entry).clone().with_dfile(recorded);
+                relocated(entry, cfg, wanted).map(|(entry, _)| (entry, got.replayed))
+            }
+            _ => None,
+        };
+        match moved {
+            Some((entry, replayed)) => {
+                if replayed {
+                    summary.remote_hits += 1;
+                    summary.relocated_hits += 1;
+                } else {
+                    summary.compiled += 1;
+                    summary.shared += 1;
+                }
+                Ok(Obtained::Entry(Got {
+                    entry: Arc::new(entry),
+                    changed: None,
+                    replayed,
+                }))
+            }
+            None => {
+                let id = self.compile_alone(task, level, source, cfg);
+                self.job_entry(id, summary)
+            }
+        }
+    }
+
+    /// Submits a compile of one level of `task` as a job of its own; returns its id.
+    fn compile_alone(
+        &mut self,
+        task: &FileTask,
+        level: &Level,
+        source: &Source,
+        cfg: &RunConfig,
+    ) -> u64 {
+        let id = LATE_IDS + self.late.len() as u64;
+        let (key, relocatable) = level_keys(task, level.effective, &source.hash, cfg);
+        let job = CompileJob {
+            id,
+            source: task.fullname.clone(),
+            dfile: task.dfile.clone(),
+            optimize: level.opt_level as i32,
+        };
+        self.late.insert(
+            id,
+            Miss {
+                digest: key.digest(),
+                key,
+                relocatable,
+                fullname: task.fullname.clone(),
+                job: None,
+            },
+        );
+        *self.findings.uses.entry(id).or_default() += 1;
+        self.compiler.submit(job);
+        id
     }
 
     /// The next file's record (waiting for the resolve stage when it is behind).
@@ -234,8 +357,12 @@ impl Results<'_> {
 
     /// Turns a worker result into an entry; deterministic ones are stored in the sinks.
     fn absorb(&mut self, job: u64, outcome: CompileOutcome, summary: &mut Summary) -> Finished {
-        self.miss(job);
-        let miss = self.findings.misses.get(job as usize);
+        let miss = if job >= LATE_IDS {
+            self.late.get(&job)
+        } else {
+            self.miss(job);
+            self.findings.misses.get(job as usize)
+        };
         let mut changed = None;
         let entry = match outcome {
             CompileOutcome::Compiled {
@@ -257,18 +384,18 @@ impl Results<'_> {
                 text,
                 warnings,
             } => {
-                return Finished::Raised {
+                return Finished::Raised(Raised {
                     class_name,
                     text,
                     warnings,
-                }
+                })
             }
             CompileOutcome::WorkerLost { message } => {
-                return Finished::Raised {
+                return Finished::Raised(Raised {
                     class_name: "pycache.WorkerLost".into(),
                     text: message,
                     warnings: String::new(),
-                }
+                })
             }
         };
         summary.compiled += 1;
@@ -323,6 +450,7 @@ pub fn emit(
         done: HashMap::new(),
         announced,
         answers: HashMap::new(),
+        late: HashMap::new(),
     };
     let mut success = true;
     // Pycs written by files that succeeded: a revisit finds them up to date.
@@ -404,29 +532,19 @@ fn emit_file(
         // `replayed`: the entry came from a cache, so its text is escaped when shown.
         let (entry, changed, replayed) = match slot {
             Slot::Ready(entry) => (Arc::clone(entry), None, true),
-            Slot::Job(id) => {
-                if let Some(entry) = results.server_answer(*id)? {
-                    results.release(*id);
-                    (entry, None, true)
-                } else {
-                    let found = match results.wait(*id, summary)? {
-                        Finished::Entry { entry, changed } => {
-                            Ok((Arc::clone(entry), changed.clone()))
-                        }
-                        Finished::Raised {
-                            class_name,
-                            text,
-                            warnings,
-                        } => {
-                            out.warnings(warnings);
-                            out.error_raised(&task.fullname, class_name, text)?;
-                            Err(())
-                        }
-                    };
-                    results.release(*id);
-                    match found {
-                        Ok((entry, changed)) => (entry, changed, false),
-                        Err(()) => return Ok(false),
+            Slot::Job(id) => match results.job_entry(*id, summary)? {
+                Obtained::Entry(got) => (got.entry, got.changed, got.replayed),
+                Obtained::Raised(raised) => {
+                    out.raised(&task.fullname, &raised)?;
+                    return Ok(false);
+                }
+            },
+            Slot::Shared(id) => {
+                match results.shared_entry(*id, task, level, source, cfg, summary)? {
+                    Obtained::Entry(got) => (got.entry, got.changed, got.replayed),
+                    Obtained::Raised(raised) => {
+                        out.raised(&task.fullname, &raised)?;
+                        return Ok(false);
                     }
                 }
             }
@@ -558,5 +676,11 @@ impl<'a> Printer<'a> {
 
     fn error_raised(&mut self, fullname: &OsStr, class_name: &str, text: &str) -> io::Result<()> {
         self.error_text(fullname, &format!("{class_name}: {text}"))
+    }
+
+    /// A compile that raised: its warnings, then compileall's report.
+    fn raised(&mut self, fullname: &OsStr, raised: &Raised) -> io::Result<()> {
+        self.warnings(&raised.warnings);
+        self.error_raised(fullname, &raised.class_name, &raised.text)
     }
 }

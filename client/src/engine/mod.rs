@@ -98,8 +98,11 @@ pub struct Summary {
     pub remote_hits: u64,
     /// Hits (local or remote) compiled at another path and rewritten for this one.
     pub relocated_hits: u64,
-    /// Results compiled by the workers.
+    /// Results compiled in this run.
     pub compiled: u64,
+    /// Of those, results of files whose source (and level) another file of this run has at
+    /// another path: compiled once, rewritten for each path.
+    pub shared: u64,
     /// .pyc files written.
     pub written: u64,
     /// Files that failed.

@@ -2,7 +2,9 @@
 //!
 //! The result is one [`FileRecord`] per file compileall would compile, in plan order, and one
 //! [`Miss`] per distinct key the local cache lacks: two levels or files with the same key share
-//! one compile job (a job's id is its index in [`Resolution::misses`]).
+//! one compile job (a job's id is its index in [`Resolution::misses`]). Where results may be
+//! relocated, files of identical source at other paths share it too ([`Slot::Shared`]): an
+//! empty `__init__.py` or a vendored copy is compiled once a run.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -36,6 +38,9 @@ pub enum Slot {
     Ready(Arc<Entry>),
     /// Waiting for the miss with this job id.
     Job(u64),
+    /// The same source and level as the miss with this job id, at another path: its result,
+    /// rewritten for this file's path (or, where that cannot be exact, a compile of its own).
+    Shared(u64),
 }
 
 /// One file to emit.
@@ -121,6 +126,8 @@ pub fn resolve_each(
 ) {
     let mut misses = 0u64;
     let mut by_digest: std::collections::HashMap<KeyDigest, u64> = Default::default();
+    // Misses by their key without dfile: the same source and level at another path.
+    let mut by_source: std::collections::HashMap<KeyDigest, u64> = Default::default();
     for task in tasks(events) {
         let source = match read_source(&task.fullname, cfg.invalidation_mode) {
             Ok(source) => source,
@@ -138,6 +145,10 @@ pub fn resolve_each(
             let digest = key.digest();
             if let Some(&id) = by_digest.get(&digest) {
                 levels.push(Slot::Job(id));
+                continue;
+            }
+            if let Some(&id) = relocatable.as_ref().and_then(|(_, d)| by_source.get(d)) {
+                levels.push(Slot::Shared(id));
                 continue;
             }
             let wanted = task.recorded_name().to_str();
@@ -167,6 +178,9 @@ pub fn resolve_each(
                 optimize: level.opt_level as i32,
             };
             by_digest.insert(digest, id);
+            if let Some((_, source_digest)) = &relocatable {
+                by_source.insert(*source_digest, id);
+            }
             let mut miss = Miss {
                 key,
                 digest,
@@ -266,12 +280,27 @@ pub fn relocated(entry: Entry, cfg: &RunConfig, wanted: &str) -> Option<(Entry, 
     }
 }
 
-/// Reads and hashes one source (compileall's `fullname`); the bytes are dropped unless a hash-based header needs them.
+/// Reads and hashes one source (compileall's `fullname`); the bytes are dropped unless a
+/// hash-based header needs them.
 pub fn read_source(path: &OsStr, mode: InvalidationMode) -> io::Result<Source> {
     use std::io::Read as _;
     let mut file = fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    // Read into a buffer that grows, not one sized by a stat first: the stat that counts is
+    // the one after reading, and one stat a file is enough.
+    let mut bytes = vec![0u8; 32 * 1024];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(len * 2, 0);
+        }
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(len);
     // The stat of the file that was read, taken after reading it.
     let meta = file.metadata()?;
     let hash = *blake3::hash(&bytes).as_bytes();

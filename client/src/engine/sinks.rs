@@ -3,7 +3,7 @@
 //! the server (a bounded queue, so a slow server holds back printing rather than filling
 //! memory).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -17,29 +17,57 @@ use crate::remote::UploadReport;
 
 /// Frames queued for upload before the printing thread waits.
 const UPLOAD_QUEUE: usize = 1024;
+/// Entries handed to the local-cache thread at once (one wake-up of that thread each).
+const LOCAL_BATCH: usize = 64;
+
+/// Entries for the local cache.
+type LocalBatch = Vec<(KeyDigest, Arc<Entry>)>;
 
 /// The open sinks of a run, handed to the emit stage.
 #[derive(Default)]
 pub struct Sinks {
-    local: Option<Sender<(KeyDigest, Arc<Entry>)>>,
+    local: Option<Sender<LocalBatch>>,
+    /// Entries not yet handed to the local-cache thread.
+    local_batch: Mutex<LocalBatch>,
     upload: Option<Sender<Frame>>,
 }
 
 impl Sinks {
     /// Stores an entry the server sent in the local cache.
     pub fn store_fetched(&self, key: &KeyDigest, entry: &Arc<Entry>) {
-        if let Some(local) = &self.local {
-            let _ = local.send((*key, Arc::clone(entry)));
-        }
+        self.store_local(*key, entry);
     }
 
     /// Stores a new compile under `key`: in the local cache and at the server, where open.
     pub fn store(&self, key: &CacheKey, entry: &Arc<Entry>) {
-        if let Some(local) = &self.local {
-            let _ = local.send((key.digest(), Arc::clone(entry)));
-        }
+        self.store_local(key.digest(), entry);
         if let Some(upload) = &self.upload {
             let _ = upload.send(Frame::new(key.clone(), entry));
+        }
+    }
+
+    fn store_local(&self, key: KeyDigest, entry: &Arc<Entry>) {
+        let Some(local) = &self.local else {
+            return;
+        };
+        let mut batch = self.local_batch.lock().unwrap_or_else(|e| e.into_inner());
+        batch.push((key, Arc::clone(entry)));
+        if batch.len() >= LOCAL_BATCH {
+            let _ = local.send(std::mem::take(&mut *batch));
+        }
+    }
+}
+
+impl Drop for Sinks {
+    /// Hands the last entries on.
+    fn drop(&mut self) {
+        let batch = std::mem::take(
+            self.local_batch
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        if let (Some(local), false) = (&self.local, batch.is_empty()) {
+            let _ = local.send(batch);
         }
     }
 }
@@ -63,10 +91,10 @@ pub fn with_sinks<T>(
     std::thread::scope(|scope| {
         let mut sinks = Sinks::default();
         if let Some(cache) = tiers.local {
-            let (tx, rx) = crossbeam_channel::unbounded::<(KeyDigest, Arc<Entry>)>();
+            let (tx, rx) = crossbeam_channel::unbounded::<LocalBatch>();
             sinks.local = Some(tx);
             scope.spawn(move || {
-                for (key, entry) in rx {
+                for (key, entry) in rx.into_iter().flatten() {
                     store_local(cache, &key, &entry, console);
                 }
             });

@@ -19,7 +19,7 @@
 
 mod report;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -92,6 +92,10 @@ pub struct LocalCache {
     options: CacheOptions,
     conn: Mutex<Connection>,
     run: Mutex<RunState>,
+    /// The store held no entry when it was opened: lookups look only at this run's own
+    /// entries (a fresh cache's cold run asks the database nothing; entries another process
+    /// stores meanwhile are missed, which costs a compile, never a wrong result).
+    empty_at_open: bool,
 }
 
 /// What this process has not written yet.
@@ -104,6 +108,8 @@ struct RunState {
     pending_bytes: usize,
     /// Ids of the entries this run hit, for their last-use times.
     touched: Vec<i64>,
+    /// Keys this run wrote, when the store was empty at open (the only ones to look up).
+    written: HashSet<KeyDigest>,
     stored: u64,
     stored_bytes: u64,
     corrupt: u64,
@@ -152,11 +158,17 @@ impl LocalCache {
             other => other,
         }
         .map_err(|e| store_error(&path, e))?;
+        let empty_at_open = conn
+            .query_row("SELECT NOT EXISTS (SELECT 1 FROM entries)", [], |r| {
+                r.get::<_, bool>(0)
+            })
+            .unwrap_or(false);
         Ok(LocalCache {
             root: root.to_path_buf(),
             options,
             conn: Mutex::new(conn),
             run: Mutex::new(RunState::default()),
+            empty_at_open,
         })
     }
 
@@ -183,6 +195,9 @@ impl LocalCache {
                 Ok(entry) => Lookup::Hit(entry),
                 Err(why) => Lookup::Corrupt(why),
             };
+        }
+        if self.empty_at_open && !run.written.contains(key) {
+            return Lookup::Miss;
         }
         let conn = self.conn.lock().expect("cache connection lock");
         let found = conn
@@ -299,6 +314,9 @@ impl LocalCache {
         }
         let pending = std::mem::take(&mut run.pending);
         run.pending_index.clear();
+        if self.empty_at_open {
+            run.written.extend(pending.iter().map(|(key, _)| *key));
+        }
         run.pending_bytes = 0;
         let mut conn = self.conn.lock().expect("cache connection lock");
         let path = self.store_path();

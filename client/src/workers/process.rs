@@ -1,29 +1,30 @@
-//! One worker process: start it, hand it a job, read its answer within a deadline, stop it.
+//! One worker process: start it, send it jobs, read its answers within a deadline, stop it.
 //!
-//! A reader thread turns the worker's stdout into [`Event`]s, so waiting for an answer is a
-//! channel receive with a timeout; another thread keeps the tail of its stderr for messages.
+//! The pool thread that owns a worker writes its requests and reads its answers itself, with
+//! plain blocking reads: an answer costs the client one read, not a hand-off between threads.
+//! Deadlines are kept by the pool's [`Watchdog`], which kills a worker whose answer is late
+//! (or that is busy when the pool stops), so the blocked read ends. Requests may be sent ahead
+//! of answers (the pool keeps a few in the worker's pipe, so the worker never waits for the
+//! client between two compiles). Another thread keeps the tail of its stderr for messages.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::protocol::{decode_response, encode_request, MAX_FRAME, READY_MARKER};
 use super::{CompileJob, CompileOutcome};
-
 /// The worker script, run with `python -c`.
 const WORKER_SCRIPT: &str = include_str!("worker.py");
 /// How much of a worker's stderr is kept for error messages.
 const STDERR_TAIL: usize = 4096;
 /// How much stray output before the ready marker is tolerated.
 const MAX_PREAMBLE: usize = 1 << 20;
-/// How often a waiting thread looks at the pool's stop flag.
-const STOP_POLL: Duration = Duration::from_millis(100);
+/// How often the watchdog looks at deadlines and at the pool's stop flag.
+const WATCH_TICK: Duration = Duration::from_millis(100);
 
 /// How to start a worker.
 #[derive(Clone, Debug)]
@@ -38,18 +39,58 @@ pub(super) struct Launch {
     pub start_gate: Option<PathBuf>,
 }
 
-/// What the stdout reader thread reports.
-enum Event {
-    Ready,
-    Response(Result<(u64, CompileOutcome), String>),
-    Closed(String),
+/// A worker process as the watchdog sees it.
+struct Watched {
+    child: Child,
+    /// When the answer being waited for is late; `None` while nobody waits.
+    deadline: Option<Instant>,
+    /// The watchdog killed the process because the deadline passed.
+    expired: bool,
+}
+
+/// Kills workers whose answer is late, and busy workers once the pool stops: a pool thread
+/// blocked reading from such a worker then sees its output end.
+#[derive(Default)]
+pub(super) struct Watchdog {
+    workers: Mutex<Vec<Weak<Mutex<Watched>>>>,
+}
+
+impl Watchdog {
+    /// Looks at every worker each [`WATCH_TICK`] until `done` is set (unpark the thread to end
+    /// it at once).
+    pub(super) fn run(&self, stopping: &AtomicBool, done: &AtomicBool) {
+        while !done.load(Ordering::Relaxed) {
+            std::thread::park_timeout(WATCH_TICK);
+            let stopping = stopping.load(Ordering::Relaxed);
+            let now = Instant::now();
+            let mut workers = lock(&self.workers);
+            workers.retain(|w| w.strong_count() > 0);
+            for watched in workers.iter().filter_map(Weak::upgrade) {
+                let mut watched = lock(&watched);
+                let Some(deadline) = watched.deadline else {
+                    continue;
+                };
+                if stopping || now >= deadline {
+                    watched.expired = !stopping;
+                    watched.deadline = None;
+                    let _ = watched.child.kill();
+                }
+            }
+        }
+    }
+}
+
+/// A lock, even when a thread panicked holding it (the data stays usable).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running worker.
 pub(super) struct WorkerProcess {
-    child: Child,
+    watched: Arc<Mutex<Watched>>,
+    pid: u32,
     stdin: ChildStdin,
-    events: Receiver<Event>,
+    stdout: BufReader<ChildStdout>,
     stderr_tail: Arc<Mutex<VecDeque<u8>>>,
     executable: PathBuf,
 }
@@ -61,6 +102,7 @@ impl WorkerProcess {
         timeout: Duration,
         started: &AtomicUsize,
         stopping: &AtomicBool,
+        watchdog: &Watchdog,
     ) -> Result<Self, String> {
         if let Some(gate) = &launch.start_gate {
             let waiting = Instant::now();
@@ -93,84 +135,148 @@ impl WorkerProcess {
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, events) = crossbeam_channel::unbounded();
-        std::thread::spawn(move || read_stdout(stdout, &tx));
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail = Arc::clone(&stderr_tail);
         std::thread::spawn(move || read_stderr(stderr, &tail));
-        let mut process = WorkerProcess {
+        let pid = child.id();
+        let watched = Arc::new(Mutex::new(Watched {
             child,
+            deadline: None,
+            expired: false,
+        }));
+        lock(&watchdog.workers).push(Arc::downgrade(&watched));
+        let mut process = WorkerProcess {
+            watched,
+            pid,
             stdin,
-            events,
+            stdout: BufReader::with_capacity(1 << 16, stdout),
             stderr_tail,
             executable: launch.shown.clone(),
         };
-        match process.wait_event(timeout, stopping) {
-            Ok(Event::Ready) => Ok(process),
-            Ok(_) => Err(process.fail("sent a frame before it was ready")),
-            Err(reason) => Err(process.fail(&format!("did not start: {reason}"))),
+        process.watch(Some(timeout));
+        let ready = process.skip_to_ready();
+        process.watch(None);
+        match ready {
+            Ok(()) => Ok(process),
+            Err(how) => {
+                let reason = process.read_failure(how, timeout, stopping);
+                Err(process.fail(&format!("did not start: {reason}")))
+            }
         }
     }
 
-    /// Compiles one job. An `Err` means this process is unusable (it died, hung or broke the
-    /// protocol) and has been killed.
-    pub(super) fn compile(
+    /// Sets (or clears) the deadline of the answer waited for.
+    fn watch(&self, timeout: Option<Duration>) {
+        lock(&self.watched).deadline = timeout.map(|t| Instant::now() + t);
+    }
+
+    /// Why a read ended: the watchdog's doing (a late answer, a stopping pool) or `how` the
+    /// output ended.
+    fn read_failure(&self, how: &str, timeout: Duration, stopping: &AtomicBool) -> String {
+        if lock(&self.watched).expired {
+            format!(
+                "gave no answer within {} s (PYCACHE_COMPILE_TIMEOUT)",
+                timeout.as_secs_f64()
+            )
+        } else if stopping.load(Ordering::Relaxed) {
+            "the pool is stopping".into()
+        } else {
+            how.to_owned()
+        }
+    }
+
+    /// Reads up to the ready marker; stray output before it (a `sitecustomize` that prints) is
+    /// skipped. An `Err` says how the output ended.
+    fn skip_to_ready(&mut self) -> Result<(), &'static str> {
+        let mut preamble = Vec::new();
+        loop {
+            self.read_line(&mut preamble)
+                .map_err(|_| "exited before it was ready")?;
+            if preamble.ends_with(READY_MARKER) {
+                break;
+            }
+            if preamble.len() > MAX_PREAMBLE {
+                return Err("printed too much before it was ready");
+            }
+        }
+        if preamble.len() > READY_MARKER.len() {
+            let stray = String::from_utf8_lossy(&preamble[..preamble.len() - READY_MARKER.len()]);
+            tracing::debug!(%stray, "compile worker printed before it was ready");
+        }
+        Ok(())
+    }
+
+    /// Sends one job without waiting for its answer. An `Err` means this process is unusable
+    /// and has been killed.
+    pub(super) fn send(&mut self, job: &CompileJob) -> Result<(), String> {
+        let frame = encode_request(job);
+        self.stdin
+            .write_all(&frame)
+            .and_then(|()| self.stdin.flush())
+            .map_err(|err| self.fail(&format!("could not be sent the job: {err}")))
+    }
+
+    /// Reads the next answer, which must be `expected`'s (answers come in request order),
+    /// waiting at most `timeout`. An `Err` means this process is unusable (it died, hung or
+    /// broke the protocol) and has been killed.
+    pub(super) fn answer(
         &mut self,
-        job: &CompileJob,
+        expected: u64,
         timeout: Duration,
         stopping: &AtomicBool,
     ) -> Result<CompileOutcome, String> {
-        let frame = encode_request(job);
-        if let Err(err) = self
-            .stdin
-            .write_all(&frame)
-            .and_then(|()| self.stdin.flush())
-        {
-            return Err(self.fail(&format!("could not be sent the job: {err}")));
-        }
-        match self.wait_event(timeout, stopping) {
-            Ok(Event::Response(Ok((id, outcome)))) if id == job.id => Ok(outcome),
-            Ok(Event::Response(Ok((id, _)))) => {
-                Err(self.fail(&format!("answered job {id}, expected {}", job.id)))
+        self.watch(Some(timeout));
+        let frame = self.read_frame();
+        self.watch(None);
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(how) => {
+                let reason = self.read_failure(how, timeout, stopping);
+                return Err(self.fail(&reason));
             }
-            Ok(Event::Response(Err(err))) => Err(self.fail(&format!("sent a bad frame: {err}"))),
-            Ok(_) => Err(self.fail("sent a second ready marker")),
-            Err(reason) => Err(self.fail(&reason)),
+        };
+        match decode_response(&frame) {
+            Ok((id, outcome)) if id == expected => Ok(outcome),
+            Ok((id, _)) => Err(self.fail(&format!("answered job {id}, expected {expected}"))),
+            Err(err) => Err(self.fail(&format!("sent a bad frame: {err}"))),
         }
     }
 
-    /// Waits for the next event, up to `timeout`, giving up early when the pool stops.
-    fn wait_event(&mut self, timeout: Duration, stopping: &AtomicBool) -> Result<Event, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left.min(STOP_POLL)) {
-                Ok(Event::Closed(reason)) => return Err(reason),
-                Ok(event) => return Ok(event),
-                Err(RecvTimeoutError::Disconnected) => return Err("its output closed".into()),
-                Err(RecvTimeoutError::Timeout) if left.is_zero() => {
-                    return Err(format!(
-                        "gave no answer within {} s (PYCACHE_COMPILE_TIMEOUT)",
-                        timeout.as_secs_f64()
-                    ))
-                }
-                Err(RecvTimeoutError::Timeout) if stopping.load(Ordering::Relaxed) => {
-                    return Err("the pool is stopping".into())
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-            }
+    /// Reads one length-prefixed frame. An `Err` says what went wrong.
+    fn read_frame(&mut self) -> Result<Vec<u8>, &'static str> {
+        let mut len = [0u8; 4];
+        self.stdout.read_exact(&mut len).map_err(|_| "exited")?;
+        let len = u32::from_le_bytes(len);
+        if len > MAX_FRAME {
+            return Err("sent a bad frame: a frame larger than the limit");
+        }
+        let mut frame = vec![0u8; len as usize];
+        self.stdout
+            .read_exact(&mut frame)
+            .map_err(|_| "exited in the middle of an answer")?;
+        Ok(frame)
+    }
+
+    /// Appends stdout up to and including the next newline to `line`.
+    fn read_line(&mut self, line: &mut Vec<u8>) -> std::io::Result<()> {
+        match self.stdout.read_until(b'\n', line)? {
+            0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(()),
         }
     }
 
     /// Kills the process and builds a message naming the interpreter, the reason, the exit status
     /// and the end of its stderr.
     fn fail(&mut self, reason: &str) -> String {
-        let _ = self.child.kill();
-        let status = self
-            .child
-            .wait()
-            .map(|s| format!(" ({s})"))
-            .unwrap_or_default();
+        let status = {
+            let mut watched = lock(&self.watched);
+            let _ = watched.child.kill();
+            watched
+                .child
+                .wait()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
+        };
         // The stderr thread sees EOF once the process is gone; give it a moment to catch up.
         let deadline = Instant::now() + Duration::from_millis(200);
         while Arc::strong_count(&self.stderr_tail) > 1 && Instant::now() < deadline {
@@ -196,71 +302,23 @@ impl WorkerProcess {
 
     /// Closes stdin so the worker exits on its own; kills it if it has not within `grace`.
     pub(super) fn stop(self, grace: Duration) {
-        let WorkerProcess {
-            mut child, stdin, ..
-        } = self;
+        let WorkerProcess { watched, stdin, .. } = self;
         drop(stdin);
+        let mut watched = lock(&watched);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
-            match child.try_wait() {
+            match watched.child.try_wait() {
                 Ok(Some(_)) | Err(_) => return,
                 Ok(None) => std::thread::sleep(Duration::from_millis(2)),
             }
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        let _ = watched.child.kill();
+        let _ = watched.child.wait();
     }
 
     /// The process id, for diagnostics.
     pub(super) fn id(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-/// Reader thread: skips stray output up to the ready marker, then forwards response frames.
-fn read_stdout(stdout: impl Read, tx: &Sender<Event>) {
-    let mut reader = BufReader::with_capacity(1 << 16, stdout);
-    let mut preamble = Vec::new();
-    loop {
-        match reader.read_until(b'\n', &mut preamble) {
-            Ok(0) | Err(_) => {
-                let _ = tx.send(Event::Closed("exited before it was ready".into()));
-                return;
-            }
-            Ok(_) if preamble.ends_with(READY_MARKER) => break,
-            Ok(_) if preamble.len() > MAX_PREAMBLE => {
-                let _ = tx.send(Event::Closed("printed too much before it was ready".into()));
-                return;
-            }
-            Ok(_) => {}
-        }
-    }
-    if preamble.len() > READY_MARKER.len() {
-        let stray = String::from_utf8_lossy(&preamble[..preamble.len() - READY_MARKER.len()]);
-        tracing::debug!(%stray, "compile worker printed before it was ready");
-    }
-    if tx.send(Event::Ready).is_err() {
-        return;
-    }
-    loop {
-        let mut len = [0u8; 4];
-        if reader.read_exact(&mut len).is_err() {
-            let _ = tx.send(Event::Closed("exited".into()));
-            return;
-        }
-        let len = u32::from_le_bytes(len);
-        if len > MAX_FRAME {
-            let _ = tx.send(Event::Response(Err(format!("frame of {len} bytes"))));
-            return;
-        }
-        let mut frame = vec![0u8; len as usize];
-        if reader.read_exact(&mut frame).is_err() {
-            let _ = tx.send(Event::Closed("exited in the middle of an answer".into()));
-            return;
-        }
-        if tx.send(Event::Response(decode_response(&frame))).is_err() {
-            return;
-        }
+        self.pid
     }
 }
 

@@ -288,16 +288,16 @@ fn a_killed_worker_is_replaced_and_the_job_retried() {
     assert_ne!(workers_in(&cwd), pids);
 }
 
+/// A source whose reading blocks forever: a FIFO that nobody writes.
+fn hanging_source(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
 #[test]
 fn a_hanging_job_times_out_and_is_reported() {
     let interp = probe(&interpreters().pop().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    // Reading a FIFO that nobody writes blocks forever.
-    assert!(Command::new("mkfifo")
-        .arg(dir.path().join("fifo.py"))
-        .status()
-        .unwrap()
-        .success());
+    hanging_source(&dir.path().join("fifo.py"));
     std::fs::write(dir.path().join("ok.py"), "ok = 1\n").unwrap();
     let pool = pool(&interp, dir.path(), 1, Duration::from_millis(1500));
     let start = Instant::now();
@@ -321,6 +321,49 @@ fn a_hanging_job_times_out_and_is_reported() {
         CompileOutcome::Compiled { .. }
     ));
     assert_eq!(pool.workers_started(), 3);
+}
+
+/// Jobs wait in a worker's pipe behind the one it compiles: when that one hangs, the worker
+/// is killed, the hanging job alone is charged (and retried once), and the jobs queued behind
+/// it are compiled by the next worker.
+#[test]
+fn jobs_queued_behind_a_hanging_one_are_compiled_by_the_next_worker() {
+    let interp = probe(&interpreters().pop().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    hanging_source(&dir.path().join("fifo.py"));
+    for n in 0..6 {
+        std::fs::write(dir.path().join(format!("m{n}.py")), format!("x = {n}\n")).unwrap();
+    }
+    let pool = pool(&interp, dir.path(), 1, Duration::from_millis(1500));
+    pool.submit(job(100, "fifo.py"));
+    for n in 0..6 {
+        pool.submit(job(n, &format!("m{n}.py")));
+    }
+    let mut outcomes: Vec<(u64, CompileOutcome)> = (0..7)
+        .map(|_| {
+            pool.results()
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap()
+        })
+        .collect();
+    outcomes.sort_by_key(|(id, _)| *id);
+    for (id, outcome) in &outcomes[..6] {
+        assert!(
+            matches!(outcome, CompileOutcome::Compiled { .. }),
+            "job {id}: {outcome:?}"
+        );
+    }
+    let (id, outcome) = &outcomes[6];
+    assert_eq!(*id, 100);
+    assert!(
+        matches!(outcome, CompileOutcome::WorkerLost { message } if message.contains("no answer within 1.5 s")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        pool.workers_started(),
+        3,
+        "two tries of the hanging job, then a worker for the rest"
+    );
 }
 
 #[test]
