@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::auth::Caller;
 use crate::config::Config;
 use crate::metrics::Metrics;
 pub use crate::slots::HeavySlot;
@@ -65,7 +64,10 @@ impl DiskFactor {
 
     /// Accounted bytes that take `on_disk` bytes.
     pub fn accounted(&self, on_disk: u64) -> u64 {
-        let per_mille = self.per_mille.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        let per_mille = self
+            .per_mille
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
         (u128::from(on_disk) * 1000 / u128::from(per_mille)) as u64
     }
 
@@ -103,14 +105,15 @@ impl AppState {
         }
     }
 
-    /// Waits for a heavy-request slot for `caller`, at most the configured slot wait (then a
-    /// 503 `busy` with `Retry-After`); the caller holds at most its share
-    /// (`--max-heavy-per-token`, keyed by its token's name, one key for every caller without a
-    /// token). The slot is freed when the [`HeavySlot`] drops.
-    pub async fn heavy_slot(&self, caller: &Caller) -> Result<HeavySlot, crate::error::AppError> {
-        self.heavy
-            .take(caller.name.as_deref(), self.config.slot_wait)
-            .await
+    /// Waits for a heavy-request slot for the caller whose token is named `token` (`None`: no
+    /// token), at most the configured slot wait (then a 503 `busy` with `Retry-After`); a
+    /// caller holds at most its share (`--max-heavy-per-token`, keyed by the token's name, one
+    /// key for every caller without a token). The slot is freed when the [`HeavySlot`] drops.
+    pub async fn heavy_slot(
+        &self,
+        token: Option<&str>,
+    ) -> Result<HeavySlot, crate::error::AppError> {
+        self.heavy.take(token, self.config.slot_wait).await
     }
 
     /// Gives freed memory back to the operating system when no heavy request is in progress

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use pycache_proto::api::{self, BatchPutResponse};
 use pycache_proto::pack::{decode_pack, encode_pack, Frame};
 use pycache_proto::{ErrorResponse, KeyDigest};
-use support::process::{create_token, Server};
 use support::proc::{peak_rss, rss};
+use support::process::{create_token, Server};
 use support::{compiled_frame, pg};
 
 fn stats(http: &reqwest::blocking::Client, server: &Server, token: &str) -> api::StatsResponse {

@@ -13,7 +13,10 @@ use support::router::{post_json, request, send, send_pack};
 use support::{compiled_frame, pack_of, setup};
 
 async fn assert_nothing_stored(state: &AppState) {
-    assert_eq!(state.store.totals().await.unwrap().entries_and_bytes(), (0, 0));
+    assert_eq!(
+        state.store.totals().await.unwrap().entries_and_bytes(),
+        (0, 0)
+    );
 }
 
 #[tokio::test]

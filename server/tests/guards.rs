@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use pycache_proto::api::{self, BatchPutResponse};
 use pycache_proto::pack::{decode_pack, encode_pack, Frame, PACK_CONTENT_TYPE};
 use pycache_proto::{Entry, ErrorResponse};
-use support::process::{binary, create_token, Server};
 use support::proc::rss;
+use support::process::{binary, create_token, Server};
 use support::{compiled_frame, key, pg};
 
 /// Status, headers and body of one raw HTTP/1.1 request sent with `host` as its `Host`.
@@ -86,7 +86,11 @@ fn get(
 fn assert_refusal((status, err): (u16, ErrorResponse), want: (u16, &str), mentions: &[&str]) {
     assert_eq!((status, err.code.as_str()), want, "{}", err.message);
     for mention in mentions {
-        assert!(err.message.contains(mention), "{mention:?}: {}", err.message);
+        assert!(
+            err.message.contains(mention),
+            "{mention:?}: {}",
+            err.message
+        );
     }
 }
 

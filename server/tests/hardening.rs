@@ -330,14 +330,33 @@ fn token_commands_never_invent_a_database() {
     }
     let data = dir.path().join("named");
     let data_arg = data.to_str().unwrap();
-    let out = server(&["token", "create", "--scope", "read", "--name", "ci", "--data-dir", data_arg]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = server(&[
+        "token",
+        "create",
+        "--scope",
+        "read",
+        "--name",
+        "ci",
+        "--data-dir",
+        data_arg,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = server(&["token", "list", "--data-dir", data_arg]);
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let year = chrono::Utc::now().format("%Y-").to_string();
     assert!(
-        listing.lines().any(|l| l.starts_with("ci ") && l.contains(&year)),
+        listing
+            .lines()
+            .any(|l| l.starts_with("ci ") && l.contains(&year)),
         "{listing}"
     );
 }

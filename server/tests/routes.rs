@@ -363,7 +363,9 @@ async fn admin_manages_tokens_over_http() {
 #[tokio::test]
 async fn maintenance_flushes_hits_and_evicts_least_recently_used() {
     // Bodies that do not compress: stored sizes are entry sizes.
-    let frames: Vec<Frame> = (0..10).map(|n| support::incompressible_frame(n, 1000)).collect();
+    let frames: Vec<Frame> = (0..10)
+        .map(|n| support::incompressible_frame(n, 1000))
+        .collect();
     let size: u64 = frames[0].entry_bytes.len() as u64;
     // The limit counts each entry's row (about 600 bytes here) beside its body.
     let config = Config {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use pycache_proto::api::{self, BatchPutResponse};
 use pycache_proto::pack::{decode_pack, encode_pack, Frame};
 use pycache_proto::{CacheKey, Entry, ErrorResponse};
-use support::process::{create_token, Server};
 use support::proc::{stalled_reader, status_bytes};
+use support::process::{create_token, Server};
 use support::{compiled_frame, key};
 
 /// Bytes process `pid` has read through `read`-like calls so far (`rchar` of `/proc/PID/io`:
@@ -186,9 +186,8 @@ fn a_put_and_a_scrape_on_a_gigabyte_store_read_under_one_percent_of_it() {
         .json()
         .unwrap();
     let read = bytes_read(server.pid()) - before;
-    let report = format!(
-        "one put, one scrape and one stats read {read} bytes of a {stored}-byte store"
-    );
+    let report =
+        format!("one put, one scrape and one stats read {read} bytes of a {stored}-byte store");
     eprintln!("{report}");
     assert_eq!(stats.entries, u64::from(entries) + 1, "{report}");
     assert!(metrics.contains("pycache_entries 100001"), "{metrics}");
@@ -229,7 +228,10 @@ fn max_size_holds_for_the_files_on_disk_with_hostile_keys() {
             .map(|n| {
                 let mut body = vec![0xe3];
                 body.extend((round * 500 + n).to_le_bytes());
-                Frame::new(hostile_key(round * 500 + n), &Entry::compiled(body, String::new()))
+                Frame::new(
+                    hostile_key(round * 500 + n),
+                    &Entry::compiled(body, String::new()),
+                )
             })
             .collect();
         let response = http
@@ -248,10 +250,14 @@ fn max_size_holds_for_the_files_on_disk_with_hostile_keys() {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
-    let report = format!("{on_disk} bytes on disk for --max-size {limit} after 5,000 keys of 4.5 kB");
+    let report =
+        format!("{on_disk} bytes on disk for --max-size {limit} after 5,000 keys of 4.5 kB");
     eprintln!("{report}");
     assert!(on_disk <= limit + limit / 10, "{report}");
-    assert!(on_disk >= limit / 4, "eviction removed far more than needed: {report}");
+    assert!(
+        on_disk >= limit / 4,
+        "eviction removed far more than needed: {report}"
+    );
 }
 
 /// Case 6: an upload of a million tiny frames beside small puts: the upload is refused as soon
@@ -288,7 +294,8 @@ fn a_million_frame_upload_never_fails_another_put() {
             let mut slowest = Duration::ZERO;
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let frames: Vec<Frame> = (0..10).map(|i| compiled_frame(n * 10 + i, 2_000)).collect();
+                let frames: Vec<Frame> =
+                    (0..10).map(|i| compiled_frame(n * 10 + i, 2_000)).collect();
                 let started = Instant::now();
                 let response = http
                     .post(&url)
@@ -331,7 +338,10 @@ fn a_million_frame_upload_never_fails_another_put() {
     let (puts, slowest) = small_puts.join().unwrap();
     eprintln!("{puts} small puts beside, the slowest took {slowest:?}");
     assert!(puts > 0);
-    assert!(slowest < Duration::from_secs(5), "a small put took {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a small put took {slowest:?}"
+    );
 }
 
 /// Bodies are compressed once when stored and sent as stored: the database holds zstd frames
@@ -344,7 +354,10 @@ fn bodies_are_compressed_at_rest_and_served_as_stored() {
     let token = create_token(&["--data-dir", data.to_str().unwrap()], "ci", "write");
     let server = start(&data, &[], dir.path());
     // An HTTP client that leaves the answer's encoding alone.
-    let http = reqwest::blocking::Client::builder().no_zstd().build().unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .no_zstd()
+        .build()
+        .unwrap();
     let frames: Vec<Frame> = (0..200).map(|n| compiled_frame(n, 5_000)).collect();
     assert_eq!(put(&http, &server, &token, &frames), 200);
     let entry_bytes: usize = frames.iter().map(|f| f.entry_bytes.len()).sum();
@@ -358,10 +371,16 @@ fn bodies_are_compressed_at_rest_and_served_as_stored() {
         .output()
         .unwrap();
     let at_rest = String::from_utf8(at_rest.stdout).unwrap();
-    let numbers: Vec<usize> = at_rest.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    let numbers: Vec<usize> = at_rest
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
     assert_eq!(numbers[0], 200, "bodies stored compressed: {at_rest}");
     assert_eq!(numbers[1], numbers[2], "size is the stored size");
-    assert!(numbers[1] < entry_bytes / 2, "{at_rest} for {entry_bytes} entry bytes");
+    assert!(
+        numbers[1] < entry_bytes / 2,
+        "{at_rest} for {entry_bytes} entry bytes"
+    );
 
     let keys: Vec<String> = frames.iter().map(|f| f.key.digest().to_hex()).collect();
     let ask = |zstd: bool| {

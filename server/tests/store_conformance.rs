@@ -298,7 +298,10 @@ async fn large_batches_respect_bind_limits(store: &dyn Store) {
 async fn eviction_takes_least_recently_used(store: &dyn Store) {
     let before = store.totals().await.unwrap().accounted();
     store.evict_lru(before).await.unwrap();
-    assert_eq!(store.totals().await.unwrap(), pycache_server::store::Totals::default());
+    assert_eq!(
+        store.totals().await.unwrap(),
+        pycache_server::store::Totals::default()
+    );
     // Bodies that do not compress: stored sizes are entry sizes.
     let frames: Vec<Frame> = (0..4).map(|n| incompressible_frame(n, 1000)).collect();
     for (i, f) in frames.iter().enumerate() {

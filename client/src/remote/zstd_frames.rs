@@ -51,7 +51,9 @@ impl FrameDecoder {
         if frame.skippable {
             return Ok(Some(Decoded::Bytes(Vec::new())));
         }
-        let size = frame.content_size.ok_or("a zstd frame without its content size")?;
+        let size = frame
+            .content_size
+            .ok_or("a zstd frame without its content size")?;
         if size > MAX_FRAME_CONTENT {
             return Err(format!("a zstd frame announces {size} bytes"));
         }
@@ -122,14 +124,17 @@ fn frame_extent(bytes: &[u8]) -> Result<Option<Extent>, String> {
         4 => Some(u64::from(u32::from_le_bytes(
             bytes[at..at + 4].try_into().expect("4 bytes"),
         ))),
-        _ => Some(u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))),
+        _ => Some(u64::from_le_bytes(
+            bytes[at..at + 8].try_into().expect("8 bytes"),
+        )),
     };
     at = header_end;
     loop {
         if bytes.len() < at + 3 {
             return Ok(None);
         }
-        let header = u32::from(bytes[at]) | u32::from(bytes[at + 1]) << 8 | u32::from(bytes[at + 2]) << 16;
+        let header =
+            u32::from(bytes[at]) | u32::from(bytes[at + 1]) << 8 | u32::from(bytes[at + 2]) << 16;
         let last = header & 1 != 0;
         let block_size = (header >> 3) as usize;
         let data = match (header >> 1) & 0b11 {

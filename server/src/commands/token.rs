@@ -102,8 +102,10 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
 
 /// A time in Unix milliseconds for people: UTC, to the second.
 fn when(millis: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(millis)
-        .map_or_else(|| millis.to_string(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+    chrono::DateTime::from_timestamp_millis(millis).map_or_else(
+        || millis.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+    )
 }
 
 /// A pattern list for people: `-` when empty.

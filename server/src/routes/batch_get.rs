@@ -17,8 +17,8 @@ use axum::extract::State;
 use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use pycache_proto::api::{self, BatchGetRequest, Scope};
 use futures::StreamExt;
+use pycache_proto::api::{self, BatchGetRequest, Scope};
 use pycache_proto::pack::{Frame, PACK_CONTENT_TYPE, PACK_MAGIC};
 use pycache_proto::{ErrorResponse, KeyDigest};
 
@@ -89,7 +89,10 @@ pub async fn batch_get(
     let zstd = accepts_zstd(&headers);
     let first_len = keys.len().min(FIRST_CHUNK_KEYS);
     let first = {
-        let _slot = state.heavy_slot(&caller).await?.without_trim();
+        let _slot = state
+            .heavy_slot(caller.name.as_deref())
+            .await?
+            .without_trim();
         lookup(&state, &namespaces, &keys[..first_len], zstd).await?
     };
     let first_bytes: usize = first.iter().map(|f| f.frame.entry_bytes.len()).sum();
@@ -120,7 +123,8 @@ pub async fn batch_get(
             })
         }))
         .fuse();
-    let mut response = ([(CONTENT_TYPE, PACK_CONTENT_TYPE)], Body::from_stream(body)).into_response();
+    let mut response =
+        ([(CONTENT_TYPE, PACK_CONTENT_TYPE)], Body::from_stream(body)).into_response();
     if zstd {
         // Compressed already (bodies as stored): the router's compression leaves it alone.
         let headers = response.headers_mut();
@@ -178,11 +182,16 @@ impl Rest {
         while self.next < self.keys.len() {
             self.last = next_chunk_keys(self.bytes, self.count, self.last);
             let end = self.keys.len().min(self.next + self.last);
-            let found = match self.state.heavy_slot(&self.caller).await {
+            let found = match self.state.heavy_slot(self.caller.name.as_deref()).await {
                 Ok(slot) => {
                     let _slot = slot.without_trim();
-                    lookup(&self.state, &self.namespaces, &self.keys[self.next..end], self.zstd)
-                        .await
+                    lookup(
+                        &self.state,
+                        &self.namespaces,
+                        &self.keys[self.next..end],
+                        self.zstd,
+                    )
+                    .await
                 }
                 Err(err) => Err(err),
             };
@@ -199,7 +208,10 @@ impl Rest {
                 continue;
             }
             self.count += frames.len();
-            self.bytes += frames.iter().map(|f| f.frame.entry_bytes.len()).sum::<usize>();
+            self.bytes += frames
+                .iter()
+                .map(|f| f.frame.entry_bytes.len())
+                .sum::<usize>();
             return Some((Ok(pieces(&[], frames, self.zstd)), self));
         }
         self.done = true;
@@ -360,7 +372,11 @@ fn pieces(lead: &[u8], frames: Vec<Found>, zstd: bool) -> Vec<Bytes> {
     let flush = |buf: &mut Vec<u8>, pieces: &mut Vec<Bytes>| {
         if !buf.is_empty() {
             let bytes = std::mem::take(buf);
-            pieces.push(Bytes::from(if zstd { raw_zstd_frame(&bytes) } else { bytes }));
+            pieces.push(Bytes::from(if zstd {
+                raw_zstd_frame(&bytes)
+            } else {
+                bytes
+            }));
         }
     };
     for Found {

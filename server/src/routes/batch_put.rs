@@ -49,7 +49,7 @@ pub async fn batch_put(
     let namespace = caller.write_namespace()?;
     // The body is spooled to disk before a slot is taken: a slow sender holds no slot.
     let upload = read_upload(&headers, body, &state.config).await?;
-    let _slot = state.heavy_slot(&caller).await?;
+    let _slot = state.heavy_slot(caller.name.as_deref()).await?;
     let (response, _) = store_upload(&state, &caller, namespace, upload).await?;
     Ok(Json(response))
 }

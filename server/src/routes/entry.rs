@@ -136,7 +136,7 @@ pub async fn put_entry(
     let namespace = caller.write_namespace()?;
     let key = parse_key(&raw_key)?;
     let upload = read_upload(&headers, body, &state.config).await?;
-    let _slot = state.heavy_slot(&caller).await?;
+    let _slot = state.heavy_slot(caller.name.as_deref()).await?;
     let keys: Vec<_> = upload
         .accepted
         .keys()

@@ -147,8 +147,8 @@ impl FoundEntry {
     pub fn into_plain(mut self) -> Result<FoundEntry, StoreError> {
         if self.stored_zstd {
             let bytes = std::mem::take(&mut self.stored.entry_bytes);
-            self.stored.entry_bytes = body::plain_bytes(bytes, true, self.entry_size)
-                .map_err(|e| {
+            self.stored.entry_bytes =
+                body::plain_bytes(bytes, true, self.entry_size).map_err(|e| {
                     StoreError::Corrupt(format!(
                         "the stored body {} does not decompress: {e}",
                         self.stored.digest

@@ -116,7 +116,8 @@ macro_rules! impl_store_with_sql {
                             )
                             .is_ok_and(|plain| plain == new.stored.entry_bytes);
                             if !intact {
-                                let at_rest = $crate::store::body::AtRest::of(&new.stored.entry_bytes);
+                                let at_rest =
+                                    $crate::store::body::AtRest::of(&new.stored.entry_bytes);
                                 sqlx::query(REPAIR_BODY)
                                     .bind(body)
                                     .bind(at_rest.bytes())
@@ -331,7 +332,14 @@ macro_rules! impl_store_with_sql {
                         let _turn = self.write_turn().await;
                         let mut conn = self.pool.acquire().await?;
                         let round = self
-                            .put_round(namespace, written_by, entries, now, &mut conn, &mut round_keys)
+                            .put_round(
+                                namespace,
+                                written_by,
+                                entries,
+                                now,
+                                &mut conn,
+                                &mut round_keys,
+                            )
                             .await;
                         discard_on_error(&mut conn, &round);
                         round

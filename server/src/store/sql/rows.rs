@@ -112,7 +112,13 @@ pub(in crate::store) struct InterpreterChanges(
 );
 
 impl InterpreterChanges {
-    pub(in crate::store) fn add(&mut self, cache_tag: &str, magic: &[u8], entries: i64, bytes: i64) {
+    pub(in crate::store) fn add(
+        &mut self,
+        cache_tag: &str,
+        magic: &[u8],
+        entries: i64,
+        bytes: i64,
+    ) {
         let slot = self
             .0
             .entry((cache_tag.to_owned(), magic.to_vec()))
@@ -121,7 +127,9 @@ impl InterpreterChanges {
         slot.1 += bytes;
     }
 
-    pub(in crate::store) fn into_rows(self) -> impl Iterator<Item = ((String, Vec<u8>), (i64, i64))> {
+    pub(in crate::store) fn into_rows(
+        self,
+    ) -> impl Iterator<Item = ((String, Vec<u8>), (i64, i64))> {
         self.0.into_iter()
     }
 }
@@ -177,7 +185,9 @@ pub(in crate::store) fn signatures_column(
 }
 
 /// The `writes` or `reads` column's value.
-pub(in crate::store) fn patterns_column(patterns: &[pycache_proto::namespace::NamespacePattern]) -> String {
+pub(in crate::store) fn patterns_column(
+    patterns: &[pycache_proto::namespace::NamespacePattern],
+) -> String {
     join_patterns(patterns)
 }
 
@@ -195,4 +205,3 @@ pub(in crate::store) fn token_insert_error(err: sqlx::Error, name: &str) -> Stor
         _ => StoreError::Database(err),
     }
 }
-

@@ -23,9 +23,11 @@ pub(in crate::store) const ROW_OVERHEAD: i64 = 512;
 /// commits (a concurrent purge then waits instead of freeing it under the new entry); SQLite has
 /// one writer at a time and must not rewrite the blob.
 /// Both answer whether the body is new (SQLite: a row only then).
-pub(in crate::store) const INSERT_BODY_SQLITE: &str = "INSERT INTO bodies (digest, size, entry, zstd) \
+pub(in crate::store) const INSERT_BODY_SQLITE: &str =
+    "INSERT INTO bodies (digest, size, entry, zstd) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING RETURNING TRUE AS inserted";
-pub(in crate::store) const INSERT_BODY_POSTGRES: &str = "INSERT INTO bodies (digest, size, entry, zstd) \
+pub(in crate::store) const INSERT_BODY_POSTGRES: &str =
+    "INSERT INTO bodies (digest, size, entry, zstd) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO UPDATE SET size = excluded.size \
      RETURNING (xmax = 0) AS inserted";
 /// Adds a write transaction's changes to the running totals; the last statement of every
@@ -40,21 +42,24 @@ pub(in crate::store) const ADD_INTERPRETER_TOTALS: &str = "INSERT INTO interpret
      entries = interpreter_totals.entries + excluded.entries, \
      bytes = interpreter_totals.bytes + excluded.bytes";
 /// Entries never change once stored: a second upload of a key inserts nothing.
-pub(in crate::store) const INSERT_ENTRY: &str = "INSERT INTO entries (namespace, key_digest, source_hash, \
+pub(in crate::store) const INSERT_ENTRY: &str =
+    "INSERT INTO entries (namespace, key_digest, source_hash, \
      magic, cache_tag, optimization, settings, dfile, success, body_digest, size, written_by, \
      frame_digest, signatures, created_at, last_used_at, hits, row_bytes) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, 0, $16) \
      ON CONFLICT (namespace, key_digest) DO NOTHING";
 pub(in crate::store) const STORED_BODY: &str =
     "SELECT body_digest FROM entries WHERE namespace = $1 AND key_digest = $2";
-pub(in crate::store) const BODY_BYTES: &str = "SELECT entry, zstd, size FROM bodies WHERE digest = $1";
+pub(in crate::store) const BODY_BYTES: &str =
+    "SELECT entry, zstd, size FROM bodies WHERE digest = $1";
 /// Rewrites a damaged body with bytes that hash to its digest (checked by the caller).
 pub(in crate::store) const REPAIR_BODY: &str =
     "UPDATE bodies SET entry = $2, zstd = $3, size = $4 WHERE digest = $1";
 /// Frees a body no entry holds any more; answers its size when it did.
 pub(in crate::store) const DELETE_ORPHAN_BODY: &str = "DELETE FROM bodies WHERE digest = $1 \
      AND NOT EXISTS (SELECT 1 FROM entries WHERE body_digest = $1) RETURNING size";
-pub(in crate::store) const RECORD_USAGE: &str = "UPDATE entries SET hits = hits + $1, last_used_at = \
+pub(in crate::store) const RECORD_USAGE: &str =
+    "UPDATE entries SET hits = hits + $1, last_used_at = \
      CASE WHEN last_used_at < $2 THEN $2 ELSE last_used_at END \
      WHERE namespace = $3 AND key_digest = $4";
 pub(in crate::store) const TOTALS: &str =
@@ -62,17 +67,22 @@ pub(in crate::store) const TOTALS: &str =
 pub(in crate::store) const BY_INTERPRETER: &str = "SELECT cache_tag, magic, entries, bytes \
      FROM interpreter_totals WHERE entries > 0 ORDER BY cache_tag, magic";
 /// The columns of a [`DoomedRow`].
-const DOOMED_COLUMNS: &str = "namespace, key_digest, body_digest, size, row_bytes, cache_tag, magic";
-pub(in crate::store) const LRU_CANDIDATES: &str = "SELECT namespace, key_digest, body_digest, size, \
+const DOOMED_COLUMNS: &str =
+    "namespace, key_digest, body_digest, size, row_bytes, cache_tag, magic";
+pub(in crate::store) const LRU_CANDIDATES: &str =
+    "SELECT namespace, key_digest, body_digest, size, \
      row_bytes, cache_tag, magic FROM entries \
      ORDER BY last_used_at, namespace, key_digest LIMIT $1";
 pub(in crate::store) const DELETE_ENTRY: &str =
     "DELETE FROM entries WHERE namespace = $1 AND key_digest = $2";
-pub(in crate::store) const INSERT_TOKEN: &str = "INSERT INTO tokens (token_hash, name, scope, writes, \
+pub(in crate::store) const INSERT_TOKEN: &str =
+    "INSERT INTO tokens (token_hash, name, scope, writes, \
      reads, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
-pub(in crate::store) const TOKEN_GRANT: &str = "SELECT name, scope, writes, reads, created_at, revoked_at \
+pub(in crate::store) const TOKEN_GRANT: &str =
+    "SELECT name, scope, writes, reads, created_at, revoked_at \
      FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL";
-pub(in crate::store) const LIST_TOKENS: &str = "SELECT name, scope, writes, reads, created_at, revoked_at \
+pub(in crate::store) const LIST_TOKENS: &str =
+    "SELECT name, scope, writes, reads, created_at, revoked_at \
      FROM tokens ORDER BY created_at, name";
 pub(in crate::store) const REVOKE_TOKEN: &str =
     "UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL";
@@ -151,10 +161,8 @@ pub(in crate::store) fn in_lock_order(entries: &[NewEntry]) -> Vec<(KeyDigest, &
     ordered
 }
 
-
 /// Starts a transaction that reads before it writes. SQLite must take the write lock at once
 /// (`BEGIN IMMEDIATE`): a deferred transaction that read first cannot upgrade while another
 /// writer holds the lock and fails with `SQLITE_BUSY` instead of waiting its busy timeout.
 pub(in crate::store) const BEGIN_WRITE_SQLITE: &str = "BEGIN IMMEDIATE";
 pub(in crate::store) const BEGIN_WRITE_POSTGRES: &str = "BEGIN";
-
