@@ -337,9 +337,15 @@ impl ServerClient {
             .headers()
             .get(reqwest::header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"))
-            .then(super::zstd_frames::FrameDecoder::default);
+            .then(|| {
+                // One entry, or the heads and small entries of one of the server's chunks.
+                let frame = (self.max_entry_bytes as u64).max(64 << 20) + FRAME_OVERHEAD;
+                super::zstd_frames::FrameDecoder::new(frame)
+            });
         let most = (keys.len() as u64).saturating_mul(self.max_entry_bytes as u64 + FRAME_OVERHEAD)
             + FRAME_OVERHEAD;
+        // What the frames decode to keeps to the same bound as a plain answer.
+        let mut decoded = 0u64;
         let mut decoder = PackDecoder::new(self.max_entry_bytes);
         let mut bytes = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
@@ -372,8 +378,19 @@ impl ServerClient {
                 None => decoder.feed(&buf[..n]),
                 Some(frames) => {
                     frames.feed(&buf[..n]);
-                    while let Some(decoded) = frames.next().map_err(|e| self.malformed(e))? {
-                        match decoded {
+                    while let Some(frame) = frames.next().map_err(|e| self.malformed(e))? {
+                        let len = match &frame {
+                            super::zstd_frames::Decoded::Bytes(bytes) => bytes.len(),
+                            super::zstd_frames::Decoded::Damaged(len) => *len,
+                        };
+                        decoded += len as u64;
+                        if decoded > most {
+                            return Err(self.malformed(format!(
+                                "the answer to {} keys decodes to more than {most} bytes, more than those entries can weigh",
+                                keys.len()
+                            )));
+                        }
+                        match frame {
                             super::zstd_frames::Decoded::Bytes(bytes) => decoder.feed(&bytes),
                             // The entry it held fails its digest and is compiled here.
                             super::zstd_frames::Decoded::Damaged(len) => {

@@ -6,10 +6,6 @@
 //! says it holds, so the pack stays in step and the entry fails its digest like any corrupt
 //! entry, while the rest of the answer is used.
 
-/// Largest decoded size a frame may announce (a pack frame's head or one entry, or a raw frame
-/// of several of them; entries are at most a few MiB).
-const MAX_FRAME_CONTENT: u64 = 256 << 20;
-
 /// What a frame decoded to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
@@ -20,13 +16,24 @@ pub enum Decoded {
 }
 
 /// Splits a zstd stream into frames as its bytes arrive and decodes each.
-#[derive(Default)]
 pub struct FrameDecoder {
     pending: Vec<u8>,
     consumed: usize,
+    /// Most bytes one frame may announce (and so decode to, or stand for when damaged).
+    max_content: u64,
 }
 
 impl FrameDecoder {
+    /// A decoder refusing frames that announce more than `max_content` bytes (the server puts
+    /// one entry, or the heads and small entries of one chunk, in a frame).
+    pub fn new(max_content: u64) -> Self {
+        FrameDecoder {
+            pending: Vec::new(),
+            consumed: 0,
+            max_content,
+        }
+    }
+
     /// Takes more of the stream.
     pub fn feed(&mut self, bytes: &[u8]) {
         if self.consumed > 0 && self.consumed == self.pending.len() {
@@ -54,8 +61,11 @@ impl FrameDecoder {
         let size = frame
             .content_size
             .ok_or("a zstd frame without its content size")?;
-        if size > MAX_FRAME_CONTENT {
-            return Err(format!("a zstd frame announces {size} bytes"));
+        if size > self.max_content {
+            return Err(format!(
+                "a zstd frame announces {size} bytes, more than {} an answer's frame may hold",
+                self.max_content
+            ));
         }
         Ok(Some(match zstd::bulk::decompress(bytes, size as usize) {
             Ok(plain) if plain.len() as u64 == size => Decoded::Bytes(plain),
@@ -162,7 +172,7 @@ mod tests {
     use super::*;
 
     fn decode_all(stream: &[u8], step: usize) -> (Vec<Decoded>, bool) {
-        let mut decoder = FrameDecoder::default();
+        let mut decoder = FrameDecoder::new(1 << 20);
         let mut out = Vec::new();
         for piece in stream.chunks(step) {
             decoder.feed(piece);
@@ -213,8 +223,17 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_announcing_more_than_its_bound_is_refused_before_it_is_decoded() {
+        let big = vec![7u8; 4096];
+        let mut decoder = FrameDecoder::new(1024);
+        decoder.feed(&zstd::bulk::compress(&big, 3).unwrap());
+        let err = decoder.next().unwrap_err();
+        assert!(err.contains("4096"), "{err}");
+    }
+
+    #[test]
     fn bytes_that_are_no_frame_are_an_error() {
-        let mut decoder = FrameDecoder::default();
+        let mut decoder = FrameDecoder::new(1 << 20);
         decoder.feed(b"PYCPACK\x02 not zstd");
         assert!(decoder.next().is_err());
     }
