@@ -387,10 +387,14 @@ fn pieces(lead: &[u8], frames: Vec<Found>, zstd: bool) -> Vec<Bytes> {
     {
         frame.write_head_of_length(entry_size, &mut buf);
         let entry = std::mem::take(&mut frame.entry_bytes);
-        if zstd && stored_zstd {
-            flush(&mut buf, &mut pieces);
-            pieces.push(Bytes::from(entry));
-        } else if !zstd && entry.len() >= SEND_AS_IS_BYTES {
+        // A stored frame goes out as it is (a zstd answer); so does a large entry of a plain
+        // one (no copy into the chunk).
+        let as_is = if zstd {
+            stored_zstd
+        } else {
+            entry.len() >= SEND_AS_IS_BYTES
+        };
+        if as_is {
             flush(&mut buf, &mut pieces);
             pieces.push(Bytes::from(entry));
         } else {

@@ -5,6 +5,22 @@
 /// than a per-request one pays.
 const LEVEL: i32 = 3;
 
+thread_local! {
+    /// Each thread's compression context: making one per body (and zeroing its tables) cost
+    /// about as much as compressing a small body.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A context that writes frames recording their content size, without a checksum (the
+/// entry's digest checks it).
+fn new_compressor() -> Option<zstd::bulk::Compressor<'static>> {
+    let mut compressor = zstd::bulk::Compressor::new(LEVEL).ok()?;
+    compressor.include_contentsize(true).ok()?;
+    compressor.include_checksum(false).ok()?;
+    Some(compressor)
+}
+
 /// An entry's bytes as they are stored.
 pub enum AtRest<'a> {
     /// One zstd frame of the entry (its content size recorded in the frame header).
@@ -16,14 +32,15 @@ pub enum AtRest<'a> {
 impl<'a> AtRest<'a> {
     /// `entry` compressed when that is smaller.
     pub fn of(entry: &'a [u8]) -> AtRest<'a> {
-        let mut compressor = match zstd::bulk::Compressor::new(LEVEL) {
-            Ok(c) => c,
-            Err(_) => return AtRest::Plain(entry),
-        };
-        let _ = compressor.include_contentsize(true);
-        let _ = compressor.include_checksum(false);
-        match compressor.compress(entry) {
-            Ok(frame) if frame.len() < entry.len() => AtRest::Zstd(frame),
+        let frame = COMPRESSOR.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.is_none() {
+                *cell = new_compressor();
+            }
+            cell.as_mut().and_then(|c| c.compress(entry).ok())
+        });
+        match frame {
+            Some(frame) if frame.len() < entry.len() => AtRest::Zstd(frame),
             _ => AtRest::Plain(entry),
         }
     }
