@@ -72,6 +72,15 @@ pub struct Cli {
     /// Deadline of one request to the server, in seconds (default 10).
     #[arg(long, global = true, env = "PYCACHE_TIMEOUT", value_name = "SECONDS")]
     pub timeout: Option<f64>,
+    /// How long the server may take to accept a connection and answer the first request (its
+    /// limits), in seconds (default 2); past it the run compiles without the server.
+    #[arg(
+        long,
+        global = true,
+        env = "PYCACHE_CONNECT_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub connect_timeout: Option<f64>,
     /// How long one file may take to compile before its worker is killed, in seconds (default 120).
     #[arg(
         long,
@@ -227,7 +236,7 @@ pub struct VerifyArgs {
 }
 
 /// Long options of pycache that may also follow `compileall` (none clashes with compileall's).
-pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 13] = [
+pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 14] = [
     "--python",
     "--cache-dir",
     "--cache-size",
@@ -239,6 +248,7 @@ pub const PYCACHE_OPTIONS_WITH_VALUE: [&str; 13] = [
     "--signing-key",
     "--trusted-key",
     "--timeout",
+    "--connect-timeout",
     "--compile-timeout",
     "--log",
 ];

@@ -268,6 +268,13 @@ impl Console {
         }
     }
 
+    /// Shows `message` after the progress bar's count (empty: nothing).
+    pub fn progress_message(&self, message: &str) {
+        if let Some(bar) = &self.lock().bar {
+            bar.set_message(message.to_owned());
+        }
+    }
+
     /// Removes the progress bar.
     pub fn finish_progress(&self) {
         if let Some(bar) = self.lock().bar.take() {

@@ -149,6 +149,7 @@ impl Session {
             namespace: settings.namespace.clone(),
             require: settings.require_server,
             timeout: settings.remote_timeout,
+            connect_timeout: settings.connect_timeout,
             transport: settings.transport.clone(),
             signing_key: settings.signing_key.clone(),
             trusted_keys: std::sync::Arc::clone(&settings.trusted_keys),

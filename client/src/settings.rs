@@ -62,6 +62,8 @@ pub struct ProjectConfig {
     pub jobs: Option<usize>,
     /// Deadline of one server request, in seconds.
     pub timeout: Option<f64>,
+    /// How long connecting to the server and its first answer may take, in seconds.
+    pub connect_timeout: Option<f64>,
     /// Per-file compile timeout, in seconds.
     pub compile_timeout: Option<f64>,
 }
@@ -78,6 +80,9 @@ pub enum SizeSetting {
 
 /// Deadline of one server request when nothing sets it.
 pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to the server and its first answer may take when nothing sets it: a
+/// server that accepts connections and never answers costs this, not the request deadline.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Per-file compile timeout when nothing sets it.
 pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -128,6 +133,8 @@ pub struct Settings {
     pub require_server: bool,
     /// Deadline of one request to the server.
     pub remote_timeout: Duration,
+    /// How long connecting to the server and its first answer may take.
+    pub connect_timeout: Duration,
     /// How long one compile may take before its worker is killed.
     pub compile_timeout: Duration,
     /// The `tracing` filter for the client's log on stderr (`PYCACHE_LOG`; `PYCACHE_DEBUG`
@@ -234,6 +241,11 @@ impl Settings {
             require_server: cli.require_server,
             remote_timeout: seconds(cli.timeout.or(project.timeout), "the server timeout")?
                 .unwrap_or(DEFAULT_REMOTE_TIMEOUT),
+            connect_timeout: seconds(
+                cli.connect_timeout.or(project.connect_timeout),
+                "the server connect timeout",
+            )?
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             compile_timeout: seconds(
                 cli.compile_timeout.or(project.compile_timeout),
                 "the compile timeout",

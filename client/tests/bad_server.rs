@@ -196,3 +196,70 @@ fn a_server_that_drips_its_answer_is_given_up_at_the_deadline() {
 fn a_server_that_streams_without_end_is_cut_off_by_the_clients_bound() {
     run_against(Answer::Flood);
 }
+
+/// A server that accepts connections and reads requests, and never answers any.
+fn black_hole(listener: TcpListener) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            while read_request(&mut reader).is_some() {}
+        });
+    }
+}
+
+/// `sync` of `files` fresh files in a new directory under `base`, with `server` or none;
+/// returns how long it took and its stderr.
+fn timed_cold_sync(
+    base: &Path,
+    name: &str,
+    server: Option<&str>,
+    files: usize,
+) -> (Duration, String) {
+    let root = base.join(name);
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..files {
+        let body = format!("import os\n\ndef f{i}(x):\n    return [x * {i} for _ in range(3)]\n");
+        std::fs::write(src.join(format!("m{i}.py")), body).unwrap();
+    }
+    let mut cmd = Command::new(CLIENT);
+    cmd.current_dir(&root)
+        .env("PYCACHE_CACHE_DIR", root.join("cache"))
+        .env_remove("PYCACHE_TOKEN")
+        .env_remove("PYCACHE_PYTHON")
+        .env_remove("PYCACHE_TIMEOUT")
+        .env_remove("PYCACHE_CONNECT_TIMEOUT")
+        .env_remove("PYCACHE_SERVER")
+        .args(["sync", "--json", "src"]);
+    if let Some(url) = server {
+        cmd.env("PYCACHE_SERVER", url);
+    }
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["compiled"], files as u64, "{summary}");
+    (took, stderr)
+}
+
+#[test]
+fn a_server_that_never_answers_costs_the_connect_timeout_not_the_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || black_hole(listener));
+    let tmp = tempfile::tempdir().unwrap();
+    let (alone, _) = timed_cold_sync(tmp.path(), "alone", None, 200);
+    // The request deadline is 10 s by default: a run that waited for it would take that long.
+    let (with_server, stderr) = timed_cold_sync(tmp.path(), "black-hole", Some(&url), 200);
+    assert!(
+        with_server < alone + Duration::from_secs(3),
+        "the run took {with_server:?} against a server that never answers, {alone:?} without one: {stderr}"
+    );
+    assert!(
+        stderr.contains(&url) && stderr.contains("PYCACHE_CONNECT_TIMEOUT"),
+        "the warning names the server and the setting: {stderr}"
+    );
+}

@@ -157,5 +157,6 @@ fn asked(url: &str, settings: &Settings) -> Result<ServerClient> {
         settings.remote_timeout,
         &settings.transport,
     )?
+    .with_connect_timeout(settings.connect_timeout)
     .with_namespace(settings.namespace.clone()))
 }

@@ -33,6 +33,8 @@ pub struct RemoteConfig {
     pub require: bool,
     /// Deadline of one request.
     pub timeout: Duration,
+    /// Bound of connecting and of the first answer (the server's limits).
+    pub connect_timeout: Duration,
     /// CA certificates, and whether a token may go over plain http.
     pub transport: Transport,
     /// Signs every upload.
@@ -90,6 +92,7 @@ impl RemoteTier {
             config.timeout,
             &config.transport,
         )?
+        .with_connect_timeout(config.connect_timeout)
         .with_namespace(config.namespace.clone())
         .with_trusted_keys(Arc::clone(&config.trusted_keys));
         match client.info() {
@@ -108,6 +111,11 @@ impl RemoteTier {
                 Ok(None)
             }
         }
+    }
+
+    /// Where this run's messages go.
+    pub fn console(&self) -> &Console {
+        &self.console
     }
 
     /// The server's URL.
