@@ -375,3 +375,73 @@ fn identical_sources_in_one_run_are_compiled_once_with_each_paths_bytes() {
     }
     assert!(ran > 0, "no CPython 3.8+ found");
 }
+
+/// 200 packages, each an empty `__init__.py` (one source, 200 paths) and a module of its own.
+fn packages_tree(root: &Path) {
+    for i in 0..200 {
+        let pkg = root.join(format!("pkg{i:03}"));
+        std::fs::create_dir_all(&pkg).unwrap();
+        std::fs::write(pkg.join("__init__.py"), "").unwrap();
+        std::fs::write(
+            pkg.join("mod.py"),
+            format!("def f(x):\n    return x + {i}\n"),
+        )
+        .unwrap();
+    }
+}
+
+/// A warm lookup of hundreds of misses is split into parts asked side by side; a source shared
+/// by files of every part is asked for once and each file still gets its own path's bytes.
+#[test]
+fn a_split_lookup_serves_shared_sources_across_its_parts() {
+    let interp = default_interp();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let data = base.join("server-data");
+    let server =
+        pycache_testkit::server::Server::start(&["--data-dir", data.to_str().unwrap()], base);
+    let token = server.token("write", "ci");
+    let run = |tree: &Path, cache: &Path| -> serde_json::Value {
+        let out = Command::new(CLIENT)
+            .current_dir(base)
+            .env("PYCACHE_CACHE_DIR", cache)
+            .env("PYCACHE_SERVER", &server.base)
+            .env("PYCACHE_TOKEN", &token)
+            .arg("--python")
+            .arg(&interp.path)
+            .args(["sync", "--json"])
+            .arg(tree)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = base.join("runner-1/lib");
+    packages_tree(&first);
+    let cold = run(&first, &base.join("cache-1"));
+    assert_eq!(cold["files"], 400, "{cold}");
+    assert_eq!(
+        cold["uploaded"], 201,
+        "one entry per distinct source: {cold}"
+    );
+
+    let other = base.join("runner-2/checkout/lib");
+    packages_tree(&other);
+    let status = Command::new(&interp.path)
+        .args(["-m", "compileall", "-q"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reference = pycs(&other);
+    remove_pycache(&other);
+    let warm = run(&other, &base.join("cache-2"));
+    assert_eq!(warm["remote_hits"], 400, "{warm}");
+    assert_eq!(warm["workers_started"], 0, "{warm}");
+    assert_eq!(warm["bytes_down"].as_u64().unwrap() > 0, true, "{warm}");
+    assert_eq!(pycs(&other), reference);
+}

@@ -39,8 +39,10 @@ fn make_tree(root: &Path) {
 /// When the proxy last passed bytes from the server to the client.
 type LastByte = Arc<Mutex<Option<Instant>>>;
 
-/// Relays one connection; server-to-client bytes go in 16 KiB steps, 16 ms apart.
-fn relay(client: TcpStream, upstream: &str, last: LastByte) {
+/// Relays one connection; server-to-client bytes go in 16 KiB steps, 16 ms apart, over one
+/// link that every connection shares (`link`, held for each step): a client that opens
+/// several connections gets no more than one would.
+fn relay(client: TcpStream, upstream: &str, last: LastByte, link: Arc<Mutex<()>>) {
     let server = TcpStream::connect(upstream).unwrap();
     let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     std::thread::spawn(move || {
@@ -55,6 +57,7 @@ fn relay(client: TcpStream, upstream: &str, last: LastByte) {
     let (mut s_read, mut c_write) = (server, client);
     let mut buf = [0u8; 16 * 1024];
     while let Ok(n) = s_read.read(&mut buf) {
+        let _step = link.lock().unwrap();
         if n == 0 || c_write.write_all(&buf[..n]).is_err() {
             break;
         }
@@ -67,10 +70,11 @@ fn relay(client: TcpStream, upstream: &str, last: LastByte) {
 fn start_proxy(upstream: String, last: LastByte) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let link = Arc::new(Mutex::new(()));
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            let (up, last) = (upstream.clone(), Arc::clone(&last));
-            std::thread::spawn(move || relay(conn, &up, last));
+            let (up, last, link) = (upstream.clone(), Arc::clone(&last), Arc::clone(&link));
+            std::thread::spawn(move || relay(conn, &up, last, link));
         }
     });
     format!("http://{addr}")

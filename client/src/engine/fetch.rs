@@ -9,12 +9,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{RecvTimeoutError, Sender};
 use pycache_proto::{Entry, KeyDigest, Outcome};
 
-use super::resolve::{relocated, Resolution};
+use super::resolve::{relocation, Relocation, Resolution};
 use super::sinks::Sinks;
 use super::{Compiler, RunConfig};
 use crate::remote::{Rejected, RemoteTier};
@@ -53,6 +53,21 @@ pub struct FetchReport {
     pub error: Option<anyhow::Error>,
 }
 
+impl FetchReport {
+    /// Adds what another part of a split lookup did (its time: the longer of the two).
+    pub fn merge(&mut self, other: FetchReport) {
+        self.remote_hits += other.remote_hits;
+        self.relocated_hits += other.relocated_hits;
+        self.corrupt += other.corrupt;
+        self.untrusted += other.untrusted;
+        self.bytes += other.bytes;
+        self.seconds = self.seconds.max(other.seconds);
+        if self.error.is_none() {
+            self.error = other.error;
+        }
+    }
+}
+
 /// Takes the misses not handed to the workers yet out of `resolution`, to be asked for.
 pub fn take_asked(resolution: &mut Resolution) -> Vec<Asked> {
     resolution
@@ -70,6 +85,30 @@ pub fn take_asked(resolution: &mut Resolution) -> Vec<Asked> {
             })
         })
         .collect()
+}
+
+/// Misses per stripe of a split lookup: consecutive misses (files of one directory, written
+/// one after another) stay in one part.
+const STRIPE: usize = 64;
+
+/// Splits the misses into at most `parts` lookups run side by side, each its own request on
+/// its own thread: decoding, checking and relocating entries is most of a warm run's work, and
+/// one thread cannot keep up with the server. Stripes of [`STRIPE`] misses alternate between
+/// the parts, so each part's answers come in about the order the files are written; misses
+/// that share a key (identical sources) stay in one part, where the key is asked for once.
+pub fn split(asked: Vec<Asked>, parts: usize) -> Vec<Vec<Asked>> {
+    let parts = parts.clamp(1, asked.len().div_ceil(STRIPE).max(1));
+    if parts == 1 {
+        return vec![asked];
+    }
+    let mut part_of_key: HashMap<KeyDigest, usize> = HashMap::new();
+    let mut split: Vec<Vec<Asked>> = (0..parts).map(|_| Vec::new()).collect();
+    for (i, a) in asked.into_iter().enumerate() {
+        let group = a.relocatable.unwrap_or(a.own);
+        let part = *part_of_key.entry(group).or_insert((i / STRIPE) % parts);
+        split[part].push(a);
+    }
+    split
 }
 
 /// Asks `remote` for every miss in `asked` and announces each on `announce`; absent ones are
@@ -114,43 +153,55 @@ pub fn stream(
                 None
             }
         };
-        // A bad body or a failure is a miss: nothing of it is written or stored.
-        let entry = entry.and_then(|entry| match usable(&entry, cfg) {
-            Ok(()) => Some(entry),
-            Err(Unusable::Failed) => {
-                tracing::debug!(%key, "the server holds a failure; compiling locally");
-                None
-            }
-            Err(Unusable::Body(why)) => {
-                report.corrupt += 1;
-                let dfile = owners
-                    .get(&key)
-                    .and_then(|o| o.first())
-                    .map(|&i| asked[i].dfile.clone());
-                remote.say_unusable(&key, dfile.as_deref(), &why);
-                None
-            }
-        });
         if let Some(entry) = entry {
-            let entry = Arc::new(entry);
-            sinks.store_fetched(&key, &entry);
+            // Each owner's hit: the entry as it came, or rewritten for the owner's path. A
+            // rewrite parses the whole body in the target's format, so a body rewritten at
+            // least once needs no separate check (that check is a second parse of every body).
+            let mut hits = Vec::new();
+            let mut proven = false;
             for &i in owners.get(&key).into_iter().flatten() {
-                let a = &mut asked[i];
+                let a = &asked[i];
                 if a.resolved {
                     continue;
                 }
-                let hit = if a.relocatable == Some(key) {
-                    relocated((*entry).clone(), cfg, &a.dfile).map(|(moved, rewritten)| {
-                        report.relocated_hits += u64::from(rewritten);
-                        Arc::new(moved)
-                    })
-                } else {
-                    Some(Arc::clone(&entry))
-                };
-                if let Some(hit) = hit {
-                    a.resolved = true;
-                    report.remote_hits += 1;
-                    let _ = announce.send((a.id, Some(hit)));
+                if a.relocatable != Some(key) {
+                    hits.push((i, None));
+                    continue;
+                }
+                match relocation(&entry, cfg, &a.dfile) {
+                    Some(Relocation::Same) => hits.push((i, None)),
+                    Some(Relocation::Moved(moved)) => {
+                        proven = true;
+                        hits.push((i, Some(Arc::new(moved))));
+                    }
+                    None => {}
+                }
+            }
+            // A bad body or a failure is a miss: nothing of it is written or stored.
+            let checked = if proven { Ok(()) } else { usable(&entry, cfg) };
+            match checked {
+                Ok(()) => {
+                    let entry = Arc::new(entry);
+                    sinks.store_fetched(&key, &entry);
+                    for (i, moved) in hits {
+                        let a = &mut asked[i];
+                        report.relocated_hits += u64::from(moved.is_some());
+                        a.resolved = true;
+                        report.remote_hits += 1;
+                        let hit = moved.unwrap_or_else(|| Arc::clone(&entry));
+                        let _ = announce.send((a.id, Some(hit)));
+                    }
+                }
+                Err(Unusable::Failed) => {
+                    tracing::debug!(%key, "the server holds a failure; compiling locally");
+                }
+                Err(Unusable::Body(why)) => {
+                    report.corrupt += 1;
+                    let dfile = owners
+                        .get(&key)
+                        .and_then(|o| o.first())
+                        .map(|&i| asked[i].dfile.clone());
+                    remote.say_unusable(&key, dfile.as_deref(), &why);
                 }
             }
         }
@@ -162,18 +213,56 @@ pub fn stream(
             cursor += 1;
         }
     };
-    match remote.fetch_each(&keys, &mut on_frame) {
+    let fetched = std::thread::scope(|scope| {
+        let answered = waiting_shown(scope, remote);
+        let mut answered = Some(answered);
+        let mut on_frame = |key, entry| {
+            answered.take();
+            on_frame(key, entry);
+        };
+        remote.fetch_each(&keys, &mut on_frame)
+    });
+    match fetched {
         Ok(bytes) => report.bytes = bytes,
         Err(e) => report.error = Some(e),
     }
     for a in &mut asked[cursor..] {
         absent(a, compiler, announce);
     }
-    if report.untrusted > 0 {
-        remote.say_untrusted(report.untrusted);
-    }
     report.seconds = started.elapsed().as_secs_f64();
     report
+}
+
+/// How long the lookup may go without a frame before the progress line says it is waiting.
+const SLOW_ANSWER: Duration = Duration::from_secs(1);
+
+/// Says on the progress line, from [`SLOW_ANSWER`] on until the returned sender is dropped
+/// (the first frame arrived, or the lookup ended), that the run waits for the server.
+fn waiting_shown<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    remote: &'scope RemoteTier,
+) -> Sender<()> {
+    let (answered, waiting) = crossbeam_channel::bounded::<()>(0);
+    scope.spawn(move || {
+        let started = Instant::now();
+        let mut shown = false;
+        while let Err(RecvTimeoutError::Timeout) = waiting.recv_timeout(if shown {
+            Duration::from_millis(500)
+        } else {
+            SLOW_ANSWER
+        }) {
+            shown = true;
+            remote.console().progress_message(&format!(
+                "(waiting {:.0}s for the server {})",
+                started.elapsed().as_secs_f64(),
+                remote.url()
+            ));
+        }
+        if shown {
+            remote.console().progress_message("");
+        }
+    });
+    answered
 }
 
 /// Why an entry the server sent is not used.

@@ -151,6 +151,9 @@ impl Compiler for WorkerPool {
     }
 }
 
+/// Server answers decoded ahead of the file being written, at most.
+const ANNOUNCED_AHEAD: usize = 256;
+
 /// Runs the plan's events; returns whether everything succeeded (compileall's `success`).
 pub fn run(
     events: &[Event],
@@ -204,14 +207,24 @@ pub fn run(
                 }
             };
             // The server lookup streams beside the emit stage (see `fetch`).
-            let (fetcher, announced) = match remote.filter(|_| !asked.is_empty()) {
+            let (fetchers, announced) = match remote.filter(|_| !asked.is_empty()) {
                 Some(remote) => {
-                    let (tx, rx) = crossbeam_channel::unbounded();
-                    let handle = scope
-                        .spawn(move || fetch::stream(asked, remote, cfg, compiler, sinks, &tx));
-                    (Some(handle), Some(rx))
+                    // Bounded: a lookup that runs ahead of the writes waits (and the server with
+                    // it) instead of holding every entry it decoded.
+                    let (tx, rx) = crossbeam_channel::bounded(ANNOUNCED_AHEAD);
+                    let parts = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+                    let handles: Vec<_> = fetch::split(asked, parts)
+                        .into_iter()
+                        .map(|part| {
+                            let tx = tx.clone();
+                            scope.spawn(move || {
+                                fetch::stream(part, remote, cfg, compiler, sinks, &tx)
+                            })
+                        })
+                        .collect();
+                    (handles, Some(rx))
                 }
-                None => (None, None),
+                None => (Vec::new(), None),
             };
             let feeds = emit::Feeds {
                 compiler,
@@ -227,7 +240,18 @@ pub fn run(
                 summary.corrupt_entries += counts.corrupt_entries;
                 summary.lookup_seconds = counts.lookup_seconds;
             }
-            let fetched = fetcher.map(|h| h.join().expect("the server lookup thread panicked"));
+            let fetched = fetchers
+                .into_iter()
+                .map(|h| h.join().expect("the server lookup thread panicked"))
+                .reduce(|mut all, part| {
+                    all.merge(part);
+                    all
+                });
+            if let (Some(report), Some(remote)) = (&fetched, remote) {
+                if report.untrusted > 0 {
+                    remote.say_untrusted(report.untrusted);
+                }
+            }
             if let Some(report) = fetched {
                 summary.remote_hits += report.remote_hits;
                 summary.relocated_hits += report.relocated_hits;

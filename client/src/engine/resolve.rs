@@ -257,6 +257,23 @@ fn local_get(
 /// when it cannot be served exactly (then the key with dfile decides). The flag says whether
 /// the body was rewritten.
 pub fn relocated(entry: Entry, cfg: &RunConfig, wanted: &str) -> Option<(Entry, bool)> {
+    match relocation(&entry, cfg, wanted)? {
+        Relocation::Same => Some((entry, false)),
+        Relocation::Moved(moved) => Some((moved, true)),
+    }
+}
+
+/// What serving a relocatable entry at another path takes.
+pub enum Relocation {
+    /// Nothing: it was compiled at that path.
+    Same,
+    /// Its body rewritten for the new path. The rewrite parsed the whole body in the target's
+    /// format, so the entry it came from is proven one whole code object.
+    Moved(Entry),
+}
+
+/// [`relocated`] without taking the entry (a fetched entry is also kept as it came).
+pub fn relocation(entry: &Entry, cfg: &RunConfig, wanted: &str) -> Option<Relocation> {
     let version = cfg.relocation?;
     let recorded = entry.dfile.as_deref()?;
     if !entry.warnings.is_empty() {
@@ -266,12 +283,11 @@ pub fn relocated(entry: Entry, cfg: &RunConfig, wanted: &str) -> Option<(Entry, 
         return None;
     };
     if recorded == wanted {
-        return Some((entry, false));
+        return Some(Relocation::Same);
     }
     match crate::marshal::relocate(body, version, recorded, wanted) {
-        Ok(body) => Some((
+        Ok(body) => Some(Relocation::Moved(
             Entry::compiled(body, String::new()).with_dfile(wanted.to_owned()),
-            true,
         )),
         Err(why) => {
             tracing::debug!(%why, recorded, wanted, "an entry could not be relocated");

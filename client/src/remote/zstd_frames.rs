@@ -21,6 +21,9 @@ pub struct FrameDecoder {
     consumed: usize,
     /// Most bytes one frame may announce (and so decode to, or stand for when damaged).
     max_content: u64,
+    /// One decompression context for every frame (making one per frame cost more than
+    /// decoding a small body); `None` if zstd could not make one.
+    context: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl FrameDecoder {
@@ -31,6 +34,7 @@ impl FrameDecoder {
             pending: Vec::new(),
             consumed: 0,
             max_content,
+            context: zstd::bulk::Decompressor::new().ok(),
         }
     }
 
@@ -67,7 +71,11 @@ impl FrameDecoder {
                 self.max_content
             ));
         }
-        Ok(Some(match zstd::bulk::decompress(bytes, size as usize) {
+        let plain = match &mut self.context {
+            Some(context) => context.decompress(bytes, size as usize),
+            None => zstd::bulk::decompress(bytes, size as usize),
+        };
+        Ok(Some(match plain {
             Ok(plain) if plain.len() as u64 == size => Decoded::Bytes(plain),
             _ => Decoded::Damaged(size as usize),
         }))
