@@ -286,3 +286,33 @@ fn pyproject_settings_apply_and_the_command_line_wins() {
         "the command line's exclude replaces the project's"
     );
 }
+
+/// `sync` writes on several threads; a .pyc that cannot be written is still one error, said
+/// once and named, every other file is written, and the exit status says it, warm or cold.
+#[test]
+fn a_pyc_that_cannot_be_written_is_one_named_error_among_parallel_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    make_tree(&base.join("pristine"), 300);
+    std::fs::remove_file(base.join("pristine/src/pkg/bad.py")).unwrap();
+    // A `__pycache__` that is a file: the .pyc below it cannot be created.
+    let blocked = base.join("pristine/src/blocked");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join("__pycache__"), "not a directory").unwrap();
+    std::fs::write(blocked.join("mod.py"), "X = 1\n").unwrap();
+    let cache = base.join("cache");
+    for run in ["cold", "warm"] {
+        let tree = copy(base, run);
+        let (out, json) = sync_json(&tree, &cache);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{run}: {stderr}");
+        assert_eq!(json["errors"], 1, "{run}: {json}");
+        assert_eq!(json["written"], 300, "{run}: {json}");
+        assert_eq!(
+            stderr.matches("blocked/mod.py").count(),
+            1,
+            "{run}: {stderr}"
+        );
+        assert_eq!(pycs(&tree).len(), 300, "{run}");
+    }
+}

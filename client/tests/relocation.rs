@@ -442,6 +442,6 @@ fn a_split_lookup_serves_shared_sources_across_its_parts() {
     let warm = run(&other, &base.join("cache-2"));
     assert_eq!(warm["remote_hits"], 400, "{warm}");
     assert_eq!(warm["workers_started"], 0, "{warm}");
-    assert_eq!(warm["bytes_down"].as_u64().unwrap() > 0, true, "{warm}");
+    assert!(warm["bytes_down"].as_u64().unwrap() > 0, "{warm}");
     assert_eq!(pycs(&other), reference);
 }

@@ -17,6 +17,7 @@ use pycache_proto::{Entry, Outcome};
 use super::fetch::Announcement;
 use super::resolve::{level_keys, relocated, FileRecord, Miss, Resolution, Resolved, Slot, Source};
 use super::sinks::Sinks;
+use super::writes;
 use super::{Compiler, RunConfig, Style, Summary};
 use crate::compileall::plan::{Event, FileTask, Level};
 use crate::output::{escape_replayed, Console, WarningKind};
@@ -455,38 +456,99 @@ pub fn emit(
     let mut success = true;
     // Pycs written by files that succeeded: a revisit finds them up to date.
     let mut written: HashSet<&OsStr> = HashSet::new();
-    for event in events {
-        match event {
-            Event::WalkLine(line) | Event::FileLine(line) => printer.line(line)?,
-            Event::StopIfFailed => {
-                if !success {
-                    break;
+    // `sync` writes on threads of its own (see `writes`); compileall mode in line.
+    let threads = match cfg.style {
+        Style::Sync { .. } if !cfg.hardlink_dupes => {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        }
+        _ => 0,
+    };
+    std::thread::scope(|scope| -> io::Result<()> {
+        let mut writes = writes::start::<(&FileTask, bool)>(scope, threads);
+        for event in events {
+            match event {
+                Event::WalkLine(line) | Event::FileLine(line) => printer.line(line)?,
+                Event::StopIfFailed => {
+                    settle(
+                        &mut writes,
+                        0,
+                        &mut printer,
+                        summary,
+                        &mut written,
+                        &mut success,
+                    )?;
+                    if !success {
+                        break;
+                    }
                 }
-            }
-            Event::File(task) => {
-                let record = results
-                    .next_file()
-                    .expect("resolve makes one record per file task");
-                let earlier_wrote_it = task
-                    .levels
-                    .iter()
-                    .all(|l| !l.planned_before || written.contains(l.cfile.as_os_str()));
-                if task.revisit && earlier_wrote_it {
-                    summary.up_to_date += 1;
+                Event::File(task) => {
+                    let record = results
+                        .next_file()
+                        .expect("resolve makes one record per file task");
+                    if task.revisit {
+                        settle(
+                            &mut writes,
+                            0,
+                            &mut printer,
+                            summary,
+                            &mut written,
+                            &mut success,
+                        )?;
+                    }
+                    let earlier_wrote_it = task
+                        .levels
+                        .iter()
+                        .all(|l| !l.planned_before || written.contains(l.cfile.as_os_str()));
+                    if task.revisit && earlier_wrote_it {
+                        summary.up_to_date += 1;
+                        console.tick();
+                        continue;
+                    }
+                    printer.compiling(&task.fullname)?;
+                    let emitted = emit_file(
+                        task,
+                        &record,
+                        cfg,
+                        &mut results,
+                        &mut printer,
+                        summary,
+                        writes.as_mut(),
+                    )?;
+                    match (emitted, writes.as_mut()) {
+                        (Emitted { ok, handed_over }, Some(w)) if !handed_over.is_empty() => {
+                            w.file_done((task, !ok), handed_over);
+                        }
+                        (Emitted { ok: true, .. }, _) => {
+                            written.extend(task.levels.iter().map(|l| l.cfile.as_os_str()));
+                        }
+                        (Emitted { ok: false, .. }, _) => {
+                            success = false;
+                            summary.errors += 1;
+                        }
+                    }
                     console.tick();
-                    continue;
+                    let keep = writes::IN_FLIGHT - 1;
+                    settle(
+                        &mut writes,
+                        keep,
+                        &mut printer,
+                        summary,
+                        &mut written,
+                        &mut success,
+                    )?;
                 }
-                printer.compiling(&task.fullname)?;
-                if emit_file(task, &record, cfg, &mut results, &mut printer, summary)? {
-                    written.extend(task.levels.iter().map(|l| l.cfile.as_os_str()));
-                } else {
-                    success = false;
-                    summary.errors += 1;
-                }
-                console.tick();
             }
         }
-    }
+        settle(
+            &mut writes,
+            0,
+            &mut printer,
+            summary,
+            &mut written,
+            &mut success,
+        )?;
+        Ok(())
+    })?;
     console.finish_progress();
     console.flush()?;
     // Temporary pycs of killed runs, in the directories this run wrote to.
@@ -500,7 +562,47 @@ pub fn emit(
     Ok(success)
 }
 
-/// Writes one file's .pyc files; returns whether compileall would call it a success.
+/// Counts each file whose writes are done, or reports what failed, in plan order; waits until
+/// at most `keep` writes are out.
+fn settle<'e>(
+    writes: &mut Option<writes::Writes<(&'e FileTask, bool)>>,
+    keep: usize,
+    printer: &mut Printer<'_>,
+    summary: &mut Summary,
+    written: &mut HashSet<&'e OsStr>,
+    success: &mut bool,
+) -> io::Result<()> {
+    let Some(writes) = writes.as_mut() else {
+        return Ok(());
+    };
+    for done in writes.settle(keep) {
+        let (task, failed) = done.file;
+        summary.written += done.written as u64;
+        match (failed, done.error) {
+            (false, None) => {
+                written.extend(task.levels.iter().map(|l| l.cfile.as_os_str()));
+                continue;
+            }
+            (false, Some(e)) => printer.error_raised(&task.fullname, e.class_name, &e.text)?,
+            // Its error is said already.
+            (true, _) => {}
+        }
+        *success = false;
+        summary.errors += 1;
+    }
+    Ok(())
+}
+
+/// What emitting one file did.
+struct Emitted {
+    /// Whether compileall would call it a success so far (its writes handed over may fail).
+    ok: bool,
+    /// Writes handed to the writer threads, whose outcome settles the file.
+    handed_over: Vec<u64>,
+}
+
+/// Writes one file's .pyc files (or hands them to `writes`); says whether compileall would
+/// call it a success.
 fn emit_file(
     task: &FileTask,
     record: &FileRecord,
@@ -508,6 +610,33 @@ fn emit_file(
     results: &mut Results<'_>,
     out: &mut Printer<'_>,
     summary: &mut Summary,
+    writes: Option<&mut writes::Writes<(&FileTask, bool)>>,
+) -> io::Result<Emitted> {
+    let mut handed_over = Vec::new();
+    let ok = emit_levels(
+        task,
+        record,
+        cfg,
+        results,
+        out,
+        summary,
+        writes,
+        &mut handed_over,
+    )?;
+    Ok(Emitted { ok, handed_over })
+}
+
+/// [`emit_file`]'s work: false at the first failure.
+#[allow(clippy::too_many_arguments)]
+fn emit_levels(
+    task: &FileTask,
+    record: &FileRecord,
+    cfg: &RunConfig,
+    results: &mut Results<'_>,
+    out: &mut Printer<'_>,
+    summary: &mut Summary,
+    mut writes: Option<&mut writes::Writes<(&FileTask, bool)>>,
+    handed_over: &mut Vec<u64>,
 ) -> io::Result<bool> {
     let source = match &record.source {
         Ok(source) => source,
@@ -577,6 +706,11 @@ fn emit_file(
             },
         };
         let header = pyc::header(cfg.invalidation_mode, &inputs);
+        if let Some(writes) = writes.as_deref_mut() {
+            let mode = source.meta.mode();
+            handed_over.push(writes.write(&level.cfile, mode, header, Arc::clone(&entry)));
+            continue;
+        }
         if let Err(e) = pyc::write_pyc(&level.cfile, Some(source.meta.mode()), &header, body) {
             out.error_raised(&task.fullname, e.class_name, &e.text)?;
             return Ok(false);

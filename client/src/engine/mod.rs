@@ -17,6 +17,7 @@ pub mod emit;
 pub mod fetch;
 pub mod resolve;
 pub mod sinks;
+mod writes;
 
 use std::time::Instant;
 
