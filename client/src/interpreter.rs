@@ -185,7 +185,10 @@ fn run_probe(executable: &Path) -> Result<Interpreter, ProbeError> {
         path: executable.to_path_buf(),
         detail,
     };
+    // `-B`: the probe's own imports (and those a `.pth` file makes at start-up) write no
+    // .pyc; which .pyc files exist is the run's decision alone.
     let mut child = crate::settings::hide_secrets(&mut Command::new(executable))
+        .arg("-B")
         .arg("-c")
         .arg(PROBE_SCRIPT)
         .stdin(Stdio::null())

@@ -140,8 +140,10 @@ impl Environment {
 /// Runs the environment's interpreter to learn its `purelib` and `platlib` directories.
 fn site_packages(python: &Path) -> Result<Vec<PathBuf>> {
     let out = crate::settings::hide_secrets(&mut Command::new(python))
-        .arg("-I")
-        .arg("-c")
+        // `-I` ignores PYTHONDONTWRITEBYTECODE: `-B` keeps the start-up imports (a `.pth`
+        // file's, such as setuptools' `_distutils_hack`) from leaving timestamp .pyc files
+        // in the environment this run is about to compile.
+        .args(["-I", "-B", "-c"])
         .arg(SITE_PACKAGES_SCRIPT)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())

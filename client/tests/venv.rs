@@ -291,3 +291,40 @@ fn bash_completion_completes_after_the_subcommand() {
     let cache = complete(&["pycache-client", "cache", ""]);
     assert!(cache.iter().any(|o| o == "stats"), "cache <Tab>: {cache:?}");
 }
+
+/// Issue 23, case 8: under `PYTHONDONTWRITEBYTECODE=1` the interpreter questions `sync --venv`
+/// asks (the probe, site-packages) write no .pyc of their own, not even for a module a `.pth`
+/// file imports at start-up (setuptools' `distutils-precedence.pth` does): every .pyc in the
+/// environment afterwards is one the run decided on, of the mode it was asked for.
+#[test]
+fn sync_venv_leaves_no_pyc_of_its_interpreter_questions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let venv = tmp.path().join(".venv");
+    make_venv(&venv);
+    let sp = site_packages(&venv);
+    std::fs::create_dir(sp.join("_start_hook")).unwrap();
+    std::fs::write(sp.join("_start_hook/__init__.py"), "HOOKED = True\n").unwrap();
+    std::fs::write(sp.join("start-hook.pth"), "import _start_hook\n").unwrap();
+    let out = client_at(Path::new(CLIENT), tmp.path(), &tmp.path().join("cache"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args([
+            "sync",
+            "--venv",
+            "--json",
+            "--invalidation-mode",
+            "checked-hash",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let pycs = all_pycs(&venv);
+    assert!(!pycs.is_empty(), "{}", text(&out));
+    for (path, bytes) in &pycs {
+        assert_eq!(
+            bytes[4..8],
+            [3, 0, 0, 0],
+            "{} is not a checked-hash pyc: something else wrote it",
+            path.display()
+        );
+    }
+}
