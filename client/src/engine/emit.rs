@@ -438,7 +438,7 @@ pub fn emit(
         sinks,
         announced,
     } = feeds;
-    if let Style::Sync { progress: true } = cfg.style {
+    if let Style::Sync { progress: true, .. } = cfg.style {
         console.start_progress(super::resolve::tasks(events).count() as u64);
     }
     let mut printer = Printer::new(cfg, console);
@@ -482,6 +482,11 @@ pub fn emit(
                 } else {
                     success = false;
                     summary.errors += 1;
+                    summary.failed.push(super::FailedFile {
+                        path: String::from_utf8_lossy(task.fullname.as_encoded_bytes())
+                            .into_owned(),
+                        error: printer.last_error.take().unwrap_or_default(),
+                    });
                 }
                 console.tick();
             }
@@ -618,6 +623,8 @@ fn hardlink_if_same(previous: &OsStr, current: &OsStr) -> io::Result<()> {
 struct Printer<'a> {
     style: Style,
     console: &'a Console,
+    /// The last error reported (shown or not), for the summary's list of failed files.
+    last_error: Option<String>,
 }
 
 impl<'a> Printer<'a> {
@@ -625,13 +632,15 @@ impl<'a> Printer<'a> {
         Printer {
             style: cfg.style,
             console,
+            last_error: None,
         }
     }
 
     fn quiet(&self) -> u32 {
         match self.style {
             Style::Compileall { quiet } => quiet,
-            Style::Sync { .. } => 1,
+            Style::Sync { errors: true, .. } => 1,
+            Style::Sync { errors: false, .. } => 2,
         }
     }
 
@@ -658,6 +667,7 @@ impl<'a> Printer<'a> {
     /// compileall's error report: after `Compiling ...` (not quiet) the text follows `*** `;
     /// quiet, it names the file first.
     fn error_text(&mut self, fullname: &OsStr, text: &str) -> io::Result<()> {
+        self.last_error = Some(text.to_owned());
         if self.quiet() >= 2 {
             return Ok(());
         }
