@@ -378,6 +378,16 @@ fn sync_in_a_project_targets_its_venv_and_writes_nothing_inside_it() {
     let report = sync(&project, &["--no-default-excludes"]);
     assert_eq!(report["files"], 1 + 5 + 4, "{report}");
     assert_eq!(all_pycs(&site_packages(&venv)).len(), 5, "{report}");
+
+    // `sync --venv` from a subdirectory means the project's .venv too, as plain `sync` does.
+    remove_pycache(&site_packages(&venv));
+    let report = sync(&project.join("src"), &["--venv"]);
+    assert_eq!(
+        report["python"],
+        venv.join("bin/python").display().to_string(),
+        "{report}"
+    );
+    assert_eq!(report["files"], 5, "{report}");
 }
 
 /// Issue 23, case 8: under `PYTHONDONTWRITEBYTECODE=1` the interpreter questions `sync --venv`
