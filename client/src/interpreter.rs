@@ -30,7 +30,8 @@ const MIN_VERSION: (u32, u32) = (3, 8);
 
 /// Picks the interpreter: `explicit` (`--python`, `PYCACHE_PYTHON`, `[tool.pycache] python`, as
 /// the settings resolved it) > `virtual_env/bin/python` (the active virtualenv) > the `bin/python` of the virtualenv
-/// pycache-client is installed in > `python3` on `PATH`.
+/// pycache-client is installed in > `python3` on `PATH`. [`resolve_project_interpreter`] puts
+/// the project's own environment after the active one.
 ///
 /// A bare name (no `/`) is looked up on `PATH`; a path is made absolute against the current
 /// directory without resolving symlinks (a venv's `bin/python` is a symlink that must stay one).
@@ -39,7 +40,18 @@ pub fn resolve_interpreter(
     explicit: Option<&Path>,
     virtual_env: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
-    let chosen = match (explicit, virtual_env) {
+    resolve_project_interpreter(explicit, virtual_env, None)
+}
+
+/// [`resolve_interpreter`] for a project command (`sync`, `verify`): the project's environment
+/// (`.venv` beside the nearest pyproject.toml) comes after the active virtualenv and before
+/// the one pycache-client is installed in, as uv picks a project's interpreter.
+pub fn resolve_project_interpreter(
+    explicit: Option<&Path>,
+    virtual_env: Option<&Path>,
+    project_env: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let chosen = match (explicit, virtual_env.or(project_env)) {
         (Some(path), _) => path.to_path_buf(),
         (None, Some(venv)) => venv.join("bin").join("python"),
         (None, None) => crate::venv::installed_environment().map_or_else(
@@ -185,7 +197,10 @@ fn run_probe(executable: &Path) -> Result<Interpreter, ProbeError> {
         path: executable.to_path_buf(),
         detail,
     };
+    // `-B`: the probe's own imports (and those a `.pth` file makes at start-up) write no
+    // .pyc; which .pyc files exist is the run's decision alone.
     let mut child = crate::settings::hide_secrets(&mut Command::new(executable))
+        .arg("-B")
         .arg("-c")
         .arg(PROBE_SCRIPT)
         .stdin(Stdio::null())

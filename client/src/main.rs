@@ -70,17 +70,18 @@ fn run(cli: Cli, console: &Console, started: Instant) -> anyhow::Result<i32> {
                 Some(path) => Some(pycache_client::venv::Environment::locate(
                     path.as_deref(),
                     &cwd,
+                    settings.project_env.as_deref(),
                 )?),
                 None => None,
             };
             if let Some(env) = &venv {
                 settings.python = Some(env.target_interpreter(settings.python.as_deref(), console));
             }
-            let session = Session::open(settings, console.clone())?;
+            let session = Session::open_project(settings, console.clone())?;
             commands::sync::run(&session, &args, started, venv)
         }
         Command::Verify(args) => {
-            let session = Session::open(settings, console.clone())?;
+            let session = Session::open_project(settings, console.clone())?;
             commands::verify::run(&session, &args, started)
         }
         Command::Status => commands::status::status(&settings, console),

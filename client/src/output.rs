@@ -42,6 +42,9 @@ pub enum WarningKind {
     EntryTooLarge,
     /// A source file changed while it was compiled; its result was not cached.
     SourceChanged,
+    /// The token may not write: what the run compiled is not uploaded (a note, not a warning:
+    /// pull-request builds are meant to run so).
+    ReadOnlyToken,
 }
 
 impl WarningKind {
@@ -55,6 +58,7 @@ impl WarningKind {
                 | WarningKind::LocalCache
                 | WarningKind::EntryTooLarge
                 | WarningKind::SourceChanged
+                | WarningKind::ReadOnlyToken
         )
     }
 }
@@ -241,10 +245,10 @@ impl Console {
             first && !(inner.compileall && kind.cache_only())
         };
         if show {
-            let prefix = if kind == WarningKind::ServerAuth {
-                "pycache: WARNING: "
-            } else {
-                "pycache: warning: "
+            let prefix = match kind {
+                WarningKind::ServerAuth => "pycache: WARNING: ",
+                WarningKind::ReadOnlyToken => "pycache: note: ",
+                _ => "pycache: warning: ",
             };
             self.stderr_text(&format!("{prefix}{message}\n"));
         }

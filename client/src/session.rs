@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::compileall::plan::{Event, PlanContext};
 use crate::engine::{self, RunConfig, Style, Summary, Tiers};
-use crate::interpreter::{resolve_interpreter, Interpreter};
+use crate::interpreter::{resolve_project_interpreter, Interpreter};
 use crate::local_cache::{CacheOptions, LocalCache, RunCounts};
 use crate::output::{Console, WarningKind};
 use crate::pyc::InvalidationMode;
@@ -47,9 +47,22 @@ pub struct Session {
 impl Session {
     /// Resolves and probes the target interpreter.
     pub fn open(settings: Settings, console: Console) -> Result<Session> {
+        Self::open_with(settings, console, false)
+    }
+
+    /// [`Session::open`] for a project command (`sync`, `verify`): the project's `.venv` is a
+    /// choice of interpreter too (after the active virtualenv).
+    pub fn open_project(settings: Settings, console: Console) -> Result<Session> {
+        Self::open_with(settings, console, true)
+    }
+
+    fn open_with(settings: Settings, console: Console, project: bool) -> Result<Session> {
         let cwd = std::env::current_dir().context("the current directory is not accessible")?;
-        let python =
-            resolve_interpreter(settings.python.as_deref(), settings.virtual_env.as_deref())?;
+        let python = resolve_project_interpreter(
+            settings.python.as_deref(),
+            settings.virtual_env.as_deref(),
+            settings.project_env.as_deref().filter(|_| project),
+        )?;
         let interpreter = Interpreter::probe(&python, &settings.cache_dir)?;
         Ok(Session {
             settings,
@@ -125,10 +138,25 @@ impl Session {
             &mut summary,
         );
         pool.shutdown();
+        if let Some(remote) = remote.as_ref().filter(|r| !r.can_write() && r.enabled()) {
+            if settings.token.is_some() && summary.compiled > 0 {
+                self.console.warn(
+                    WarningKind::ReadOnlyToken,
+                    &format!(
+                        "the token can only read at {}: the {} results compiled here are not \
+                         uploaded (a token with the write scope and a namespace to write to \
+                         shares them)",
+                        remote.url(),
+                        summary.compiled
+                    ),
+                );
+            }
+        }
         if let Some(cache) = &local {
             let counts = RunCounts {
                 hits: summary.local_hits,
                 misses: summary.remote_hits + summary.compiled,
+                remote_hits: summary.remote_hits,
             };
             if let Err(e) = cache.finish(counts) {
                 self.console.warn(

@@ -1,5 +1,5 @@
 //! Settings, resolved once: command line > environment > `[tool.pycache]` in pyproject.toml >
-//! defaults.
+//! the user config file (`$XDG_CONFIG_HOME/pycache/config.toml`) > defaults.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -36,7 +36,11 @@ pub fn hide_secrets(command: &mut std::process::Command) -> &mut std::process::C
     command
 }
 
-/// `[tool.pycache]` of pyproject.toml.
+/// Names the user config file in place of `$XDG_CONFIG_HOME/pycache/config.toml`.
+pub const CONFIG_FILE_ENV: &str = "PYCACHE_CONFIG_FILE";
+
+/// `[tool.pycache]` of pyproject.toml; the user config file holds the same keys at its top
+/// level (all but `python`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ProjectConfig {
@@ -52,8 +56,8 @@ pub struct ProjectConfig {
     pub trusted_keys: Option<Vec<String>>,
     /// Optimization levels for `sync`.
     pub optimize: Option<Vec<i64>>,
-    /// Exclude regex for `sync`.
-    pub exclude: Option<String>,
+    /// Exclude regexes for `sync`: one, or a list (a path matching any is skipped).
+    pub exclude: Option<Patterns>,
     /// Local cache directory.
     pub cache_dir: Option<PathBuf>,
     /// Local cache size limit: bytes, or a size like "500MiB".
@@ -66,6 +70,26 @@ pub struct ProjectConfig {
     pub connect_timeout: Option<f64>,
     /// Per-file compile timeout, in seconds.
     pub compile_timeout: Option<f64>,
+}
+
+/// One regular expression or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Patterns {
+    /// `exclude = "tests/"`.
+    One(String),
+    /// `exclude = ["tests/", "docs/"]`.
+    Many(Vec<String>),
+}
+
+impl Patterns {
+    /// The patterns as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Patterns::One(p) => vec![p],
+            Patterns::Many(ps) => ps,
+        }
+    }
 }
 
 /// A size in pyproject.toml: a number of bytes or a string with a unit.
@@ -104,12 +128,16 @@ pub struct Settings {
     pub python: Option<PathBuf>,
     /// The active virtualenv (`VIRTUAL_ENV`), the next choice of interpreter.
     pub virtual_env: Option<PathBuf>,
+    /// The project's virtualenv: `.venv` beside the nearest pyproject.toml (as uv finds a
+    /// project's environment), the choice after the active one for `sync` and `verify`.
+    pub project_env: Option<PathBuf>,
     /// Local cache directory.
     pub cache_dir: PathBuf,
     /// Use the local cache.
     pub local_cache: bool,
-    /// The most the local cache may hold.
-    pub cache_size: u64,
+    /// The most the local cache may hold, when a setting says; `None`: the limit the store
+    /// remembers (`cache prune --cache-size`), else the default.
+    pub cache_size: Option<u64>,
     /// Worker count.
     pub jobs: usize,
     /// Server URL.
@@ -146,25 +174,34 @@ pub struct Settings {
     pub worker_gate: Option<PathBuf>,
     /// `[tool.pycache]` optimize levels.
     pub optimize: Option<Vec<i64>>,
-    /// `[tool.pycache]` exclude.
-    pub exclude: Option<String>,
+    /// `[tool.pycache]` exclude patterns (else the user config file's).
+    pub exclude: Vec<String>,
     /// Where the project config came from.
     pub config_file: Option<PathBuf>,
+    /// The user config file that was read, if any.
+    pub user_config_file: Option<PathBuf>,
 }
 
 impl Settings {
     /// Resolves the settings from the parsed command line and the project file found from `cwd`.
     pub fn resolve(cli: &Cli, cwd: &Path) -> Result<Self> {
         let (project, config_file) = load_project_config(cwd)?;
+        let (user, user_config_file) = if cli.no_config {
+            (ProjectConfig::default(), None)
+        } else {
+            load_user_config(&UserConfigPlace::from_env())?
+        };
         let cache_dir = cli
             .cache_dir
             .clone()
             .or_else(|| project.cache_dir.clone())
+            .or_else(|| user.cache_dir.clone())
             .or_else(|| dirs::cache_dir().map(|d| d.join("pycache")))
             .unwrap_or_else(|| PathBuf::from(".pycache-cache"));
         let jobs = cli
             .jobs
             .or(project.jobs)
+            .or(user.jobs)
             .unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -176,46 +213,63 @@ impl Settings {
                 None => Ok(None),
                 Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
                 Some(s) => anyhow::bail!(
-                    "{what} must be a positive number of seconds, not {s} (check the command line, the environment and [tool.pycache])"
+                    "{what} must be a positive number of seconds, not {s} (check the command line, the environment, [tool.pycache] and the user config file)"
                 ),
             }
         };
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        let cache_size = match (cli.cache_size, &project.cache_size) {
-            (Some(n), _) => n,
-            (None, Some(SizeSetting::Bytes(n))) => *n,
-            (None, Some(SizeSetting::Text(t))) => pycache_proto::size::parse_size(t)
-                .map_err(|e| anyhow::anyhow!("[tool.pycache] cache-size: {e}"))?,
-            (None, None) => crate::local_cache::DEFAULT_SIZE_LIMIT,
+        // Which file a file setting came from, for messages and relative paths.
+        let project_layer = Layer::Project(config_file.as_deref());
+        let user_layer = Layer::User(user_config_file.as_deref());
+        let size_from = |layer: Layer<'_>, size: &SizeSetting| -> Result<u64> {
+            match size {
+                SizeSetting::Bytes(n) => Ok(*n),
+                SizeSetting::Text(t) => pycache_proto::size::parse_size(t)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", layer.setting("cache-size"))),
+            }
         };
-        let namespace = resolve_namespace(cli.namespace.as_deref(), project.namespace.as_deref())
-            .with_context(|| {
-            match (
-                cli.namespace.as_deref().filter(|n| !n.is_empty()),
-                &config_file,
-            ) {
-                (Some(_), _) | (None, None) => {
+        let cache_size = match (cli.cache_size, &project.cache_size, &user.cache_size) {
+            (Some(n), _, _) => Some(n),
+            (None, Some(size), _) => Some(size_from(project_layer, size)?),
+            (None, None, Some(size)) => Some(size_from(user_layer, size)?),
+            (None, None, None) => None,
+        };
+        let cli_namespace = cli.namespace.as_deref().filter(|n| !n.is_empty());
+        let (namespace_text, namespace_layer) = match (cli_namespace, &project.namespace) {
+            (Some(n), _) => (Some(n), None),
+            (None, Some(n)) => (Some(n.as_str()), Some(project_layer)),
+            (None, None) => (user.namespace.as_deref(), Some(user_layer)),
+        };
+        let namespace =
+            resolve_namespace(namespace_text).with_context(|| match namespace_layer {
+                None => {
                     "the namespace setting (--namespace / PYCACHE_NAMESPACE) is invalid".to_owned()
                 }
-                (None, Some(file)) => {
-                    format!("[tool.pycache] namespace in {} is invalid", file.display())
-                }
-            }
-        })?;
+                Some(layer) => format!("{} is invalid", layer.setting("namespace")),
+            })?;
         let signing_key = resolve_signing_key(
             cli.signing_key_file.as_deref(),
-            project.signing_key_file.as_deref(),
-            config_file.as_deref(),
+            match (&project.signing_key_file, &user.signing_key_file) {
+                (Some(file), _) => Some((file.as_path(), project_layer)),
+                (None, Some(file)) => Some((file.as_path(), user_layer)),
+                (None, None) => None,
+            },
         )?;
         let trusted_keys = resolve_trusted_keys(
             &cli.trusted_keys,
             env("PYCACHE_TRUSTED_KEYS").as_deref(),
-            project.trusted_keys.as_deref(),
-            config_file.as_deref(),
+            match (&project.trusted_keys, &user.trusted_keys) {
+                (Some(keys), _) => Some((keys.as_slice(), project_layer)),
+                (None, Some(keys)) => Some((keys.as_slice(), user_layer)),
+                (None, None) => None,
+            },
         )?;
         Ok(Settings {
             python: cli.python.clone().or(project.python.clone()),
             virtual_env: env("VIRTUAL_ENV").map(PathBuf::from),
+            project_env: config_file
+                .as_deref()
+                .and_then(crate::venv::project_environment),
             cache_dir,
             local_cache: !cli.no_local_cache,
             cache_size,
@@ -224,6 +278,7 @@ impl Settings {
                 .server
                 .clone()
                 .or(project.server.clone())
+                .or(user.server.clone())
                 .filter(|s| !s.is_empty()),
             token: cli.token.clone().filter(|t| !t.is_empty()).map(Secret),
             namespace,
@@ -239,15 +294,22 @@ impl Settings {
             signing_key,
             trusted_keys,
             require_server: cli.require_server,
-            remote_timeout: seconds(cli.timeout.or(project.timeout), "the server timeout")?
-                .unwrap_or(DEFAULT_REMOTE_TIMEOUT),
+            remote_timeout: seconds(
+                cli.timeout.or(project.timeout).or(user.timeout),
+                "the server timeout",
+            )?
+            .unwrap_or(DEFAULT_REMOTE_TIMEOUT),
             connect_timeout: seconds(
-                cli.connect_timeout.or(project.connect_timeout),
+                cli.connect_timeout
+                    .or(project.connect_timeout)
+                    .or(user.connect_timeout),
                 "the server connect timeout",
             )?
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             compile_timeout: seconds(
-                cli.compile_timeout.or(project.compile_timeout),
+                cli.compile_timeout
+                    .or(project.compile_timeout)
+                    .or(user.compile_timeout),
                 "the compile timeout",
             )?
             .unwrap_or(DEFAULT_COMPILE_TIMEOUT),
@@ -258,18 +320,55 @@ impl Settings {
                 .or_else(|| env("PYCACHE_DEBUG").map(|_| "debug".to_owned())),
             source_date_epoch: env("SOURCE_DATE_EPOCH").is_some(),
             worker_gate: env("PYCACHE_TEST_WORKER_GATE").map(PathBuf::from),
-            optimize: project.optimize,
-            exclude: project.exclude,
+            optimize: project.optimize.or(user.optimize),
+            exclude: project
+                .exclude
+                .or(user.exclude)
+                .map(Patterns::into_vec)
+                .unwrap_or_default(),
             config_file,
+            user_config_file,
         })
     }
 }
 
-/// The namespace from the command line or environment (clap merges the two), else the project
-/// file; an empty value counts as unset. Checked against the server's rules here, so a bad name
-/// fails before anything runs.
-fn resolve_namespace(cli: Option<&str>, project: Option<&str>) -> Result<Option<String>> {
-    let Some(name) = cli.filter(|n| !n.is_empty()).or(project) else {
+/// Where a file setting came from.
+#[derive(Clone, Copy, Debug)]
+enum Layer<'a> {
+    /// `[tool.pycache]` of this pyproject.toml.
+    Project(Option<&'a Path>),
+    /// The user config file.
+    User(Option<&'a Path>),
+}
+
+impl Layer<'_> {
+    /// A setting of this layer as a message names it: `[tool.pycache] KEY in FILE`, `KEY in
+    /// the user config file FILE`.
+    fn setting(&self, key: &str) -> String {
+        match self {
+            Layer::Project(Some(file)) => format!("[tool.pycache] {key} in {}", file.display()),
+            Layer::Project(None) => format!("[tool.pycache] {key}"),
+            Layer::User(Some(file)) => {
+                format!("{key} in the user config file {}", file.display())
+            }
+            Layer::User(None) => format!("{key} in the user config file"),
+        }
+    }
+
+    /// The folder a relative path in it starts from.
+    fn base(&self) -> &Path {
+        match self {
+            Layer::Project(file) | Layer::User(file) => {
+                file.and_then(Path::parent).unwrap_or(Path::new(""))
+            }
+        }
+    }
+}
+
+/// The namespace the layers chose (an empty one on the command line counts as unset), checked
+/// against the server's rules here, so a bad name fails before anything runs.
+fn resolve_namespace(name: Option<&str>) -> Result<Option<String>> {
+    let Some(name) = name else {
         return Ok(None);
     };
     pycache_proto::namespace::validate_namespace(name)?;
@@ -277,26 +376,18 @@ fn resolve_namespace(cli: Option<&str>, project: Option<&str>) -> Result<Option<
 }
 
 /// Reads the signing key from the file the command line or environment names (clap merges the
-/// two), else the one `[tool.pycache] signing-key-file` names (relative to the pyproject's
+/// two), else the one `signing-key-file` of a config file names (relative to that file's
 /// folder). The error names the file and the setting that chose it.
 fn resolve_signing_key(
     cli: Option<&Path>,
-    project: Option<&Path>,
-    config_file: Option<&Path>,
+    from_file: Option<(&Path, Layer<'_>)>,
 ) -> Result<Option<Arc<SigningKey>>> {
-    let (file, setting) = match (cli.filter(|f| !f.as_os_str().is_empty()), project) {
+    let (file, setting) = match (cli.filter(|f| !f.as_os_str().is_empty()), from_file) {
         (Some(file), _) => (
             file.to_path_buf(),
             "--signing-key / PYCACHE_SIGNING_KEY_FILE".to_owned(),
         ),
-        (None, Some(file)) => {
-            let base = config_file.and_then(Path::parent).unwrap_or(Path::new(""));
-            let shown = config_file.map_or_else(String::new, |f| format!(" in {}", f.display()));
-            (
-                base.join(file),
-                format!("[tool.pycache] signing-key-file{shown}"),
-            )
-        }
+        (None, Some((file, layer))) => (layer.base().join(file), layer.setting("signing-key-file")),
         (None, None) => return Ok(None),
     };
     let text = std::fs::read_to_string(&file).with_context(|| {
@@ -315,12 +406,11 @@ fn resolve_signing_key(
 }
 
 /// The trusted keys from the command line, else `PYCACHE_TRUSTED_KEYS` (space or comma
-/// separated), else `[tool.pycache] trusted-keys`; each layer replaces the ones below it.
+/// separated), else `trusted-keys` of a config file; each layer replaces the ones below it.
 fn resolve_trusted_keys(
     cli: &[String],
     env: Option<&std::ffi::OsStr>,
-    project: Option<&[String]>,
-    config_file: Option<&Path>,
+    from_file: Option<(&[String], Layer<'_>)>,
 ) -> Result<Arc<[TrustedKey]>> {
     let parse = |texts: &[&str], setting: &str| -> Result<Arc<[TrustedKey]>> {
         let mut keys = Vec::new();
@@ -342,12 +432,94 @@ fn resolve_trusted_keys(
             .context("PYCACHE_TRUSTED_KEYS is not valid UTF-8")?;
         return parse(&[text], "PYCACHE_TRUSTED_KEYS");
     }
-    let Some(project) = project else {
+    let Some((keys, layer)) = from_file else {
         return Ok(Arc::from([]));
     };
-    let texts: Vec<&str> = project.iter().map(String::as_str).collect();
-    let shown = config_file.map_or_else(String::new, |f| format!(" in {}", f.display()));
-    parse(&texts, &format!("[tool.pycache] trusted-keys{shown}"))
+    let texts: Vec<&str> = keys.iter().map(String::as_str).collect();
+    parse(&texts, &layer.setting("trusted-keys"))
+}
+
+/// Where the user config file is looked for: what the environment says.
+#[derive(Debug, Default, Clone)]
+pub struct UserConfigPlace {
+    /// `PYCACHE_CONFIG_FILE`: this file, which must exist.
+    pub named: Option<PathBuf>,
+    /// `XDG_CONFIG_HOME` (used when absolute).
+    pub xdg_config_home: Option<PathBuf>,
+    /// `HOME`: `~/.config` when `XDG_CONFIG_HOME` is not set.
+    pub home: Option<PathBuf>,
+}
+
+impl UserConfigPlace {
+    /// The place the process environment names.
+    pub fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        UserConfigPlace {
+            named: var(CONFIG_FILE_ENV),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
+            home: var("HOME").or_else(dirs::home_dir),
+        }
+    }
+
+    /// The file to read, and whether it must exist.
+    fn file(&self) -> Option<(PathBuf, bool)> {
+        if let Some(named) = &self.named {
+            return Some((named.clone(), true));
+        }
+        let base = match &self.xdg_config_home {
+            // The XDG spec: a relative value is invalid and ignored.
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            _ => self.home.as_ref()?.join(".config"),
+        };
+        Some((base.join("pycache").join("config.toml"), false))
+    }
+}
+
+/// Reads the user config file (`PYCACHE_CONFIG_FILE`, else
+/// `$XDG_CONFIG_HOME/pycache/config.toml`, else `~/.config/pycache/config.toml`): the keys of
+/// `[tool.pycache]` at its top level. A missing default file is no error; a named one is.
+pub fn load_user_config(place: &UserConfigPlace) -> Result<(ProjectConfig, Option<PathBuf>)> {
+    let Some((file, required)) = place.file() else {
+        return Ok((ProjectConfig::default(), None));
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok((ProjectConfig::default(), None))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "the user config file {} ({CONFIG_FILE_ENV}) does not exist; create it or unset \
+             {CONFIG_FILE_ENV}",
+            file.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "could not read the user config file {} (--no-config skips it)",
+                    file.display()
+                )
+            })
+        }
+    };
+    let config: ProjectConfig = toml::from_str(&text).with_context(|| {
+        format!(
+            "the user config file {} is invalid (it takes the keys of [tool.pycache] at its top \
+             level); fix it, or pass --no-config",
+            file.display()
+        )
+    })?;
+    if config.python.is_some() {
+        anyhow::bail!(
+            "the user config file {} sets python, which would pick one interpreter for every \
+             project; set it in [tool.pycache] or PYCACHE_PYTHON instead",
+            file.display()
+        );
+    }
+    Ok((config, Some(file)))
 }
 
 /// Finds the nearest pyproject.toml at or above `cwd` and reads `[tool.pycache]`.
@@ -505,7 +677,10 @@ mod tests {
         std::fs::create_dir_all(&sub).unwrap();
         let (cfg, file) = load_project_config(&sub).unwrap();
         assert_eq!(cfg.optimize, Some(vec![0, 1]));
-        assert_eq!(cfg.exclude.as_deref(), Some("tests/"));
+        assert_eq!(
+            cfg.exclude.map(Patterns::into_vec),
+            Some(vec!["tests/".to_owned()])
+        );
         assert_eq!(file.unwrap(), dir.path().join("pyproject.toml"));
         std::fs::write(
             dir.path().join("pyproject.toml"),
@@ -514,5 +689,41 @@ mod tests {
         .unwrap();
         let err = load_project_config(&sub).unwrap_err();
         assert!(format!("{err:#}").contains("[tool.pycache]"), "{err:#}");
+    }
+
+    #[test]
+    fn the_user_config_file_is_where_xdg_says_and_takes_exclude_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let xdg = dir.path().join("xdg");
+        let place = |xdg: Option<PathBuf>, named: Option<PathBuf>| UserConfigPlace {
+            named,
+            xdg_config_home: xdg,
+            home: Some(home.clone()),
+        };
+        let (_, file) = load_user_config(&place(None, None)).unwrap();
+        assert_eq!(file, None, "no file: the defaults, no error");
+        let default_file = home.join(".config/pycache/config.toml");
+        std::fs::create_dir_all(default_file.parent().unwrap()).unwrap();
+        std::fs::write(&default_file, "exclude = ['a/', 'b/']\njobs = 3\n").unwrap();
+        let (config, file) = load_user_config(&place(None, None)).unwrap();
+        assert_eq!(file.as_deref(), Some(default_file.as_path()));
+        assert_eq!(
+            config.exclude.map(Patterns::into_vec),
+            Some(vec!["a/".to_owned(), "b/".to_owned()])
+        );
+        assert_eq!(config.jobs, Some(3));
+        // XDG_CONFIG_HOME replaces ~/.config; a relative one is ignored, as the spec says.
+        let (_, file) = load_user_config(&place(Some(xdg.clone()), None)).unwrap();
+        assert_eq!(file, None);
+        let (_, file) = load_user_config(&place(Some("rel".into()), None)).unwrap();
+        assert_eq!(file.as_deref(), Some(default_file.as_path()));
+        // A named file must exist; `python` is refused with the reason.
+        let named = dir.path().join("named.toml");
+        let err = load_user_config(&place(None, Some(named.clone()))).unwrap_err();
+        assert!(format!("{err:#}").contains(CONFIG_FILE_ENV), "{err:#}");
+        std::fs::write(&named, "python = '/usr/bin/python3'\n").unwrap();
+        let err = load_user_config(&place(None, Some(named))).unwrap_err();
+        assert!(format!("{err:#}").contains("every project"), "{err:#}");
     }
 }

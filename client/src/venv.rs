@@ -34,6 +34,15 @@ pub fn installed_environment() -> Option<PathBuf> {
     (is_environment(root) && !is_tool_environment(root)).then(|| root.to_path_buf())
 }
 
+/// The project's own environment, as uv finds it: `.venv` beside the project's
+/// `pyproject.toml` (the nearest one at or above the working directory), when it is a virtual
+/// environment with an interpreter.
+pub fn project_environment(pyproject: &Path) -> Option<PathBuf> {
+    let root = pyproject.parent()?.join(".venv");
+    let usable = is_environment(&root) && root.join("bin").join("python").exists();
+    usable.then(|| std::path::absolute(&root).unwrap_or(root))
+}
+
 /// Whether `root` is the root of a virtual environment.
 fn is_environment(root: &Path) -> bool {
     root.join(PYVENV_CFG).is_file()
@@ -64,13 +73,21 @@ pub struct Environment {
 
 impl Environment {
     /// Finds the environment `sync --venv [PATH]` means: `PATH`, else the active one
-    /// (`VIRTUAL_ENV`), else `./.venv`; and asks its interpreter for its package directories.
-    pub fn locate(explicit: Option<&Path>, cwd: &Path) -> Result<Environment> {
+    /// (`VIRTUAL_ENV`), else the project's (`project_env`: `.venv` beside the nearest
+    /// pyproject.toml), else `./.venv`; and asks its interpreter for its package directories.
+    pub fn locate(
+        explicit: Option<&Path>,
+        cwd: &Path,
+        project_env: Option<&Path>,
+    ) -> Result<Environment> {
         let (root, how) = match explicit {
             Some(path) => (cwd.join(path), "--venv"),
             None => match std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
                 Some(active) => (cwd.join(active), "VIRTUAL_ENV (the active environment)"),
-                None => (cwd.join(".venv"), "the default ./.venv"),
+                None => match project_env {
+                    Some(env) => (env.to_path_buf(), "the project's .venv"),
+                    None => (cwd.join(".venv"), "the default ./.venv"),
+                },
             },
         };
         let root = std::path::absolute(&root)?;
@@ -140,8 +157,10 @@ impl Environment {
 /// Runs the environment's interpreter to learn its `purelib` and `platlib` directories.
 fn site_packages(python: &Path) -> Result<Vec<PathBuf>> {
     let out = crate::settings::hide_secrets(&mut Command::new(python))
-        .arg("-I")
-        .arg("-c")
+        // `-I` ignores PYTHONDONTWRITEBYTECODE: `-B` keeps the start-up imports (a `.pth`
+        // file's, such as setuptools' `_distutils_hack`) from leaving timestamp .pyc files
+        // in the environment this run is about to compile.
+        .args(["-I", "-B", "-c"])
         .arg(SITE_PACKAGES_SCRIPT)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -209,7 +228,7 @@ mod tests {
     fn a_venv_reports_its_site_packages_and_its_interpreter() {
         let tmp = tempfile::tempdir().unwrap();
         let root = make_venv(tmp.path());
-        let env = Environment::locate(Some(Path::new("env")), tmp.path()).unwrap();
+        let env = Environment::locate(Some(Path::new("env")), tmp.path(), None).unwrap();
         assert_eq!(env.root, root);
         assert_eq!(env.python, root.join("bin/python"));
         assert_eq!(env.site_packages.len(), 1, "{:?}", env.site_packages);
@@ -221,21 +240,21 @@ mod tests {
     #[test]
     fn paths_that_are_not_environments_are_refused_clearly() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = Environment::locate(Some(Path::new("missing")), tmp.path()).unwrap_err();
+        let err = Environment::locate(Some(Path::new("missing")), tmp.path(), None).unwrap_err();
         let text = format!("{err:#}");
         assert!(
             text.contains("missing") && text.contains("does not exist"),
             "{text}"
         );
         std::fs::create_dir(tmp.path().join("plain")).unwrap();
-        let err = Environment::locate(Some(Path::new("plain")), tmp.path()).unwrap_err();
+        let err = Environment::locate(Some(Path::new("plain")), tmp.path(), None).unwrap_err();
         assert!(format!("{err:#}").contains("has no pyvenv.cfg"), "{err:#}");
         std::fs::write(tmp.path().join("file"), "x").unwrap();
-        let err = Environment::locate(Some(Path::new("file")), tmp.path()).unwrap_err();
+        let err = Environment::locate(Some(Path::new("file")), tmp.path(), None).unwrap_err();
         assert!(format!("{err:#}").contains("not a directory"), "{err:#}");
         let root = make_venv(tmp.path());
         std::fs::remove_file(root.join("bin/python")).unwrap();
-        let err = Environment::locate(Some(Path::new("env")), tmp.path()).unwrap_err();
+        let err = Environment::locate(Some(Path::new("env")), tmp.path(), None).unwrap_err();
         assert!(format!("{err:#}").contains("has no bin/python"), "{err:#}");
     }
 

@@ -314,5 +314,234 @@ fn a_pyc_that_cannot_be_written_is_one_named_error_among_parallel_writes() {
             "{run}: {stderr}"
         );
         assert_eq!(pycs(&tree).len(), 300, "{run}");
+        let failed = &json["failed"];
+        assert_eq!(failed.as_array().map(Vec::len), Some(1), "{run}: {json}");
+        assert!(
+            failed[0]["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("blocked/mod.py")
+                && failed[0]["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("NotADirectoryError"),
+            "{run}: {json}"
+        );
     }
+}
+
+/// `pycache-client ARGS` in `cwd` with no `PYCACHE_*` of the test's own environment and its
+/// user config folders inside `home` (`$HOME/.config` unless `env` names another).
+fn client_at_home(cwd: &Path, home: &Path, env: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(CLIENT);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PYCACHE_") || name == "XDG_CONFIG_HOME" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.current_dir(cwd)
+        .env("HOME", home)
+        .env("PYCACHE_CACHE_DIR", home.join("cache"))
+        .env("PYCACHE_PYTHON", "python3");
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+/// Issue 23, case 6: a user config file (`$XDG_CONFIG_HOME/pycache/config.toml`, by default
+/// `~/.config/pycache/config.toml`, or the file `PYCACHE_CONFIG_FILE` names) keeps settings
+/// for every project: below `[tool.pycache]` and the environment, above the defaults, one
+/// setting at a time; `--no-config` leaves it out; a broken one is named in the error.
+#[test]
+fn the_user_config_file_sits_below_the_project_and_above_the_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let project = tmp.path().join("project");
+    std::fs::create_dir_all(home.join(".config/pycache")).unwrap();
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        home.join(".config/pycache/config.toml"),
+        "cache-size = \"3MiB\"\nnamespace = \"laptop\"\n",
+    )
+    .unwrap();
+    let namespace = |env: &[(&str, &Path)], args: &[&str]| -> String {
+        let args: Vec<&str> = args.iter().copied().chain(["status"]).collect();
+        let out = client_at_home(&project, &home, env, &args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("namespace:"))
+            .unwrap_or_else(|| panic!("no namespace line: {out:?}"))
+            .trim()
+            .to_owned()
+    };
+    let size_limit = |env: &[(&str, &Path)], args: &[&str]| -> serde_json::Value {
+        let args: Vec<&str> = args
+            .iter()
+            .copied()
+            .chain(["cache", "stats", "--json"])
+            .collect();
+        let out = client_at_home(&project, &home, env, &args);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["size_limit"].clone()
+    };
+    // The default place.
+    assert_eq!(namespace(&[], &[]), "laptop");
+    assert_eq!(size_limit(&[], &[]), 3 << 20);
+    // [tool.pycache] wins for what it sets; the rest still comes from the user's file.
+    std::fs::write(
+        project.join("pyproject.toml"),
+        "[tool.pycache]\nnamespace = \"proj\"\n",
+    )
+    .unwrap();
+    assert_eq!(namespace(&[], &[]), "proj");
+    assert_eq!(size_limit(&[], &[]), 3 << 20);
+    std::fs::remove_file(project.join("pyproject.toml")).unwrap();
+    // The environment wins over the file.
+    let ns = tmp.path().join("env-ns");
+    let ns_name = Path::new(ns.file_name().unwrap());
+    assert_eq!(namespace(&[("PYCACHE_NAMESPACE", ns_name)], &[]), "env-ns");
+    // XDG_CONFIG_HOME moves the folder; PYCACHE_CONFIG_FILE names the file.
+    let xdg = tmp.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("pycache")).unwrap();
+    std::fs::write(xdg.join("pycache/config.toml"), "namespace = \"xdg\"\n").unwrap();
+    assert_eq!(namespace(&[("XDG_CONFIG_HOME", &xdg)], &[]), "xdg");
+    let named = tmp.path().join("named.toml");
+    std::fs::write(&named, "namespace = \"named\"\n").unwrap();
+    assert_eq!(namespace(&[("PYCACHE_CONFIG_FILE", &named)], &[]), "named");
+    // --no-config: the defaults.
+    assert_eq!(size_limit(&[], &["--no-config"]), 2u64 << 30);
+    assert!(
+        namespace(&[], &["--no-config"]).starts_with("not set"),
+        "{}",
+        namespace(&[], &["--no-config"])
+    );
+    // A broken file is named, with what to do; so is a named file that does not exist.
+    std::fs::write(&named, "cache-sise = 1\n").unwrap();
+    let out = client_at_home(
+        &project,
+        &home,
+        &[("PYCACHE_CONFIG_FILE", &named)],
+        &["status"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(named.to_str().unwrap()) && stderr.contains("cache-sise"),
+        "{stderr}"
+    );
+    let missing = tmp.path().join("missing.toml");
+    let out = client_at_home(
+        &project,
+        &home,
+        &[("PYCACHE_CONFIG_FILE", &missing)],
+        &["status"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(missing.to_str().unwrap()) && stderr.contains("PYCACHE_CONFIG_FILE"),
+        "{stderr}"
+    );
+}
+
+/// Issue 23, case 9: `sync`'s output options do what their help says. `-q` drops the progress
+/// bar and keeps the summary, `-qq` is silent; `--json` names each failed file with its
+/// error; `-j` is `--jobs`; `-o 3` says what -o is and which levels exist; the help lists the
+/// global options once, under their own heading, after the subcommand's own.
+#[test]
+fn sync_output_options_do_what_their_help_says() {
+    let (_tmp, base) = setup(2);
+    let dir = copy(&base, "x");
+    let cache = base.join("cache");
+    let run = |args: &[&str]| client(&dir, &cache).args(args).output().unwrap();
+
+    let out = run(&["sync", "-q", "src"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pycache: 3 files:"),
+        "-q keeps the summary: {stderr}"
+    );
+    assert!(stderr.contains("bad.py"), "-q keeps the errors: {stderr}");
+    let out = run(&["sync", "-qq", "src"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr.is_empty() && out.stdout.is_empty(),
+        "-qq: {out:?}"
+    );
+
+    let out = run(&["sync", "--json", "-f", "-j", "1", "src"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = json["failed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(failed.len(), 1, "{json}");
+    assert_eq!(failed[0]["path"], "src/pkg/bad.py", "{json}");
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("SyntaxError"),
+        "{json}"
+    );
+
+    let out = run(&["sync", "-o", "3", "src"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("optimization level") && stderr.contains("-1, 0, 1 or 2"),
+        "{stderr}"
+    );
+
+    let out = run(&["sync", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let (own, global) = help
+        .split_once("Global options:")
+        .unwrap_or_else(|| panic!("no global heading: {help}"));
+    assert!(
+        own.contains("--json") && !own.contains("--server"),
+        "{help}"
+    );
+    assert!(
+        global.contains("--server") && !global.contains("--json"),
+        "{help}"
+    );
+}
+
+/// Issue 23, case 9: a run with an empty cache counts exactly, every time. Files of identical
+/// source (empty `__init__.py`, vendored copies) are one compile shared by their paths, never
+/// a "local hit" of what the same run stored a moment earlier (which depended on how far the
+/// cache-writing thread had got: the counts varied run to run).
+#[test]
+fn an_empty_cache_run_counts_the_same_every_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for i in 0..40 {
+        let pkg = src.join(format!("p{i:02}"));
+        std::fs::create_dir_all(pkg.join("sub")).unwrap();
+        std::fs::write(pkg.join("__init__.py"), "").unwrap();
+        std::fs::write(pkg.join("sub/__init__.py"), "").unwrap();
+        std::fs::write(pkg.join("vendored.py"), "import os\nX = [1, 2]\n").unwrap();
+        std::fs::write(pkg.join(format!("own{i}.py")), format!("Y = {i}\n")).unwrap();
+    }
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        let cache = tmp.path().join(format!("cache-{round}"));
+        for pkg in std::fs::read_dir(&src).unwrap() {
+            let pkg = pkg.unwrap().path();
+            let _ = std::fs::remove_dir_all(pkg.join("__pycache__"));
+            let _ = std::fs::remove_dir_all(pkg.join("sub/__pycache__"));
+        }
+        let (out, json) = sync_json(tmp.path(), &cache);
+        assert!(out.status.success(), "{out:?}");
+        let counts: Vec<u64> = ["files", "local_hits", "compiled", "shared", "written"]
+            .iter()
+            .map(|k| json[k].as_u64().unwrap_or_else(|| panic!("{k}: {json}")))
+            .collect();
+        // 160 files; the 80 empty __init__.py are one source, the 40 vendored.py another.
+        assert_eq!(counts, [160, 0, 160, 79 + 39, 160], "round {round}: {json}");
+        seen.push(counts);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
 }

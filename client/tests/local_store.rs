@@ -170,7 +170,8 @@ fn runs_killed_at_random_moments_lose_only_what_was_in_flight() {
     // runs run, with a store that exists (a run whose cache has no store yet starts its
     // workers early, and is faster).
     let timing_cache = tmp.path().join("cache-timing");
-    cache_json(&timing_cache, "stats", &[]);
+    // (`cache stats` creates no store; `cache prune` given a limit makes one to keep it in.)
+    cache_json(&timing_cache, "prune", &["--cache-size", "2GiB"]);
     assert!(timing_cache.join("store.db").exists());
     let started = Instant::now();
     let (out, cold) = sync_json(&tree, &timing_cache, &[]);
@@ -413,4 +414,85 @@ fn cache_commands_report_prune_clear_and_say_where() {
     let (_, after) = sync_json(&tree, &cache, &[]);
     assert_eq!(after["local_hits"], 0, "{after}");
     assert_eq!(after["compiled"].as_u64(), Some(compiled), "{after}");
+}
+
+/// `pycache-client cache WHAT ARGS` with the cache at `cache` (no size from the environment).
+fn cache_command(cache: &Path, args: &[&str]) -> Output {
+    Command::new(CLIENT)
+        .env("PYCACHE_CACHE_DIR", cache)
+        .env_remove("PYCACHE_CACHE_SIZE")
+        .env_remove("PYCACHE_CONFIG_FILE")
+        .arg("--no-config")
+        .arg("cache")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Issue 23, case 6: `cache stats` (and prune and clear) on a cache directory that does not
+/// exist create nothing and say so; the limit `--cache-size … cache prune` pruned to is kept
+/// by the store, so the next `cache stats` and runs use it; `cache stats --zero-stats` shows
+/// the statistics, then zeroes them (the entries stay).
+#[test]
+fn cache_commands_create_nothing_remember_the_limit_and_zero_the_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("tree"), tmp.path().join("cache"));
+    support::project::make_tree(&tree);
+
+    let out = cache_command(&cache, &["stats"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("no local cache") && stdout.contains(cache.to_str().unwrap()),
+        "{stdout}"
+    );
+    for what in ["stats", "prune", "clear"] {
+        let json = cache_json(&cache, what, &[]);
+        assert_eq!(json["entries"], 0, "{what}: {json}");
+        assert!(
+            !cache.exists(),
+            "`cache {what}` created {}",
+            cache.display()
+        );
+    }
+    assert_eq!(cache_json(&cache, "stats", &[])["exists"], false);
+
+    let (out, _) = sync_json(&tree, &cache, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let pruned = cache_json(&cache, "prune", &["--cache-size", "3MiB"]);
+    assert_eq!(pruned["entries"], 0, "{pruned}");
+    let stats = cache_json(&cache, "stats", &[]);
+    assert_eq!(
+        stats["size_limit"],
+        3 << 20,
+        "the pruned-to limit is kept: {stats}"
+    );
+    assert_eq!(stats["exists"], true, "{stats}");
+    // A run with no size setting keeps to it too; one with a setting uses that.
+    remove_pycache(&tree.join("src"));
+    let (out, warm) = sync_json(&tree, &cache, &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(warm["local_hits"], 3, "{warm}");
+    assert_eq!(cache_json(&cache, "stats", &[])["size_limit"], 3 << 20);
+    assert_eq!(
+        cache_json(&cache, "stats", &["--cache-size", "5MiB"])["size_limit"],
+        5 << 20
+    );
+
+    let out = cache_command(&cache, &["stats", "--zero-stats"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("hit rate") && stdout.contains("statistics zeroed"),
+        "{stdout}"
+    );
+    let stats = cache_json(&cache, "stats", &[]);
+    assert_eq!(stats["entries"], 3, "{stats}");
+    let interp = &stats["interpreters"][0];
+    assert_eq!(
+        (interp["hits"].as_u64(), interp["stored"].as_u64()),
+        (Some(0), Some(0)),
+        "{stats}"
+    );
+    assert_eq!(stats["days"].as_array().map(Vec::len), Some(0), "{stats}");
 }

@@ -242,11 +242,37 @@ fn cold_then_warm_on(python: &Path, database_url: Option<&str>) {
         "no pycache warning on a healthy run: {}",
         stderr(&warm)
     );
+    // Issue 23, case 9: the read token's skipped uploads are said, once.
+    assert_eq!(
+        stderr(&warm).matches("can only read").count(),
+        1,
+        "{}",
+        stderr(&warm)
+    );
+    assert!(stderr(&warm).contains("not uploaded"), "{}", stderr(&warm));
     assert_eq!(
         pycs(&warm_dir),
         pycs(&reference),
         ".pyc files must equal compileall's"
     );
+    // Issue 23, case 6: the local cache's statistics count the run's remote hits as hits.
+    let stats = Command::new(CLIENT)
+        .env("PYCACHE_CACHE_DIR", base.join("cache-warm"))
+        .args(["--no-config", "cache", "stats", "--json"])
+        .output()
+        .unwrap();
+    assert!(stats.status.success(), "{stats:?}");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["interpreters"][0]["remote_hits"], 5, "{stats}");
+    assert_eq!(stats["interpreters"][0]["hits"], 0, "{stats}");
+    assert_eq!(stats["interpreters"][0]["compiled"], 1, "{stats}");
+    let text = Command::new(CLIENT)
+        .env("PYCACHE_CACHE_DIR", base.join("cache-warm"))
+        .args(["--no-config", "cache", "stats"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("83.3%") && !text.contains(" 0.0%"), "{text}");
 }
 
 /// The same on CPython 3.14 (Pyodide): the server tier serves a version no native interpreter

@@ -31,8 +31,9 @@ fn a_warning_during_the_progress_bar_leaves_it_intact() {
     // The local cache refuses every new entry (a trigger in its database): storing fails, on
     // the background thread that writes the cache, while the bar is drawn.
     let cache = tmp.path().join("cache");
+    // (`cache stats` creates no store; `cache prune` given a limit makes one to keep it in.)
     let created = Command::new(CLIENT)
-        .args(["cache", "stats"])
+        .args(["--cache-size", "2GiB", "cache", "prune"])
         .env("PYCACHE_CACHE_DIR", &cache)
         .output()
         .unwrap();

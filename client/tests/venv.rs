@@ -291,3 +291,138 @@ fn bash_completion_completes_after_the_subcommand() {
     let cache = complete(&["pycache-client", "cache", ""]);
     assert!(cache.iter().any(|o| o == "stats"), "cache <Tab>: {cache:?}");
 }
+
+/// A directory holding only a `python3` that is `interp`, to put first on `PATH`.
+fn path_with_python3(dir: &Path, interp: &Path) -> std::ffi::OsString {
+    std::fs::create_dir_all(dir).unwrap();
+    std::os::unix::fs::symlink(interp, dir.join("python3")).unwrap();
+    let mut paths = vec![dir.to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
+
+/// Issue 23, case 1: in a uv-style project (a pyproject.toml and a `.venv` of another Python
+/// beside it), plain `sync` compiles the project for the `.venv`'s interpreter, not for the
+/// `python3` first on `PATH`, and walks past `.venv` (and the other directories ruff skips)
+/// unless `--no-default-excludes` says otherwise. `[tool.pycache] exclude` takes a list.
+#[test]
+fn sync_in_a_project_targets_its_venv_and_writes_nothing_inside_it() {
+    let other = support::interp::other_cpython();
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("p");
+    let venv = project.join(".venv");
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    let status = Command::new(&other.path)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Something to compile inside the environment, as an installed package would be.
+    write_package(&site_packages(&venv));
+    std::fs::write(
+        project.join("pyproject.toml"),
+        "[project]\nname = 'p'\nversion = '0'\n\n[tool.pycache]\nexclude = ['skip_me', 'also_skipped']\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("src/app.py"), "import json\n").unwrap();
+    std::fs::write(project.join("src/skip_me.py"), "X = 1\n").unwrap();
+    std::fs::write(project.join("src/also_skipped.py"), "X = 2\n").unwrap();
+    for ignored in ["node_modules/pkg", "build/lib", ".tox/py", "dist"] {
+        std::fs::create_dir_all(project.join(ignored)).unwrap();
+        std::fs::write(project.join(ignored).join("gen.py"), "Y = 1\n").unwrap();
+    }
+    let cache = tmp.path().join("cache");
+    let default = support::interp::default_cpython();
+    let path = path_with_python3(&tmp.path().join("bin"), &default.path);
+
+    let sync = |cwd: &Path, args: &[&str]| {
+        let out = client_at(Path::new(CLIENT), cwd, &cache)
+            .env("PATH", &path)
+            .args(["sync", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let report = sync(&project, &[]);
+    assert_eq!(
+        report["python"],
+        venv.join("bin/python").display().to_string(),
+        "{report}"
+    );
+    assert_eq!(report["cache_tag"], other.cache_tag, "{report}");
+    assert_eq!(report["files"], 1, "{report}");
+    let pyc = |name: &str| {
+        project
+            .join("src/__pycache__")
+            .join(format!("{name}.{}.pyc", other.cache_tag))
+    };
+    assert!(pyc("app").is_file(), "{report}");
+    assert!(!pyc("skip_me").exists() && !pyc("also_skipped").exists());
+    assert!(all_pycs(&venv).is_empty(), "sync wrote into .venv");
+    for ignored in ["node_modules", "build", ".tox", "dist"] {
+        assert!(all_pycs(&project.join(ignored)).is_empty(), "{ignored}");
+    }
+
+    // From a subdirectory, the project (and its .venv) is found upwards, as uv finds it.
+    remove_pycache(&project.join("src"));
+    let report = sync(&project.join("src"), &[]);
+    assert_eq!(report["cache_tag"], other.cache_tag, "{report}");
+    assert!(pyc("app").is_file(), "{report}");
+
+    // --no-default-excludes walks every directory (the environment's five files included).
+    let report = sync(&project, &["--no-default-excludes"]);
+    assert_eq!(report["files"], 1 + 5 + 4, "{report}");
+    assert_eq!(all_pycs(&site_packages(&venv)).len(), 5, "{report}");
+
+    // `sync --venv` from a subdirectory means the project's .venv too, as plain `sync` does.
+    remove_pycache(&site_packages(&venv));
+    let report = sync(&project.join("src"), &["--venv"]);
+    assert_eq!(
+        report["python"],
+        venv.join("bin/python").display().to_string(),
+        "{report}"
+    );
+    assert_eq!(report["files"], 5, "{report}");
+}
+
+/// Issue 23, case 8: under `PYTHONDONTWRITEBYTECODE=1` the interpreter questions `sync --venv`
+/// asks (the probe, site-packages) write no .pyc of their own, not even for a module a `.pth`
+/// file imports at start-up (setuptools' `distutils-precedence.pth` does): every .pyc in the
+/// environment afterwards is one the run decided on, of the mode it was asked for.
+#[test]
+fn sync_venv_leaves_no_pyc_of_its_interpreter_questions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let venv = tmp.path().join(".venv");
+    make_venv(&venv);
+    let sp = site_packages(&venv);
+    std::fs::create_dir(sp.join("_start_hook")).unwrap();
+    std::fs::write(sp.join("_start_hook/__init__.py"), "HOOKED = True\n").unwrap();
+    std::fs::write(sp.join("start-hook.pth"), "import _start_hook\n").unwrap();
+    let out = client_at(Path::new(CLIENT), tmp.path(), &tmp.path().join("cache"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args([
+            "sync",
+            "--venv",
+            "--json",
+            "--invalidation-mode",
+            "checked-hash",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let pycs = all_pycs(&venv);
+    assert!(!pycs.is_empty(), "{}", text(&out));
+    for (path, bytes) in &pycs {
+        assert_eq!(
+            bytes[4..8],
+            [3, 0, 0, 0],
+            "{} is not a checked-hash pyc: something else wrote it",
+            path.display()
+        );
+    }
+}

@@ -68,6 +68,7 @@ pub fn run(session: &Session, raw_args: Vec<OsString>) -> Result<i32> {
         stripdir: args.stripdir.clone(),
         prependdir: args.prependdir.clone(),
         limit_sl_dest: args.limit_sl_dest.clone(),
+        skip_dirs: &[],
     };
     let mut dests = args.dests.clone();
     let mut stdin_copy: Option<Vec<u8>> = None;

@@ -27,6 +27,10 @@ pub fn status(settings: &Settings, console: &Console) -> Result<i32> {
         Some(f) => say!(out, "config:       {}", f.display()),
         None => say!(out, "config:       (no pyproject.toml found)"),
     }
+    match &settings.user_config_file {
+        Some(f) => say!(out, "user config:  {}", f.display()),
+        None => say!(out, "user config:  (none read)"),
+    }
     match resolve_interpreter(settings.python.as_deref(), settings.virtual_env.as_deref())
         .and_then(|p| Interpreter::probe(&p, &settings.cache_dir).map_err(anyhow::Error::from))
     {
@@ -45,6 +49,14 @@ pub fn status(settings: &Settings, console: &Console) -> Result<i32> {
             healthy = false;
             say!(out, "python:       error: {e:#}");
         }
+    }
+    if let Some(env) = &settings.project_env {
+        say!(
+            out,
+            "project venv: {} (what sync and verify compile for, unless an interpreter is named \
+             or a virtualenv is active)",
+            env.display()
+        );
     }
     say!(
         out,

@@ -53,7 +53,8 @@ pub fn run(
     };
     let walk = TreeWalk {
         paths: &paths,
-        exclude: args.exclude.as_deref(),
+        exclude: &args.exclude,
+        default_excludes: !args.no_default_excludes,
         optimize: &args.optimize,
         timestamp_pycs: invalidation_mode == InvalidationMode::Timestamp,
         force: args.force,
@@ -71,10 +72,13 @@ pub fn run(
         up_to_date: planned.up_to_date,
         ..Default::default()
     };
-    let progress = !args.json && !args.quiet && std::io::stderr().is_terminal();
+    let progress = !args.json && args.quiet == 0 && std::io::stderr().is_terminal();
     let plan = Plan {
         events: planned.events,
-        style: Style::Sync { progress },
+        style: Style::Sync {
+            progress,
+            errors: args.quiet < 2,
+        },
         invalidation_mode,
         hardlink_dupes: false,
     };
@@ -96,19 +100,54 @@ pub fn run(
             Err(e) if is_closed_stdout(&e) => {}
             other => other.context("could not write the JSON summary")?,
         }
-    } else if !args.quiet {
+    } else if args.quiet < 2 {
         console.stderr_text(&format!("{}\n", summary_line(&summary)));
     }
     Ok(if ok { 0 } else { 1 })
 }
+
+/// Directories `sync` and `verify` do not walk into unless `--no-default-excludes`: the ones
+/// ruff skips by default (version control, virtual environments, tool caches, build output,
+/// installed packages). A path given on the command line is walked all the same, as ruff
+/// checks a path it is given.
+pub const DEFAULT_EXCLUDES: &[&str] = &[
+    ".bzr",
+    ".direnv",
+    ".eggs",
+    ".git",
+    ".git-rewrite",
+    ".hg",
+    ".ipynb_checkpoints",
+    ".mypy_cache",
+    ".nox",
+    ".pants.d",
+    ".pyenv",
+    ".pytest_cache",
+    ".pytype",
+    ".ruff_cache",
+    ".svn",
+    ".tox",
+    ".venv",
+    ".vscode",
+    "__pypackages__",
+    "_build",
+    "buck-out",
+    "build",
+    "dist",
+    "node_modules",
+    "site-packages",
+    "venv",
+];
 
 /// What `sync` and `verify` walk: the paths and the options that choose files and levels.
 #[derive(Debug)]
 pub struct TreeWalk<'a> {
     /// Files and directories.
     pub paths: &'a [PathBuf],
-    /// `--exclude` (else the settings' pattern).
-    pub exclude: Option<&'a str>,
+    /// `--exclude` patterns (none: the settings' patterns).
+    pub exclude: &'a [String],
+    /// Skip the [`DEFAULT_EXCLUDES`] directories below the paths.
+    pub default_excludes: bool,
     /// `--optimize` levels (none: the settings', else the interpreter's).
     pub optimize: &'a [i64],
     /// Whether the .pyc files record timestamps (then up-to-date ones are skipped).
@@ -158,16 +197,13 @@ pub fn plan_tree_with(
             session.interpreter.executable.display()
         );
     }
-    let exclude = walk
-        .exclude
-        .map(str::to_owned)
-        .or_else(|| settings.exclude.clone());
-    let rx = match exclude {
-        Some(p) => Some(Box::new(fancy_regex::Regex::new(&p).with_context(|| {
-            format!("the exclude pattern {p:?} is not a valid regular expression")
-        })?) as Box<dyn crate::compileall::plan::Exclude>),
-        None => None,
+    let patterns = if walk.exclude.is_empty() {
+        settings.exclude.as_slice()
+    } else {
+        walk.exclude
     };
+    let rx =
+        exclusion(patterns)?.map(|rx| Box::new(rx) as Box<dyn crate::compileall::plan::Exclude>);
     let optimize = if !walk.optimize.is_empty() {
         walk.optimize.to_vec()
     } else {
@@ -186,6 +222,11 @@ pub fn plan_tree_with(
         stripdir: None,
         prependdir: None,
         limit_sl_dest: None,
+        skip_dirs: if walk.default_excludes {
+            DEFAULT_EXCLUDES
+        } else {
+            &[]
+        },
     };
     let mut planner = Planner::new(&ctx, &opts);
     if let Some(hook) = first_file {
@@ -210,6 +251,26 @@ pub fn plan_tree_with(
         up_to_date: planner.up_to_date,
         events: planner.events,
     })
+}
+
+/// One regular expression that matches where any of `patterns` does; `None` for no pattern.
+fn exclusion(patterns: &[String]) -> Result<Option<fancy_regex::Regex>> {
+    for p in patterns {
+        fancy_regex::Regex::new(p).with_context(|| {
+            format!("the exclude pattern {p:?} is not a valid regular expression")
+        })?;
+    }
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let joined = patterns
+        .iter()
+        .map(|p| format!("(?:{p})"))
+        .collect::<Vec<_>>()
+        .join("|");
+    Ok(Some(fancy_regex::Regex::new(&joined).with_context(
+        || format!("the exclude patterns {patterns:?} do not combine into one regular expression"),
+    )?))
 }
 
 /// The one-line summary (upload conflicts only when there were some).
@@ -240,6 +301,20 @@ pub fn summary_line(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exclude_patterns_combine_and_a_bad_one_is_named() {
+        use crate::compileall::plan::Exclude;
+        let rx = exclusion(&["^a/".to_owned(), "tests?/".to_owned()])
+            .unwrap()
+            .unwrap();
+        assert!(rx.excludes("a/x.py".as_ref()));
+        assert!(rx.excludes("src/tests/x.py".as_ref()));
+        assert!(!rx.excludes("src/b/x.py".as_ref()));
+        assert!(exclusion(&[]).unwrap().is_none());
+        let err = exclusion(&["ok".to_owned(), "(".to_owned()]).unwrap_err();
+        assert!(format!("{err:#}").contains("\"(\""), "{err:#}");
+    }
 
     #[test]
     fn the_summary_line_names_conflicts_only_when_there_were_some() {

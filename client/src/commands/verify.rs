@@ -64,14 +64,18 @@ pub fn run(session: &Session, args: &VerifyArgs, started: Instant) -> Result<i32
     let paths = or_current_dir(&args.paths);
     let walk = TreeWalk {
         paths: &paths,
-        exclude: args.exclude.as_deref(),
+        exclude: &args.exclude,
+        default_excludes: !args.no_default_excludes,
         optimize: &args.optimize,
         timestamp_pycs: true,
         force: true,
     };
     let planned = plan_tree(session, &walk)?;
     let cfg = session.run_config(
-        Style::Sync { progress: false },
+        Style::Sync {
+            progress: false,
+            errors: true,
+        },
         session.default_invalidation_mode(),
         false,
     );

@@ -49,8 +49,9 @@ impl Exclusion {
         if pattern.is_empty() {
             return Start::Delegate("-x with an empty pattern".into());
         }
+        // `-B`: a question, not a compile; it leaves no .pyc behind.
         let spawned = crate::settings::hide_secrets(&mut Command::new(python))
-            .arg("-c")
+            .args(["-B", "-c"])
             .arg(EXCLUDE_SCRIPT)
             .arg(pattern)
             .stdin(Stdio::piped())

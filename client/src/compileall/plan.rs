@@ -56,6 +56,9 @@ pub struct FileOptions {
     /// The run writes timestamp pycs (`--invalidation-mode timestamp`, the default): a pyc it
     /// wrote is up to date for a later visit of the same file in the same run.
     pub timestamp_pycs: bool,
+    /// Names of directories the walk does not enter below the paths it was given (`sync`'s
+    /// default excludes; compileall has none).
+    pub skip_dirs: &'static [&'static str],
 }
 
 /// compileall's `rx.search(fullname)`: true when the walk skips `fullname`.
@@ -264,6 +267,11 @@ impl<'a> Planner<'a> {
                 && name.as_bytes() != b"."
                 && name.as_bytes() != b".."
                 && !kind.map_or_else(|| is_symlink(&fullname), |k| k.is_symlink())
+                && !self
+                    .opts
+                    .skip_dirs
+                    .iter()
+                    .any(|d| d.as_bytes() == name.as_bytes())
             {
                 let sub = match naming {
                     Naming::Ddir(Some(d)) => Naming::Ddir(Some(os_path_join(d, &name))),

@@ -439,7 +439,7 @@ pub fn emit(
         sinks,
         announced,
     } = feeds;
-    if let Style::Sync { progress: true } = cfg.style {
+    if let Style::Sync { progress: true, .. } = cfg.style {
         console.start_progress(super::resolve::tasks(events).count() as u64);
     }
     let mut printer = Printer::new(cfg, console);
@@ -464,7 +464,7 @@ pub fn emit(
         _ => 0,
     };
     std::thread::scope(|scope| -> io::Result<()> {
-        let mut writes = writes::start::<(&FileTask, bool)>(scope, threads);
+        let mut writes = writes::start::<(&FileTask, Option<String>)>(scope, threads);
         for event in events {
             match event {
                 Event::WalkLine(line) | Event::FileLine(line) => printer.line(line)?,
@@ -516,14 +516,17 @@ pub fn emit(
                     )?;
                     match (emitted, writes.as_mut()) {
                         (Emitted { ok, handed_over }, Some(w)) if !handed_over.is_empty() => {
-                            w.file_done((task, !ok), handed_over);
+                            let failed =
+                                (!ok).then(|| printer.last_error.take().unwrap_or_default());
+                            w.file_done((task, failed), handed_over);
                         }
                         (Emitted { ok: true, .. }, _) => {
                             written.extend(task.levels.iter().map(|l| l.cfile.as_os_str()));
                         }
                         (Emitted { ok: false, .. }, _) => {
                             success = false;
-                            summary.errors += 1;
+                            let error = printer.last_error.take().unwrap_or_default();
+                            failed_file(summary, task, error);
                         }
                     }
                     console.tick();
@@ -565,7 +568,7 @@ pub fn emit(
 /// Counts each file whose writes are done, or reports what failed, in plan order; waits until
 /// at most `keep` writes are out.
 fn settle<'e>(
-    writes: &mut Option<writes::Writes<(&'e FileTask, bool)>>,
+    writes: &mut Option<writes::Writes<(&'e FileTask, Option<String>)>>,
     keep: usize,
     printer: &mut Printer<'_>,
     summary: &mut Summary,
@@ -578,19 +581,31 @@ fn settle<'e>(
     for done in writes.settle(keep) {
         let (task, failed) = done.file;
         summary.written += done.written as u64;
-        match (failed, done.error) {
-            (false, None) => {
+        let error = match (failed, done.error) {
+            (None, None) => {
                 written.extend(task.levels.iter().map(|l| l.cfile.as_os_str()));
                 continue;
             }
-            (false, Some(e)) => printer.error_raised(&task.fullname, e.class_name, &e.text)?,
+            (None, Some(e)) => {
+                printer.error_raised(&task.fullname, e.class_name, &e.text)?;
+                printer.last_error.take().unwrap_or_default()
+            }
             // Its error is said already.
-            (true, _) => {}
-        }
+            (Some(error), _) => error,
+        };
         *success = false;
-        summary.errors += 1;
+        failed_file(summary, task, error);
     }
     Ok(())
+}
+
+/// Counts a file that failed, and lists it with its error (`sync --json`).
+fn failed_file(summary: &mut Summary, task: &FileTask, error: String) {
+    summary.errors += 1;
+    summary.failed.push(super::FailedFile {
+        path: String::from_utf8_lossy(task.fullname.as_encoded_bytes()).into_owned(),
+        error,
+    });
 }
 
 /// What emitting one file did.
@@ -610,7 +625,7 @@ fn emit_file(
     results: &mut Results<'_>,
     out: &mut Printer<'_>,
     summary: &mut Summary,
-    writes: Option<&mut writes::Writes<(&FileTask, bool)>>,
+    writes: Option<&mut writes::Writes<(&FileTask, Option<String>)>>,
 ) -> io::Result<Emitted> {
     let mut handed_over = Vec::new();
     let ok = emit_levels(
@@ -635,7 +650,7 @@ fn emit_levels(
     results: &mut Results<'_>,
     out: &mut Printer<'_>,
     summary: &mut Summary,
-    mut writes: Option<&mut writes::Writes<(&FileTask, bool)>>,
+    mut writes: Option<&mut writes::Writes<(&FileTask, Option<String>)>>,
     handed_over: &mut Vec<u64>,
 ) -> io::Result<bool> {
     let source = match &record.source {
@@ -752,6 +767,8 @@ fn hardlink_if_same(previous: &OsStr, current: &OsStr) -> io::Result<()> {
 struct Printer<'a> {
     style: Style,
     console: &'a Console,
+    /// The last error reported (shown or not), for the summary's list of failed files.
+    last_error: Option<String>,
 }
 
 impl<'a> Printer<'a> {
@@ -759,13 +776,15 @@ impl<'a> Printer<'a> {
         Printer {
             style: cfg.style,
             console,
+            last_error: None,
         }
     }
 
     fn quiet(&self) -> u32 {
         match self.style {
             Style::Compileall { quiet } => quiet,
-            Style::Sync { .. } => 1,
+            Style::Sync { errors: true, .. } => 1,
+            Style::Sync { errors: false, .. } => 2,
         }
     }
 
@@ -792,6 +811,7 @@ impl<'a> Printer<'a> {
     /// compileall's error report: after `Compiling ...` (not quiet) the text follows `*** `;
     /// quiet, it names the file first.
     fn error_text(&mut self, fullname: &OsStr, text: &str) -> io::Result<()> {
+        self.last_error = Some(text.to_owned());
         if self.quiet() >= 2 {
             return Ok(());
         }

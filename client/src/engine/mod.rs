@@ -45,6 +45,8 @@ pub enum Style {
     Sync {
         /// Draw a progress bar on stderr.
         progress: bool,
+        /// Print compile errors on stderr (not under `sync -qq`).
+        errors: bool,
     },
 }
 
@@ -86,6 +88,15 @@ pub struct Tiers<'a> {
     pub remote: Option<&'a RemoteTier>,
 }
 
+/// A file that failed to compile and why, as `sync --json` lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FailedFile {
+    /// The path as the walk built it (lossily decoded).
+    pub path: String,
+    /// The error, as compileall prints it after `*** Error compiling ...`.
+    pub error: String,
+}
+
 /// Counts for the summary line and `--json`.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Summary {
@@ -108,6 +119,8 @@ pub struct Summary {
     pub written: u64,
     /// Files that failed.
     pub errors: u64,
+    /// Each file that failed, with the error compileall reports for it (`sync --json`).
+    pub failed: Vec<FailedFile>,
     /// Local cache entries found corrupt (and replaced).
     pub corrupt_entries: u64,
     /// Server entries not used because no trusted key signed them (with `trusted-keys` set).

@@ -11,8 +11,9 @@
 //! The store is bounded: when the pages in use pass the size limit, the least recently used
 //! entries go until it is back under 90% of it, and the freed pages are returned to the file
 //! system (`auto_vacuum = INCREMENTAL`, a WAL checkpoint). Last-use times of hits are written
-//! once, at the end of a run. `stats` keeps hits, misses, stores and evictions per day and
-//! interpreter, for `pycache-client cache stats`.
+//! once, at the end of a run. `stats` keeps hits, misses (and of those, the server's hits),
+//! stores and evictions per day and interpreter, for `pycache-client cache stats`; `settings`
+//! keeps the size limit `cache prune --cache-size` pruned to, for runs that set none.
 //!
 //! The directories of earlier layouts (`entries/`, `entries-v2/`: a file per entry) are
 //! ignored: never read, never an error; `cache prune` and `cache clear` delete them.
@@ -29,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pycache_proto::{Entry, KeyDigest};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-pub use report::{CacheReport, DayStats, InterpreterStats, PruneReport, LEGACY_DIRS};
+pub use report::{legacy_bytes, CacheReport, DayStats, InterpreterStats, PruneReport, LEGACY_DIRS};
 
 /// The database file under the cache root.
 pub const STORE_FILE: &str = "store.db";
@@ -59,21 +60,13 @@ pub enum Lookup {
 }
 
 /// How a cache is opened.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CacheOptions {
-    /// Bytes the store may hold.
-    pub size_limit: u64,
+    /// Bytes the store may hold; `None`: the limit the store remembers, else
+    /// [`DEFAULT_SIZE_LIMIT`].
+    pub size_limit: Option<u64>,
     /// The interpreter the run's entries are for, as `cache stats` names it.
     pub interpreter: Option<String>,
-}
-
-impl Default for CacheOptions {
-    fn default() -> Self {
-        CacheOptions {
-            size_limit: DEFAULT_SIZE_LIMIT,
-            interpreter: None,
-        }
-    }
 }
 
 /// What a run asked of the cache, for its statistics.
@@ -83,6 +76,8 @@ pub struct RunCounts {
     pub hits: u64,
     /// Results it did not have.
     pub misses: u64,
+    /// Of those, results the server served.
+    pub remote_hits: u64,
 }
 
 /// A bounded, content-addressed entry store in one database file.
@@ -90,6 +85,8 @@ pub struct RunCounts {
 pub struct LocalCache {
     root: PathBuf,
     options: CacheOptions,
+    /// The limit in force: the options', else the remembered one, else the default.
+    size_limit: u64,
     conn: Mutex<Connection>,
     run: Mutex<RunState>,
     /// The store held no entry when it was opened: lookups look only at this run's own
@@ -163,9 +160,16 @@ impl LocalCache {
                 r.get::<_, bool>(0)
             })
             .unwrap_or(false);
+        let size_limit = match options.size_limit {
+            Some(limit) => limit,
+            None => remembered_size_limit(&conn)
+                .map_err(|e| store_error(&path, e))?
+                .unwrap_or(DEFAULT_SIZE_LIMIT),
+        };
         Ok(LocalCache {
             root: root.to_path_buf(),
             options,
+            size_limit,
             conn: Mutex::new(conn),
             run: Mutex::new(RunState::default()),
             empty_at_open,
@@ -184,7 +188,21 @@ impl LocalCache {
 
     /// The size limit.
     pub fn size_limit(&self) -> u64 {
-        self.options.size_limit
+        self.size_limit
+    }
+
+    /// Keeps `limit` in the store as the limit of later runs that set none, and uses it now.
+    pub fn remember_size_limit(&mut self, limit: u64) -> io::Result<()> {
+        let conn = self.conn.lock().expect("cache connection lock");
+        conn.execute(
+            "INSERT INTO settings (name, value) VALUES ('size_limit', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [limit as i64],
+        )
+        .map_err(|e| store_error(&self.store_path(), e))?;
+        drop(conn);
+        self.size_limit = limit;
+        Ok(())
     }
 
     /// Looks up one entry, verifying its digest and key binding.
@@ -360,6 +378,7 @@ impl LocalCache {
             run.evicted,
             run.evicted_bytes,
             run.corrupt,
+            counts.remote_hits,
         ];
         (
             run.stored,
@@ -385,10 +404,11 @@ impl LocalCache {
             let interp = interpreter_id(&tx, self.options.interpreter.as_deref())?;
             tx.execute(
                 "INSERT INTO stats (day, interpreter, hits, misses, stored, stored_bytes,
-                                    evicted, evicted_bytes, corrupt)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                    evicted, evicted_bytes, corrupt, remote_hits)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (day, interpreter) DO UPDATE SET
                    hits = hits + excluded.hits, misses = misses + excluded.misses,
+                   remote_hits = remote_hits + excluded.remote_hits,
                    stored = stored + excluded.stored,
                    stored_bytes = stored_bytes + excluded.stored_bytes,
                    evicted = evicted + excluded.evicted,
@@ -403,7 +423,8 @@ impl LocalCache {
                     stats[3] as i64,
                     stats[4] as i64,
                     stats[5] as i64,
-                    stats[6] as i64
+                    stats[6] as i64,
+                    stats[7] as i64
                 ],
             )?;
             tx.commit()
@@ -413,7 +434,7 @@ impl LocalCache {
 
     /// Evicts least recently used entries when the pages in use pass the limit.
     fn evict_if_over(&self, conn: &mut Connection, run: &mut RunState) -> io::Result<()> {
-        let limit = self.options.size_limit;
+        let limit = self.size_limit;
         let used = used_bytes(conn).map_err(|e| store_error(&self.store_path(), e))?;
         if used <= limit {
             return Ok(());
@@ -463,7 +484,7 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
          PRAGMA foreign_keys = OFF;",
     )?;
     match version {
-        SCHEMA_VERSION => {}
+        SCHEMA_VERSION => add_missing_tables(&conn)?,
         0 => create_schema(&conn)?,
         newer => {
             return Err(rusqlite::Error::SqliteFailure(
@@ -508,11 +529,65 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              evicted INTEGER NOT NULL DEFAULT 0,
              evicted_bytes INTEGER NOT NULL DEFAULT 0,
              corrupt INTEGER NOT NULL DEFAULT 0,
+             remote_hits INTEGER NOT NULL DEFAULT 0,
              PRIMARY KEY (day, interpreter)
+         );
+         CREATE TABLE IF NOT EXISTS settings (
+             name TEXT PRIMARY KEY,
+             value INTEGER NOT NULL
          );
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
     ))
+}
+
+/// What later clients added to the schema, added to a store an earlier one created: the
+/// additions are ones an earlier client does not notice (a column with a default, a table it
+/// never reads), so the schema version stays and every client keeps using the store. Costs
+/// one read when nothing is missing.
+fn add_missing_tables(conn: &Connection) -> rusqlite::Result<()> {
+    let complete = |conn: &Connection| -> rusqlite::Result<(bool, bool)> {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('stats') WHERE name = 'remote_hits'),
+                    EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    };
+    if complete(conn)? == (true, true) {
+        return Ok(());
+    }
+    // Under the write lock, checked again: another process may have added them meanwhile.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let added = (|| {
+        let (has_column, has_settings) = complete(conn)?;
+        if !has_column {
+            conn.execute_batch(
+                "ALTER TABLE stats ADD COLUMN remote_hits INTEGER NOT NULL DEFAULT 0;",
+            )?;
+        }
+        if !has_settings {
+            conn.execute_batch(
+                "CREATE TABLE settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+            )?;
+        }
+        conn.execute_batch("COMMIT")
+    })();
+    if added.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    added
+}
+
+/// The limit `cache prune --cache-size` kept, if any.
+fn remembered_size_limit(conn: &Connection) -> rusqlite::Result<Option<u64>> {
+    conn.query_row(
+        "SELECT value FROM settings WHERE name = 'size_limit'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|v| v.map(|n| n.max(0) as u64))
 }
 
 /// Whether opening failed because the file is not an SQLite database (or is damaged).

@@ -1,4 +1,5 @@
-//! What `pycache-client cache` shows and does: statistics, prune, clear.
+//! What `pycache-client cache` shows and does: statistics, prune, clear, zeroing the
+//! statistics.
 
 use std::fs;
 use std::io;
@@ -20,6 +21,8 @@ const DAYS_SHOWN: i64 = 14;
 /// The store's contents and history, per interpreter.
 #[derive(Debug, Serialize)]
 pub struct CacheReport {
+    /// Whether the store exists (`cache stats` on a cache no run has written yet creates none).
+    pub exists: bool,
     /// The cache directory.
     pub cache_dir: String,
     /// The database file.
@@ -53,6 +56,10 @@ pub struct InterpreterStats {
     pub hits: u64,
     /// Results the cache lacked.
     pub misses: u64,
+    /// Of those, results the server served.
+    pub remote_hits: u64,
+    /// Of those, results compiled (`misses - remote_hits`).
+    pub compiled: u64,
     /// Entries stored.
     pub stored: u64,
     /// Entries evicted.
@@ -72,6 +79,10 @@ pub struct DayStats {
     pub hits: u64,
     /// Misses.
     pub misses: u64,
+    /// Of those, results the server served.
+    pub remote_hits: u64,
+    /// Of those, results compiled.
+    pub compiled: u64,
     /// Entries stored.
     pub stored: u64,
     /// Entries evicted.
@@ -124,6 +135,29 @@ fn tree_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+impl CacheReport {
+    /// The report on a cache directory without a store: nothing stored, nothing counted.
+    pub fn missing(root: &Path, size_limit: u64) -> CacheReport {
+        CacheReport {
+            exists: false,
+            cache_dir: root.display().to_string(),
+            store: root.join(super::STORE_FILE).display().to_string(),
+            disk_bytes: 0,
+            size_limit,
+            entries: 0,
+            entry_bytes: 0,
+            legacy_bytes: legacy_bytes(root),
+            interpreters: Vec::new(),
+            days: Vec::new(),
+        }
+    }
+}
+
+/// Bytes in the directories of earlier layouts under `root`.
+pub fn legacy_bytes(root: &Path) -> u64 {
+    LEGACY_DIRS.iter().map(|d| tree_bytes(&root.join(d))).sum()
+}
+
 impl LocalCache {
     /// Bytes the store files take on disk.
     pub fn disk_bytes(&self) -> u64 {
@@ -138,10 +172,16 @@ impl LocalCache {
 
     /// Bytes in the directories of earlier layouts.
     pub fn legacy_bytes(&self) -> u64 {
-        LEGACY_DIRS
-            .iter()
-            .map(|d| tree_bytes(&self.root.join(d)))
-            .sum()
+        legacy_bytes(&self.root)
+    }
+
+    /// Deletes the statistics of every day and interpreter (`cache stats --zero-stats`); the
+    /// entries stay.
+    pub fn zero_stats(&self) -> io::Result<()> {
+        let conn = self.conn.lock().expect("cache connection lock");
+        conn.execute("DELETE FROM stats", [])
+            .map(drop)
+            .map_err(|e| store_error(&self.store_path(), e))
     }
 
     /// The store's contents and history.
@@ -151,10 +191,11 @@ impl LocalCache {
         let (interpreters, days, entries, entry_bytes) =
             query_report(&conn).map_err(|e| store_error(&path, e))?;
         Ok(CacheReport {
+            exists: true,
             cache_dir: self.root.display().to_string(),
             store: path.display().to_string(),
             disk_bytes: self.disk_bytes(),
-            size_limit: self.options.size_limit,
+            size_limit: self.size_limit,
             entries,
             entry_bytes,
             legacy_bytes: self.legacy_bytes(),
@@ -168,7 +209,7 @@ impl LocalCache {
     pub fn prune(&self) -> io::Result<PruneReport> {
         let mut conn = self.conn.lock().expect("cache connection lock");
         let path = self.store_path();
-        let limit = self.options.size_limit;
+        let limit = self.size_limit;
         let over = used_bytes(&conn).map_err(|e| store_error(&path, e))? > limit;
         let (entries, entry_bytes) = if over {
             evict_to(&mut conn, (limit as f64 * EVICT_TO) as u64)
@@ -238,14 +279,15 @@ fn query_report(conn: &Connection) -> rusqlite::Result<ReportRows> {
              SELECT interpreter, count(*) AS n, sum(size) AS bytes FROM entries GROUP BY interpreter
          ), runs AS (
              SELECT interpreter, sum(hits) AS hits, sum(misses) AS misses, sum(stored) AS stored,
-                    sum(evicted) AS evicted, sum(corrupt) AS corrupt
+                    sum(evicted) AS evicted, sum(corrupt) AS corrupt,
+                    sum(remote_hits) AS remote_hits
              FROM stats GROUP BY interpreter
          ), ids AS (
              SELECT interpreter FROM stored UNION SELECT interpreter FROM runs
          )
          SELECT i.label, coalesce(s.n, 0), coalesce(s.bytes, 0), coalesce(r.hits, 0),
                 coalesce(r.misses, 0), coalesce(r.stored, 0), coalesce(r.evicted, 0),
-                coalesce(r.corrupt, 0)
+                coalesce(r.corrupt, 0), coalesce(r.remote_hits, 0)
          FROM ids
          LEFT JOIN interpreters i ON i.id = ids.interpreter
          LEFT JOIN stored s ON s.interpreter IS ids.interpreter
@@ -253,12 +295,16 @@ fn query_report(conn: &Connection) -> rusqlite::Result<ReportRows> {
          ORDER BY i.label",
     )?;
     let rows = stmt.query_map([], |r| {
+        let misses = r.get::<_, i64>(4)? as u64;
+        let remote_hits = r.get::<_, i64>(8)? as u64;
         Ok(InterpreterStats {
             interpreter: label(r.get(0)?),
             entries: r.get::<_, i64>(1)? as u64,
             entry_bytes: r.get::<_, i64>(2)? as u64,
             hits: r.get::<_, i64>(3)? as u64,
-            misses: r.get::<_, i64>(4)? as u64,
+            misses,
+            remote_hits,
+            compiled: misses.saturating_sub(remote_hits),
             stored: r.get::<_, i64>(5)? as u64,
             evicted: r.get::<_, i64>(6)? as u64,
             corrupt: r.get::<_, i64>(7)? as u64,
@@ -269,17 +315,21 @@ fn query_report(conn: &Connection) -> rusqlite::Result<ReportRows> {
     }
     let mut days = Vec::new();
     let mut stmt = conn.prepare(
-        "SELECT s.day, i.label, s.hits, s.misses, s.stored, s.evicted
+        "SELECT s.day, i.label, s.hits, s.misses, s.stored, s.evicted, s.remote_hits
          FROM stats s LEFT JOIN interpreters i ON i.id = s.interpreter
          WHERE s.day > (SELECT max(day) FROM stats) - ?1
          ORDER BY s.day, i.label",
     )?;
     let rows = stmt.query_map([DAYS_SHOWN], |r| {
+        let misses = r.get::<_, i64>(3)? as u64;
+        let remote_hits = r.get::<_, i64>(6)? as u64;
         Ok(DayStats {
             day: date(r.get(0)?),
             interpreter: label(r.get(1)?),
             hits: r.get::<_, i64>(2)? as u64,
-            misses: r.get::<_, i64>(3)? as u64,
+            misses,
+            remote_hits,
+            compiled: misses.saturating_sub(remote_hits),
             stored: r.get::<_, i64>(4)? as u64,
             evicted: r.get::<_, i64>(5)? as u64,
         })

@@ -73,7 +73,7 @@ fn least_recently_used_entries_go_first_and_the_limit_holds() {
     let dir = tempfile::tempdir().unwrap();
     let limit = 5 << 20;
     let opts = CacheOptions {
-        size_limit: limit,
+        size_limit: Some(limit),
         interpreter: Some("CPython 3.11.7".into()),
     };
     let keys: Vec<KeyDigest> = (0..6).map(key).collect();
@@ -89,7 +89,12 @@ fn least_recently_used_entries_go_first_and_the_limit_holds() {
         // A later run uses the first entry: it becomes the most recently used.
         let cache = LocalCache::open_with(dir.path(), opts.clone()).unwrap();
         assert!(matches!(cache.get(&keys[0]), Lookup::Hit(_)));
-        cache.finish(RunCounts { hits: 1, misses: 0 }).unwrap();
+        cache
+            .finish(RunCounts {
+                hits: 1,
+                ..Default::default()
+            })
+            .unwrap();
     }
     std::thread::sleep(Duration::from_millis(20));
     {
@@ -158,4 +163,59 @@ fn prune_and_clear_remove_legacy_directories() {
     let cleared = cache.clear().unwrap();
     assert_eq!(cleared.entries, 1);
     assert!(matches!(cache.get(&key(1)), Lookup::Miss));
+}
+
+#[test]
+fn a_remembered_limit_holds_for_runs_that_set_none() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut cache = LocalCache::open(dir.path()).unwrap();
+        assert_eq!(cache.size_limit(), DEFAULT_SIZE_LIMIT);
+        cache.remember_size_limit(3 << 20).unwrap();
+        assert_eq!(cache.size_limit(), 3 << 20);
+    }
+    assert_eq!(LocalCache::open(dir.path()).unwrap().size_limit(), 3 << 20);
+    let set = CacheOptions {
+        size_limit: Some(5 << 20),
+        interpreter: None,
+    };
+    assert_eq!(
+        LocalCache::open_with(dir.path(), set).unwrap().size_limit(),
+        5 << 20
+    );
+}
+
+#[test]
+fn a_store_of_an_earlier_client_gets_the_remote_hits_column_and_keeps_its_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(LocalCache::open(dir.path()).unwrap());
+    let conn = Connection::open(dir.path().join(STORE_FILE)).unwrap();
+    conn.execute_batch(
+        "DROP TABLE settings; DROP TABLE stats;
+         CREATE TABLE stats (day INTEGER NOT NULL, interpreter INTEGER,
+             hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0,
+             stored INTEGER NOT NULL DEFAULT 0, stored_bytes INTEGER NOT NULL DEFAULT 0,
+             evicted INTEGER NOT NULL DEFAULT 0, evicted_bytes INTEGER NOT NULL DEFAULT 0,
+             corrupt INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (day, interpreter));
+         INSERT INTO stats (day, interpreter, hits, misses) VALUES (1, NULL, 4, 2);",
+    )
+    .unwrap();
+    drop(conn);
+    let cache = LocalCache::open(dir.path()).unwrap();
+    cache
+        .finish(RunCounts {
+            hits: 1,
+            misses: 3,
+            remote_hits: 2,
+        })
+        .unwrap();
+    let report = cache.report().unwrap();
+    let all = &report.interpreters[0];
+    assert_eq!(
+        (all.hits, all.misses, all.remote_hits, all.compiled),
+        (5, 5, 2, 3)
+    );
+    cache.zero_stats().unwrap();
+    let report = cache.report().unwrap();
+    assert!(report.interpreters.is_empty() && report.days.is_empty());
 }

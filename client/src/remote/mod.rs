@@ -75,6 +75,10 @@ pub struct UploadReport {
     pub error: Option<anyhow::Error>,
 }
 
+/// What a failed upload means for the run, as its warning says.
+pub const UPLOAD_FAILED_THEN: &str =
+    "these results stay in the local cache and were not shared (the .pyc files are written)";
+
 impl RemoteTier {
     /// Connects to the server and asks for its limits and our scope. `Ok(None)` when it cannot
     /// be used and the failure policy says go on.
@@ -301,10 +305,12 @@ impl RemoteTier {
                 }
             }
             Err(e) => {
-                if let Err(fatal) =
-                    self.policy
-                        .absorb(&self.console, "uploading entries to the server", e)
-                {
+                if let Err(fatal) = self.policy.absorb_then(
+                    &self.console,
+                    "uploading entries to the server",
+                    e,
+                    UPLOAD_FAILED_THEN,
+                ) {
                     report.error = Some(fatal);
                 }
             }

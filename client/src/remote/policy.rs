@@ -40,6 +40,18 @@ impl FailurePolicy {
     /// Applies the policy to a failed request: an error to return with `--require-server`,
     /// otherwise a warning (loud and once for auth) and `Ok`.
     pub fn absorb(&self, console: &Console, what: &str, err: RemoteError) -> Result<()> {
+        self.absorb_then(console, what, err, "compiling locally instead")
+    }
+
+    /// [`FailurePolicy::absorb`] for a request after which the run does something else than
+    /// compile (`then` says what, in the warning).
+    pub fn absorb_then(
+        &self,
+        console: &Console,
+        what: &str,
+        err: RemoteError,
+        then: &str,
+    ) -> Result<()> {
         if self.require {
             return Err(anyhow!("{what} failed: {err} (--require-server is set)"));
         }
@@ -55,7 +67,7 @@ impl FailurePolicy {
                 let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 console.warn(
                     WarningKind::Server,
-                    &format!("{what} failed: {err}; compiling locally instead"),
+                    &format!("{what} failed: {err}; {then}"),
                 );
                 let unavailable = matches!(err, RemoteError::Status { status: 503, .. });
                 if unavailable || n >= MAX_FAILURES {
@@ -64,5 +76,45 @@ impl FailurePolicy {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::Streams;
+    use std::sync::{Arc, Mutex};
+
+    /// A failed upload says what happened to its results, not that anything is compiled.
+    #[test]
+    fn a_failed_upload_says_the_results_were_not_shared() {
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let console = Console::new(
+            Streams::Buffers {
+                stdout: Arc::new(Mutex::new(Vec::new())),
+                stderr: Arc::clone(&stderr),
+            },
+            false,
+        );
+        let err = RemoteError::Status {
+            url: "http://127.0.0.1:9".into(),
+            status: 500,
+            message: "boom".into(),
+        };
+        FailurePolicy::new(false)
+            .absorb_then(
+                &console,
+                "uploading entries to the server",
+                err,
+                super::super::UPLOAD_FAILED_THEN,
+            )
+            .unwrap();
+        let text = String::from_utf8(stderr.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("uploading entries to the server failed"),
+            "{text}"
+        );
+        assert!(text.contains("not shared"), "{text}");
+        assert!(!text.contains("compiling locally"), "{text}");
     }
 }

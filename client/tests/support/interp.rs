@@ -276,3 +276,32 @@ pub fn pyodide_cpython(minor: u32) -> &'static Interp {
             )
         })
 }
+
+/// The natively installed CPython the default `python3` is.
+pub fn default_cpython() -> &'static Interp {
+    interpreters()
+        .iter()
+        .find(|i| i.is_default)
+        .expect("the default python3 is among the interpreters (discovery checks it)")
+}
+
+/// A natively installed CPython of another minor version than the default `python3` (3.12
+/// first, then the newest), for tests about which interpreter a command picks; panics when the
+/// machine has none, so such a test fails rather than passing without one.
+pub fn other_cpython() -> &'static Interp {
+    let default = default_cpython().version;
+    let others: Vec<&Interp> = interpreters()
+        .iter()
+        .filter(|i| {
+            i.implementation == "cpython"
+                && !i.pyodide
+                && (i.version.0, i.version.1) != (default.0, default.1)
+        })
+        .collect();
+    others
+        .iter()
+        .find(|i| (i.version.0, i.version.1) == (3, 12))
+        .or(others.last())
+        .copied()
+        .expect("a CPython other than the default python3 under $(pyenv root)/versions")
+}
