@@ -88,6 +88,11 @@ pub fn stream(
     let mut keys: Vec<KeyDigest> = Vec::new();
     let mut position: HashMap<KeyDigest, usize> = HashMap::new();
     let mut owners: HashMap<KeyDigest, Vec<usize>> = HashMap::new();
+    // One lookup per miss, its keys the alternatives: the server counts it once.
+    let lookups: Vec<Vec<KeyDigest>> = asked
+        .iter()
+        .map(|a| a.relocatable.into_iter().chain([a.own]).collect())
+        .collect();
     for (i, a) in asked.iter().enumerate() {
         for key in a.relocatable.into_iter().chain([a.own]) {
             position.entry(key).or_insert_with(|| {
@@ -162,7 +167,8 @@ pub fn stream(
             cursor += 1;
         }
     };
-    match remote.fetch_each(&keys, &mut on_frame) {
+    let interpreter = pycache_proto::api::interpreter_header(&cfg.cache_tag, &cfg.magic);
+    match remote.fetch_lookups(&lookups, Some(&interpreter), &mut on_frame) {
         Ok(bytes) => report.bytes = bytes,
         Err(e) => report.error = Some(e),
     }
