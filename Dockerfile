@@ -6,12 +6,14 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# The whole workspace (members proto, server, client) and the migrations, which the server
-# embeds at compile time.
+# The whole workspace (every member of Cargo.toml, or cargo cannot load it: .ci/run checks this
+# list) and the migrations, which the server embeds at compile time.
 COPY Cargo.toml Cargo.lock ./
 COPY proto proto
+COPY pyc pyc
 COPY server server
 COPY client client
+COPY testkit testkit
 COPY migrations migrations
 RUN cargo build --release --locked -p pycache-server \
     && cp target/release/pycache-server /usr/local/bin/pycache-server

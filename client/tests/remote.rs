@@ -647,3 +647,143 @@ fn an_oversized_entry_is_skipped_and_the_rest_uploaded() {
     assert_eq!(warm.json["remote_hits"], 8, "{}", warm.json);
     assert_eq!(warm.json["compiled"], 1, "{}", warm.json);
 }
+
+/// `GET path` at `server` over plain HTTP/1.1 (one request, connection closed), with a bearer
+/// token when given: the status line's code and the body.
+fn http_get(server: &Server, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "a plain body is expected: {head}"
+    );
+    (status, body.to_owned())
+}
+
+/// The value of the sample `series` (name and labels, as written) in Prometheus text.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(value.trim().parse().unwrap())
+    })
+}
+
+/// Issue 23, case 3: the server counts a file as one lookup. The client asks for two keys per
+/// file (the exact one, with the path, and the path-free one it relocates), and the server
+/// counted each: a fresh server and 19 files gave 38 misses, and a second client served all 19
+/// added 19 hits and 19 misses. Now: 19 misses, then 19 hits and no miss more, per interpreter
+/// and namespace too, and a hit rate, through `/metrics` and `/api/v1/stats`.
+fn one_lookup_per_file(database_url: Option<&str>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let pkg = base.join("pristine/src/pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    for i in 0..19 {
+        std::fs::write(pkg.join(format!("m{i:02}.py")), format!("N = {i}\n")).unwrap();
+    }
+    let server = start_server(&base.join("server-data"), database_url);
+    let write = server.token("write", "ci");
+    let read = server.token("read", "laptops");
+    let probe = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, importlib.util; print(sys.implementation.cache_tag, importlib.util.MAGIC_NUMBER.hex())",
+        ])
+        .output()
+        .unwrap();
+    let probe = String::from_utf8(probe.stdout).unwrap();
+    let (cache_tag, magic) = probe.trim().split_once(' ').unwrap();
+    let counts = |result: &str| {
+        let (status, metrics) = http_get(&server, "/metrics", None);
+        assert_eq!(status, 200, "{metrics}");
+        let labelled = format!(
+            "pycache_lookups_total{{namespace=\"default\",cache_tag=\"{cache_tag}\",magic=\"{magic}\",result=\"{result}\"}}"
+        );
+        (
+            sample(
+                &metrics,
+                if result == "hit" {
+                    "pycache_hits_total"
+                } else {
+                    "pycache_misses_total"
+                },
+            ),
+            sample(&metrics, &labelled),
+            metrics,
+        )
+    };
+
+    let cold = sync(
+        &fresh_copy(base, "cold"),
+        &base.join("cache-cold"),
+        Some(&server.base),
+        Some(&write),
+        &[],
+    );
+    assert_eq!(cold.out.status.code(), Some(0), "{}", stderr(&cold));
+    assert_eq!(n(&cold, "compiled"), 19, "{}", cold.json);
+    let (misses, labelled, metrics) = counts("miss");
+    assert_eq!(misses, Some(19.0), "one miss per file: {metrics}");
+    assert_eq!(labelled, Some(19.0), "{metrics}");
+    assert_eq!(counts("hit").0, Some(0.0), "{metrics}");
+
+    // Another client, another path, an empty local cache: all 19 from the server.
+    let warm = sync(
+        &fresh_copy(base, "warm"),
+        &base.join("cache-warm"),
+        Some(&server.base),
+        Some(&read),
+        &[],
+    );
+    assert_eq!(warm.out.status.code(), Some(0), "{}", stderr(&warm));
+    assert_eq!(n(&warm, "remote_hits"), 19, "{}", warm.json);
+    let (hits, labelled, metrics) = counts("hit");
+    assert_eq!(hits, Some(19.0), "one hit per file: {metrics}");
+    assert_eq!(labelled, Some(19.0), "{metrics}");
+    assert_eq!(counts("miss").0, Some(19.0), "no miss added: {metrics}");
+    assert_eq!(sample(&metrics, "pycache_hit_rate"), Some(0.5), "{metrics}");
+
+    let (status, stats) = http_get(&server, "/api/v1/stats", Some(&read));
+    assert_eq!(status, 200, "{stats}");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["hits"], 19, "{stats}");
+    assert_eq!(stats["misses"], 19, "{stats}");
+    assert_eq!(stats["hit_rate"], 0.5, "{stats}");
+    let interpreters = stats["lookups_by_interpreter"].as_array().unwrap();
+    assert_eq!(interpreters.len(), 1, "{stats}");
+    assert_eq!(interpreters[0]["cache_tag"], cache_tag, "{stats}");
+    assert_eq!(interpreters[0]["magic"], magic, "{stats}");
+    assert_eq!(interpreters[0]["hits"], 19, "{stats}");
+    assert_eq!(interpreters[0]["misses"], 19, "{stats}");
+    assert_eq!(interpreters[0]["hit_rate"], 0.5, "{stats}");
+    let namespaces = stats["lookups_by_namespace"].as_array().unwrap();
+    assert_eq!(namespaces.len(), 1, "{stats}");
+    assert_eq!(namespaces[0]["namespace"], "default", "{stats}");
+    assert_eq!(namespaces[0]["hits"], 19, "{stats}");
+    assert_eq!(namespaces[0]["misses"], 19, "{stats}");
+}
+
+#[test]
+fn a_file_is_one_lookup_in_the_server_counts_on_sqlite() {
+    one_lookup_per_file(None);
+}
+
+#[test]
+fn a_file_is_one_lookup_in_the_server_counts_on_postgres() {
+    let pg = pg::start();
+    one_lookup_per_file(Some(&pg.url()));
+}

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::key::KeyDigest;
 
-/// `POST`: body [`BatchGetRequest`] (JSON) or a binary key list ([`KEY_LIST_CONTENT_TYPE`],
-/// [`encode_key_list`]); answer a pack of the entries found (`Content-Encoding: zstd` when the
-/// request accepts it).
+/// `POST`: body [`BatchGetRequest`] (JSON), a binary key list ([`KEY_LIST_CONTENT_TYPE`],
+/// [`encode_key_list`]) or a binary lookup list ([`LOOKUPS_CONTENT_TYPE`], [`encode_lookups`]);
+/// answer a pack of the entries found (`Content-Encoding: zstd` when the request accepts it).
 pub const BATCH_GET: &str = "/api/v1/batch/get";
 /// `POST`: body a pack; answer [`BatchPutResponse`].
 pub const BATCH_PUT: &str = "/api/v1/batch/put";
@@ -77,10 +77,64 @@ pub fn decode_key_list(bytes: &[u8]) -> Result<Vec<KeyDigest>, KeyListError> {
 
 /// A binary key list whose length is not a multiple of 32 bytes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("a binary key list is 32 bytes per key, but this one is {len} bytes long")]
+#[error(
+    "a binary key list is 32 bytes per key (a lookup list: a count byte of 1 to 255, then that \
+     many keys, per lookup), but this one is {len} bytes long and does not divide so"
+)]
 pub struct KeyListError {
     /// The body's length.
     pub len: usize,
+}
+
+/// Media type of a binary lookup list, the body of a batch get that says which keys are
+/// alternatives for one file (its exact key and its path-free one, say): for each lookup one
+/// byte, its number of keys (1 to 255), then those keys, 32 bytes each ([`encode_lookups`] /
+/// [`decode_lookups`]). The server answers it as it answers the same keys in a key list, and
+/// counts each lookup once in its statistics: a hit when any of its keys is served, else a
+/// miss. Sent only to servers whose [`ServerInfo::lookups`] says they take it.
+pub const LOOKUPS_CONTENT_TYPE: &str = "application/x-pycache-lookups";
+
+/// Most keys in one lookup of a binary lookup list.
+pub const MAX_LOOKUP_KEYS: usize = u8::MAX as usize;
+
+/// The binary lookup list of `lookups` ([`LOOKUPS_CONTENT_TYPE`]); each lookup holds 1 to
+/// [`MAX_LOOKUP_KEYS`] keys (an empty one is left out, a longer one is split).
+pub fn encode_lookups<'a>(lookups: impl IntoIterator<Item = &'a [KeyDigest]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for lookup in lookups {
+        for part in lookup.chunks(MAX_LOOKUP_KEYS) {
+            out.push(part.len() as u8);
+            out.extend(part.iter().flat_map(|k| k.0));
+        }
+    }
+    out
+}
+
+/// The lookups of a binary lookup list.
+pub fn decode_lookups(bytes: &[u8]) -> Result<Vec<Vec<KeyDigest>>, KeyListError> {
+    let mut lookups = Vec::new();
+    let mut rest = bytes;
+    while let Some((&n, tail)) = rest.split_first() {
+        let len = usize::from(n) * KEY_LIST_KEY_BYTES;
+        if n == 0 || tail.len() < len {
+            return Err(KeyListError { len: bytes.len() });
+        }
+        let (keys, tail) = tail.split_at(len);
+        lookups.push(decode_key_list(keys)?);
+        rest = tail;
+    }
+    Ok(lookups)
+}
+
+/// Request header of a batch get (or an entry `GET`) naming the client's interpreter,
+/// `<cache_tag> <magic as 8 hex digits>` (`cpython-311 a70d0d0a`), so the server can count
+/// misses per interpreter (a hit is counted under the interpreter of the entry served).
+pub const INTERPRETER_HEADER: &str = "x-pycache-interpreter";
+
+/// The value of [`INTERPRETER_HEADER`] for an interpreter.
+pub fn interpreter_header(cache_tag: &str, magic: &[u8]) -> String {
+    let hex: String = magic.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{cache_tag} {hex}")
 }
 
 /// The path of one entry.
@@ -98,13 +152,20 @@ pub struct ErrorResponse {
     pub message: String,
 }
 
-/// Ask for many entries at once.
+/// Ask for many entries at once. The keys asked for are `keys`, then the keys of `lookups`;
+/// the answer holds those the server has, in that order, each once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchGetRequest {
-    /// Key digests wanted; the answer holds those the server has.
+    /// Key digests wanted, each its own lookup in the server's statistics.
+    #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub keys: Vec<KeyDigest>,
+    /// Lookups of several keys that are alternatives for one file (its exact key and its
+    /// path-free one): each counted once, a hit when any of its keys is served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
+    pub lookups: Vec<Vec<KeyDigest>>,
 }
 
 /// What happened to each entry of a batch put.
@@ -180,22 +241,75 @@ pub struct ServerInfo {
     /// The namespaces a batch get of this caller looks in, in order (first hit wins).
     #[serde(default)]
     pub reads: Vec<String>,
+    /// The server takes batch gets as lookup lists ([`LOOKUPS_CONTENT_TYPE`]) and counts a
+    /// lookup once; `false` from servers older than that (send them a key list).
+    #[serde(default)]
+    pub lookups: bool,
 }
 
-/// Store statistics.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Store statistics. Lookups (a file asked for, however many alternative keys it is asked
+/// under) are counted by this server process since it started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsResponse {
     /// Entries stored.
     pub entries: u64,
     /// Bytes of stored entries.
     pub bytes: u64,
-    /// Entries served since the server started.
+    /// Lookups served an entry since the server started.
     pub hits: u64,
-    /// Keys asked for and not found since the server started.
+    /// Lookups that found no entry since the server started.
     pub misses: u64,
-    /// Per interpreter (cache tag and magic).
+    /// `hits / (hits + misses)`; `None` before the first lookup.
+    #[serde(default)]
+    pub hit_rate: Option<f64>,
+    /// Per interpreter (cache tag and magic): entries stored.
     pub interpreters: Vec<InterpreterStats>,
+    /// Lookups per interpreter: a hit under the served entry's interpreter, a miss under the
+    /// one the client named ([`INTERPRETER_HEADER`]; `unknown` when it named none). Past a
+    /// fixed number of interpreters, the rest are counted as `other`.
+    #[serde(default)]
+    pub lookups_by_interpreter: Vec<InterpreterLookups>,
+    /// Lookups per namespace looked in first (the one the client named, else its token's
+    /// first). Past a fixed number of namespaces, the rest are counted as `other`.
+    #[serde(default)]
+    pub lookups_by_namespace: Vec<NamespaceLookups>,
+}
+
+/// Lookups of one interpreter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InterpreterLookups {
+    /// `sys.implementation.cache_tag`, `unknown` or `other`.
+    pub cache_tag: String,
+    /// Magic bytes, hex (empty for `unknown` and `other`).
+    pub magic: String,
+    /// Lookups served an entry.
+    pub hits: u64,
+    /// Lookups that found none.
+    pub misses: u64,
+    /// `hits / (hits + misses)`.
+    pub hit_rate: Option<f64>,
+}
+
+/// Lookups of one namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NamespaceLookups {
+    /// The namespace looked in first, or `other`.
+    pub namespace: String,
+    /// Lookups served an entry.
+    pub hits: u64,
+    /// Lookups that found none.
+    pub misses: u64,
+    /// `hits / (hits + misses)`.
+    pub hit_rate: Option<f64>,
+}
+
+/// `hits / (hits + misses)`, `None` when both are 0.
+pub fn hit_rate(hits: u64, misses: u64) -> Option<f64> {
+    let all = hits.saturating_add(misses);
+    (all > 0).then(|| hits as f64 / all as f64)
 }
 
 /// Statistics of one interpreter's entries.
@@ -336,5 +450,34 @@ mod tests {
         assert_eq!(decode_key_list(&bytes).unwrap(), keys);
         assert_eq!(decode_key_list(&[]).unwrap(), vec![]);
         assert_eq!(decode_key_list(&bytes[..95]), Err(KeyListError { len: 95 }));
+    }
+
+    #[test]
+    fn lookup_lists_round_trip_and_refuse_bad_counts() {
+        let keys: Vec<KeyDigest> = (0..3u8).map(|n| KeyDigest([n; 32])).collect();
+        let lookups = vec![keys[..2].to_vec(), keys[2..].to_vec()];
+        let bytes = encode_lookups(lookups.iter().map(Vec::as_slice));
+        assert_eq!(bytes.len(), 2 + 96);
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode_lookups(&bytes).unwrap(), lookups);
+        assert_eq!(decode_lookups(&[]).unwrap(), Vec::<Vec<KeyDigest>>::new());
+        assert!(decode_lookups(&bytes[..97]).is_err(), "a lookup cut short");
+        assert!(decode_lookups(&[0]).is_err(), "a lookup of no key");
+        let long: Vec<KeyDigest> = (0..300u16).map(|n| KeyDigest([n as u8; 32])).collect();
+        let split = decode_lookups(&encode_lookups([long.as_slice()])).unwrap();
+        assert_eq!(
+            split.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![255, 45]
+        );
+    }
+
+    #[test]
+    fn hit_rates_and_the_interpreter_header() {
+        assert_eq!(hit_rate(0, 0), None);
+        assert_eq!(hit_rate(19, 19), Some(0.5));
+        assert_eq!(
+            interpreter_header("cpython-311", &[0xa7, 0x0d, 0x0d, 0x0a]),
+            "cpython-311 a70d0d0a"
+        );
     }
 }

@@ -360,3 +360,94 @@ fn token_commands_never_invent_a_database() {
         "{listing}"
     );
 }
+
+/// Issue 23: every subcommand takes its database from the environment, as the server does:
+/// `PYCACHE_DATA_DIR` or `PYCACHE_DATABASE_URL` alone (no flag) is the database of `migrate`,
+/// `token create|list|revoke`, `entries purge` and `serve` (named or, as the default
+/// subcommand, not), and nothing is made in the working directory.
+#[test]
+fn every_subcommand_takes_its_database_from_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let data = tmp.path().join("data");
+    let url = format!("sqlite://{}", tmp.path().join("by-url.db").display());
+    for (var, value, file) in [
+        (
+            "PYCACHE_DATA_DIR",
+            data.to_str().unwrap(),
+            data.join("pycache.db"),
+        ),
+        (
+            "PYCACHE_DATABASE_URL",
+            url.as_str(),
+            tmp.path().join("by-url.db"),
+        ),
+    ] {
+        let command = |args: &[&str]| {
+            let mut command = std::process::Command::new(support::process::binary());
+            command
+                .args(args)
+                .current_dir(&cwd)
+                .env_remove("PYCACHE_DATA_DIR")
+                .env_remove("PYCACHE_DATABASE_URL")
+                .env(var, value);
+            command
+        };
+        let ok = |args: &[&str]| {
+            let out = command(args).output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{var} {args:?}: {text}");
+            text
+        };
+        ok(&["migrate"]);
+        assert!(file.exists(), "{var}: migrate made no {}", file.display());
+        let created = ok(&["token", "create", "--scope", "admin", "--name", "ops"]);
+        let token = created.lines().last().unwrap().trim().to_owned();
+        assert!(token.starts_with("pyc_"), "{created}");
+        assert!(ok(&["token", "list"]).contains("ops "), "{var}: token list");
+        assert!(
+            ok(&["entries", "purge", "--written-by", "ops"]).contains("0 entries"),
+            "{var}: entries purge"
+        );
+        for serve in [
+            &["serve", "--listen", "127.0.0.1:0"][..],
+            &["--listen", "127.0.0.1:0"],
+        ] {
+            let mut child = command(serve)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut lines =
+                std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+            let addr = lines
+                .find_map(|l| l.ok()?.strip_prefix("listening on ").map(str::to_owned))
+                .unwrap_or_else(|| panic!("{var} {serve:?}: the server did not start"));
+            let info = reqwest::blocking::Client::new()
+                .get(format!("http://{}/api/v1/info", addr.trim()))
+                .bearer_auth(&token)
+                .send()
+                .unwrap();
+            let status = info.status();
+            let _ = child.kill();
+            let _ = child.wait();
+            assert_eq!(status, 200, "{var} {serve:?}: the server knows the token");
+        }
+        ok(&["token", "revoke", "ops"]);
+        assert!(
+            ok(&["token", "list"])
+                .lines()
+                .any(|l| l.starts_with("ops ") && !l.ends_with('-')),
+            "{var}: revoked"
+        );
+        assert!(
+            std::fs::read_dir(&cwd).unwrap().next().is_none(),
+            "{var}: nothing is made in the working directory"
+        );
+    }
+}

@@ -66,6 +66,138 @@ async fn batch_put_then_batch_get_returns_the_entries_in_request_order() {
     assert_eq!(decode_pack(&none.body, 10).unwrap(), vec![]);
 }
 
+/// A file is one lookup in the server's counts (issue 23): a lookup list groups the keys that
+/// are alternatives for one file and is counted once, a hit when any of them is served (under
+/// the served entry's interpreter), else a miss (under the interpreter the request names);
+/// JSON `lookups` does the same; a plain key list (older clients) counts each key. The answer
+/// holds each key found once, in request order, whatever the form.
+#[tokio::test]
+async fn batch_get_counts_a_lookup_once_whatever_its_alternatives() {
+    let (_dir, state, t) = setup(Config {
+        max_batch_keys: 8,
+        ..Config::default()
+    })
+    .await;
+    let stored = [compiled_frame(1, 50), compiled_frame(2, 50)];
+    send(
+        &state,
+        send_pack("POST", api::BATCH_PUT, Some(&t), encode_pack(&stored)),
+    )
+    .await;
+    let k = |n: u32| support::key(n).digest();
+    let post = |content_type: &str, body: Vec<u8>, interpreter: Option<&str>| {
+        let mut b = request("POST", api::BATCH_GET, Some(&t)).header("content-type", content_type);
+        if let Some(i) = interpreter {
+            b = b.header(api::INTERPRETER_HEADER, i);
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    // Four files: the first and third served (k1 twice, k2), the second and fourth not.
+    let lookups = [
+        vec![k(3), k(1)],
+        vec![k(4)],
+        vec![k(1), k(2)],
+        vec![k(5), k(6)],
+    ];
+    let got = send(
+        &state,
+        post(
+            api::LOOKUPS_CONTENT_TYPE,
+            api::encode_lookups(lookups.iter().map(Vec::as_slice)),
+            Some("cpython-311 a70d0d0a"),
+        ),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(decode_pack(&got.body, 1 << 20).unwrap(), stored.to_vec());
+    let stats: StatsResponse = send(&state, get(api::STATS, Some(&t))).await.json();
+    assert_eq!((stats.hits, stats.misses), (2, 2), "{stats:?}");
+
+    // JSON: each of `keys` a lookup, then `lookups`.
+    let hex = |n: u32| k(n).to_hex();
+    let got = send(
+        &state,
+        post_json(
+            api::BATCH_GET,
+            Some(&t),
+            &json!({"keys": [hex(1)], "lookups": [[hex(5), hex(2)]]}),
+        ),
+    )
+    .await;
+    assert_eq!(decode_pack(&got.body, 1 << 20).unwrap(), stored.to_vec());
+    // A key list: each key a lookup.
+    let got = send(
+        &state,
+        post(
+            api::KEY_LIST_CONTENT_TYPE,
+            api::encode_key_list(&[k(5), k(6)]),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+
+    let stats: StatsResponse = send(&state, get(api::STATS, Some(&t))).await.json();
+    assert_eq!((stats.hits, stats.misses), (4, 4), "{stats:?}");
+    assert_eq!(stats.hit_rate, Some(0.5));
+    let by_interpreter: Vec<(&str, &str, u64, u64)> = stats
+        .lookups_by_interpreter
+        .iter()
+        .map(|i| (i.cache_tag.as_str(), i.magic.as_str(), i.hits, i.misses))
+        .collect();
+    assert_eq!(
+        by_interpreter,
+        vec![
+            ("cpython-311", "a70d0d0a", 0, 2),
+            (support::TEST_CACHE_TAG, "a70d0d0a", 4, 0),
+            ("unknown", "", 0, 2),
+        ]
+    );
+    assert_eq!(stats.lookups_by_namespace.len(), 1);
+    assert_eq!(stats.lookups_by_namespace[0].namespace, "default");
+    assert_eq!(stats.lookups_by_namespace[0].hit_rate, Some(0.5));
+    let text = String::from_utf8(send(&state, get(api::METRICS, None)).await.body).unwrap();
+    for line in [
+        "pycache_hits_total 4",
+        "pycache_misses_total 4",
+        "pycache_hit_rate 0.5",
+        "pycache_lookups_total{namespace=\"default\",cache_tag=\"cpython-311\",magic=\"a70d0d0a\",result=\"miss\"} 2",
+        "pycache_lookups_total{namespace=\"default\",cache_tag=\"testpy-311\",magic=\"a70d0d0a\",result=\"hit\"} 4",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+
+    // Malformed lookups are 400s; more keys than the limit (repeats counted) a 413.
+    send(&state, post(api::LOOKUPS_CONTENT_TYPE, vec![0], None))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad_key");
+    send(
+        &state,
+        post(api::LOOKUPS_CONTENT_TYPE, vec![2; 1 + 32], None),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "bad_key");
+    send(
+        &state,
+        post_json(api::BATCH_GET, Some(&t), &json!({"lookups": [[]]})),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "bad_json");
+    let nine: Vec<Vec<pycache_proto::KeyDigest>> = (0..3).map(|n| vec![k(n); 3]).collect();
+    send(
+        &state,
+        post(
+            api::LOOKUPS_CONTENT_TYPE,
+            api::encode_lookups(nine.iter().map(Vec::as_slice)),
+            None,
+        ),
+    )
+    .await
+    .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let info: ServerInfo = send(&state, get(api::INFO, Some(&t))).await.json();
+    assert!(info.lookups, "the server says it takes lookup lists");
+}
+
 #[tokio::test]
 async fn batch_get_is_zstd_compressed_when_accepted_and_streams_many_chunks() {
     let (_dir, state, t) = setup(Config::default()).await;

@@ -127,6 +127,11 @@ pub fn stream(
     let mut keys: Vec<KeyDigest> = Vec::new();
     let mut position: HashMap<KeyDigest, usize> = HashMap::new();
     let mut owners: HashMap<KeyDigest, Vec<usize>> = HashMap::new();
+    // One lookup per miss, its keys the alternatives: the server counts it once.
+    let lookups: Vec<Vec<KeyDigest>> = asked
+        .iter()
+        .map(|a| a.relocatable.into_iter().chain([a.own]).collect())
+        .collect();
     for (i, a) in asked.iter().enumerate() {
         for key in a.relocatable.into_iter().chain([a.own]) {
             position.entry(key).or_insert_with(|| {
@@ -213,6 +218,7 @@ pub fn stream(
             cursor += 1;
         }
     };
+    let interpreter = pycache_proto::api::interpreter_header(&cfg.cache_tag, &cfg.magic);
     let fetched = std::thread::scope(|scope| {
         let answered = waiting_shown(scope, remote);
         let mut answered = Some(answered);
@@ -220,7 +226,7 @@ pub fn stream(
             answered.take();
             on_frame(key, entry);
         };
-        remote.fetch_each(&keys, &mut on_frame)
+        remote.fetch_lookups(&lookups, Some(&interpreter), &mut on_frame)
     });
     match fetched {
         Ok(bytes) => report.bytes = bytes,

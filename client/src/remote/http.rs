@@ -348,20 +348,41 @@ impl ServerClient {
     /// `POST /api/v1/batch/get`: each frame is handed to `on_frame` as it arrives (the entry,
     /// or why it is not used: see [`Rejected`]), so files can be written while the pack is still
     /// coming. Returns the bytes received. The whole request keeps to the deadline, and the
-    /// answer may weigh no more than the keys asked for can.
+    /// answer may weigh no more than the keys asked for can. `grouped`: the request is a
+    /// lookup list (the server counts each lookup once), else a key list of the same keys,
+    /// each once; `interpreter` names the client's interpreter for the server's counts.
     pub fn batch_get_each(
         &self,
-        keys: &[KeyDigest],
+        lookups: &[Vec<KeyDigest>],
+        grouped: bool,
+        interpreter: Option<&str>,
         on_frame: &mut dyn FnMut(KeyDigest, Result<Entry, Rejected>),
     ) -> Result<u64, RemoteError> {
         let started = Instant::now();
-        // The binary key list: 32 bytes a key instead of about 70 of JSON.
-        let mut resp = self.send(
-            self.request(reqwest::Method::POST, api::BATCH_GET)
-                .header(reqwest::header::CONTENT_TYPE, api::KEY_LIST_CONTENT_TYPE)
-                .header(reqwest::header::ACCEPT_ENCODING, "zstd")
-                .body(api::encode_key_list(keys)),
-        )?;
+        let mut seen = std::collections::HashSet::new();
+        let keys: Vec<KeyDigest> = lookups
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|k| seen.insert(*k))
+            .collect();
+        // Binary: 32 bytes a key (and a count byte a lookup) instead of about 70 of JSON.
+        let (content_type, body) = if grouped {
+            (
+                api::LOOKUPS_CONTENT_TYPE,
+                api::encode_lookups(lookups.iter().map(Vec::as_slice)),
+            )
+        } else {
+            (api::KEY_LIST_CONTENT_TYPE, api::encode_key_list(&keys))
+        };
+        let mut request = self
+            .request(reqwest::Method::POST, api::BATCH_GET)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::ACCEPT_ENCODING, "zstd");
+        if let Some(interpreter) = interpreter {
+            request = request.header(api::INTERPRETER_HEADER, interpreter);
+        }
+        let mut resp = self.send(request.body(body))?;
         // A zstd answer is the server's bodies as it stores them, each its own frame.
         let mut frames = resp
             .headers()

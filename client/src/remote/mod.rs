@@ -154,27 +154,44 @@ impl RemoteTier {
             .clamp(64 << 10, 8 << 20)
     }
 
-    /// Looks up `keys` in as many batch gets as the server's limit needs, handing each frame
-    /// to `on_frame` as it arrives (an error: a miss, see [`Rejected`]). Failures go through
-    /// the policy (an error only with `--require-server`); corrupt entries are said once.
-    /// Returns the bytes received.
+    /// [`fetch_lookups`](Self::fetch_lookups) of `keys`, each its own lookup, for no
+    /// interpreter in particular.
     pub fn fetch_each(
         &self,
         keys: &[KeyDigest],
         on_frame: &mut dyn FnMut(KeyDigest, Result<Entry, Rejected>),
     ) -> Result<u64> {
+        let lookups: Vec<Vec<KeyDigest>> = keys.iter().map(|k| vec![*k]).collect();
+        self.fetch_lookups(&lookups, None, on_frame)
+    }
+
+    /// Looks up `lookups` (each the alternative keys of one file, which the server counts as
+    /// one lookup when it says it takes lookup lists) in as many batch gets as the server's
+    /// limit needs, handing each frame to `on_frame` as it arrives (an error: a miss, see
+    /// [`Rejected`]); `interpreter` ([`api::interpreter_header`]) lets the server count misses
+    /// per interpreter. Failures go through the policy (an error only with
+    /// `--require-server`); corrupt entries are said once. Returns the bytes received.
+    pub fn fetch_lookups(
+        &self,
+        lookups: &[Vec<KeyDigest>],
+        interpreter: Option<&str>,
+        on_frame: &mut dyn FnMut(KeyDigest, Result<Entry, Rejected>),
+    ) -> Result<u64> {
         let mut bytes = 0;
-        for chunk in keys.chunks(self.max_batch_keys()) {
+        for chunk in batches(lookups, self.max_batch_keys()) {
             if !self.enabled() {
                 break;
             }
             let mut first_corrupt = None;
-            let answer = self.client.batch_get_each(chunk, &mut |key, entry| {
-                if entry == Err(Rejected::Corrupt) && first_corrupt.is_none() {
-                    first_corrupt = Some(key);
-                }
-                on_frame(key, entry);
-            });
+            let grouped = self.info.lookups;
+            let answer =
+                self.client
+                    .batch_get_each(chunk, grouped, interpreter, &mut |key, entry| {
+                        if entry == Err(Rejected::Corrupt) && first_corrupt.is_none() {
+                            first_corrupt = Some(key);
+                        }
+                        on_frame(key, entry);
+                    });
             if let Some(first) = first_corrupt {
                 self.console.warn(
                     WarningKind::CorruptRemoteEntry,
@@ -316,5 +333,50 @@ impl RemoteTier {
             }
         }
         batch.clear();
+    }
+}
+
+/// `lookups` in consecutive batches of at most `max_keys` keys (a lookup is never split; one
+/// larger than that is a batch alone).
+fn batches(lookups: &[Vec<KeyDigest>], max_keys: usize) -> Vec<&[Vec<KeyDigest>]> {
+    let mut out = Vec::new();
+    let (mut start, mut keys) = (0, 0);
+    for (i, lookup) in lookups.iter().enumerate() {
+        if i > start && keys + lookup.len() > max_keys {
+            out.push(&lookups[start..i]);
+            (start, keys) = (i, 0);
+        }
+        keys += lookup.len();
+    }
+    if start < lookups.len() {
+        out.push(&lookups[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_keep_to_the_key_limit_and_never_split_a_lookup() {
+        let k = |n: u8| KeyDigest([n; 32]);
+        let lookups = vec![
+            vec![k(1), k(2)],
+            vec![k(3)],
+            vec![k(4), k(5)],
+            vec![k(6), k(7)],
+        ];
+        let sizes =
+            |max| -> Vec<usize> { batches(&lookups, max).iter().map(|b| b.len()).collect() };
+        assert_eq!(sizes(3), vec![2, 1, 1]);
+        assert_eq!(sizes(4), vec![2, 2]);
+        assert_eq!(
+            sizes(1),
+            vec![1, 1, 1, 1],
+            "a lookup over the limit goes alone"
+        );
+        assert_eq!(sizes(100), vec![4]);
+        assert!(batches(&[], 3).is_empty());
     }
 }

@@ -1,5 +1,12 @@
 //! `POST /api/v1/batch/get`: every key in one request, one streamed pack back.
 //!
+//! A request is a list of lookups: a binary lookup list (`application/x-pycache-lookups`) or
+//! JSON `lookups` groups the keys that are alternatives for one file (its exact key and its
+//! path-free one), a binary key list or JSON `keys` makes each key its own lookup. Each lookup
+//! is counted once: a hit when any of its keys was served (under the interpreter of the entry
+//! served), else a miss (under the interpreter the request names in `x-pycache-interpreter`),
+//! in the namespace looked in first; it is counted once all its keys are looked up.
+//!
 //! The keys are looked up in the caller's namespaces in order (the one it names, then its
 //! token's reads; the first that holds a key wins). The answer is a pack
 //! (`application/x-pycache-pack`) of the entries found, in request order,
@@ -25,7 +32,7 @@ use pycache_proto::{ErrorResponse, KeyDigest};
 use crate::auth::Caller;
 use crate::config::Config;
 use crate::error::AppError;
-use crate::metrics::Metrics;
+use crate::metrics::{InterpreterLabel, Metrics};
 use crate::state::AppState;
 use crate::store::body::raw_zstd_frame;
 use crate::store::FoundEntry;
@@ -62,6 +69,7 @@ fn next_chunk_keys(bytes: usize, found: usize, last: usize) -> usize {
     request_body(content(
         (BatchGetRequest = "application/json"),
         (Vec<u8> = "application/octet-stream"),
+        (Vec<u8> = "application/x-pycache-lookups"),
     )),
     responses(
         (status = 200, content_type = "application/x-pycache-pack", body = Vec<u8>,
@@ -82,10 +90,12 @@ pub async fn batch_get(
     let namespaces = caller.read_order()?;
     // The keys are read before a slot is taken, so a slow sender holds none; a slot is held
     // only while a chunk is looked up, never while it waits for the client to read it.
-    let keys = read_keys(&headers, body, &state.config).await?;
-    let mut seen = std::collections::HashSet::new();
-    let keys: Vec<KeyDigest> = keys.into_iter().filter(|k| seen.insert(*k)).collect();
-    drop(seen);
+    let lookups = read_lookups(&headers, body, &state.config).await?;
+    let (keys, mut tally) = Tally::new(
+        lookups,
+        namespaces.first().map_or("none", String::as_str),
+        InterpreterLabel::from_header(&headers).unwrap_or_else(InterpreterLabel::unknown),
+    );
     let zstd = accepts_zstd(&headers);
     let first_len = keys.len().min(FIRST_CHUNK_KEYS);
     let first = {
@@ -95,6 +105,8 @@ pub async fn batch_get(
             .without_trim();
         lookup(&state, &namespaces, &keys[..first_len], zstd).await?
     };
+    tally.found(0, &keys[..first_len], &first);
+    tally.count_through(first_len, &state.metrics);
     let first_bytes: usize = first.iter().map(|f| f.frame.entry_bytes.len()).sum();
     let rest = Rest {
         zstd,
@@ -106,6 +118,7 @@ pub async fn batch_get(
         state,
         namespaces,
         keys,
+        tally,
         done: false,
     };
     let head = pieces(PACK_MAGIC, first, zstd);
@@ -161,7 +174,10 @@ struct Rest {
     caller: Caller,
     state: AppState,
     namespaces: Vec<String>,
+    /// The keys asked for, each once, in request order.
     keys: Vec<KeyDigest>,
+    /// The lookups, counted as their keys are looked up.
+    tally: Tally,
     /// The first key not looked up yet.
     next: usize,
     /// Keys of the last chunk.
@@ -203,7 +219,10 @@ impl Rest {
                     return Some((Err(std::io::Error::other("store failed")), self));
                 }
             };
+            self.tally
+                .found(self.next, &self.keys[self.next..end], &frames);
             self.next = end;
+            self.tally.count_through(end, &self.state.metrics);
             if frames.is_empty() {
                 continue;
             }
@@ -229,20 +248,26 @@ impl Rest {
 /// comma and some white space.
 const JSON_BYTES_PER_KEY: u64 = 72;
 
-/// The keys of a batch get body, JSON or a binary key list by its `Content-Type`. The body is
-/// read only up to what `max_keys` keys can take, so a huge request costs no memory before it
-/// is refused.
-async fn read_keys(
+/// The lookups of a batch get body by its `Content-Type`: a binary lookup list, a binary key
+/// list (each key a lookup) or JSON (each of `keys` a lookup, then `lookups`). The body is read
+/// only up to what `max_keys` keys can take, so a huge request costs no memory before it is
+/// refused; more than `max_keys` keys in all (repeats included) is refused too.
+async fn read_lookups(
     headers: &HeaderMap,
     body: Body,
     config: &Config,
-) -> Result<Vec<KeyDigest>, AppError> {
+) -> Result<Vec<Vec<KeyDigest>>, AppError> {
     let max_keys = config.max_batch_keys;
-    let binary = headers
+    let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(api::KEY_LIST_CONTENT_TYPE));
-    let per_key = if binary {
+        .unwrap_or("");
+    let grouped = content_type.starts_with(api::LOOKUPS_CONTENT_TYPE);
+    let binary = content_type.starts_with(api::KEY_LIST_CONTENT_TYPE);
+    let per_key = if grouped {
+        // A count byte per lookup of at least one key.
+        api::KEY_LIST_KEY_BYTES as u64 + 1
+    } else if binary {
         api::KEY_LIST_KEY_BYTES as u64
     } else {
         JSON_BYTES_PER_KEY
@@ -263,29 +288,130 @@ async fn read_keys(
         .await
         .map_err(|_| AppError::body_timeout(config.body_timeout))?
         .map_err(|_| too_many())?;
-    let keys = if binary {
-        api::decode_key_list(&bytes).map_err(|e| AppError::bad_request("bad_key", e.to_string()))?
+    let bad_key = |e: api::KeyListError| AppError::bad_request("bad_key", e.to_string());
+    let lookups: Vec<Vec<KeyDigest>> = if grouped {
+        api::decode_lookups(&bytes).map_err(bad_key)?
+    } else if binary {
+        let keys = api::decode_key_list(&bytes).map_err(bad_key)?;
+        keys.into_iter().map(|k| vec![k]).collect()
     } else {
-        serde_json::from_slice::<BatchGetRequest>(&bytes)
-            .map_err(|e| {
-                AppError::bad_request(
-                    "bad_json",
-                    format!(
-                        "{e}; send {{\"keys\": [\"<64 hex digits>\", …]}} with Content-Type: \
-                         application/json, or the keys as {} (32 bytes each)",
-                        api::KEY_LIST_CONTENT_TYPE
-                    ),
-                )
-            })?
-            .keys
+        let request = serde_json::from_slice::<BatchGetRequest>(&bytes).map_err(|e| {
+            AppError::bad_request(
+                "bad_json",
+                format!(
+                    "{e}; send {{\"keys\": [\"<64 hex digits>\", …]}} (or \"lookups\": \
+                     [[\"<64 hex digits>\", …], …] for the alternative keys of each file) \
+                     with Content-Type: application/json, or the keys as {} (32 bytes each)",
+                    api::KEY_LIST_CONTENT_TYPE
+                ),
+            )
+        })?;
+        if request.lookups.iter().any(Vec::is_empty) {
+            return Err(AppError::bad_request(
+                "bad_json",
+                "a lookup of no key: each of \"lookups\" holds at least one key",
+            ));
+        }
+        let keys = request.keys.into_iter().map(|k| vec![k]);
+        keys.chain(request.lookups).collect()
     };
-    if keys.len() as u64 > max_keys {
+    let asked: usize = lookups.iter().map(Vec::len).sum();
+    if asked as u64 > max_keys {
         return Err(AppError::PayloadTooLarge(format!(
-            "{} keys asked for; the server answers at most {max_keys} per batch: split the request",
-            keys.len()
+            "{asked} keys asked for; the server answers at most {max_keys} per batch: split the request"
         )));
     }
-    Ok(keys)
+    Ok(lookups)
+}
+
+/// The lookups of one batch get, counted as their keys are looked up: a lookup is counted
+/// once the last of its keys was, a hit when any of them was found.
+struct Tally {
+    /// Each lookup's keys (their places in the answer's key list), in request order.
+    lookups: Vec<Vec<u32>>,
+    /// The first lookup not counted yet; those before it are.
+    counted: usize,
+    /// The interpreter of the entry found, by the key's place.
+    found: std::collections::HashMap<u32, InterpreterLabel>,
+    /// The namespace looked in first.
+    namespace: String,
+    /// The interpreter the request names, for misses.
+    asked_for: InterpreterLabel,
+}
+
+impl Tally {
+    /// The keys to look up, each once in request order, and the tally of `lookups`.
+    fn new(
+        lookups: Vec<Vec<KeyDigest>>,
+        namespace: &str,
+        asked_for: InterpreterLabel,
+    ) -> (Vec<KeyDigest>, Tally) {
+        let mut keys = Vec::new();
+        let mut place = std::collections::HashMap::new();
+        let lookups = lookups
+            .into_iter()
+            .map(|lookup| {
+                let mut places: Vec<u32> = lookup
+                    .into_iter()
+                    .map(|key| {
+                        *place.entry(key).or_insert_with(|| {
+                            keys.push(key);
+                            (keys.len() - 1) as u32
+                        })
+                    })
+                    .collect();
+                places.sort_unstable();
+                places.dedup();
+                places
+            })
+            .collect();
+        let tally = Tally {
+            lookups,
+            counted: 0,
+            found: std::collections::HashMap::new(),
+            namespace: namespace.to_owned(),
+            asked_for,
+        };
+        (keys, tally)
+    }
+
+    /// Notes the entries found (`frames`) among `keys`, the chunk of the answer's key list
+    /// that starts at place `start`.
+    fn found(&mut self, start: usize, keys: &[KeyDigest], frames: &[Found]) {
+        if frames.is_empty() {
+            return;
+        }
+        let at_of: std::collections::HashMap<&KeyDigest, usize> =
+            keys.iter().enumerate().map(|(at, k)| (k, at)).collect();
+        for frame in frames {
+            if let Some(&at) = at_of.get(&frame.frame.key.digest()) {
+                self.found.insert(
+                    (start + at) as u32,
+                    InterpreterLabel::of_key(&frame.frame.key),
+                );
+            }
+        }
+    }
+
+    /// Counts, in `metrics`, each lookup whose keys all lie before `through` and that is not
+    /// counted yet, in request order (stopping at the first still waiting for a key).
+    fn count_through(&mut self, through: usize, metrics: &Metrics) {
+        let mut counts: std::collections::BTreeMap<&InterpreterLabel, (u64, u64)> =
+            std::collections::BTreeMap::new();
+        while let Some(lookup) = self.lookups.get(self.counted) {
+            if lookup.last().is_some_and(|&last| last as usize >= through) {
+                break;
+            }
+            match lookup.iter().find_map(|place| self.found.get(place)) {
+                Some(interpreter) => counts.entry(interpreter).or_default().0 += 1,
+                None => counts.entry(&self.asked_for).or_default().1 += 1,
+            }
+            self.counted += 1;
+        }
+        for (interpreter, (hits, misses)) in counts {
+            metrics.count_lookups(&self.namespace, interpreter, hits, misses);
+        }
+    }
 }
 
 /// An entry found, ready to send: its frame, and whether its entry bytes are the body as
@@ -298,7 +424,7 @@ struct Found {
 }
 
 /// Looks up one chunk of keys in `namespaces` (first hit wins), in request order, and counts
-/// hits, misses and bytes. For a zstd answer bodies come as stored.
+/// the bytes (the [`Tally`] counts lookups). For a zstd answer bodies come as stored.
 async fn lookup(
     state: &AppState,
     namespaces: &[String],
@@ -320,11 +446,8 @@ async fn lookup(
             .iter()
             .map(|e| (e.namespace.as_str(), e.stored.key.digest())),
     );
-    let metrics = &state.metrics;
     let bytes: u64 = found.iter().map(|e| e.entry_size).sum();
-    Metrics::add(&metrics.hits, found.len() as u64);
-    Metrics::add(&metrics.misses, (keys.len() - found.len()) as u64);
-    Metrics::add(&metrics.bytes_out, bytes);
+    Metrics::add(&state.metrics.bytes_out, bytes);
     Ok(found
         .into_iter()
         .filter_map(|e| {

@@ -22,19 +22,31 @@ use super::upload::read_upload;
 use super::{parse_key, Json};
 use crate::auth::Caller;
 use crate::error::AppError;
-use crate::metrics::Metrics;
+use crate::metrics::{InterpreterLabel, Metrics};
 use crate::state::AppState;
 use crate::store::FoundEntry;
 
-/// Looks up one entry in the caller's namespaces, counting the miss when it is absent.
-async fn find(state: &AppState, caller: Caller, raw_key: &str) -> Result<FoundEntry, AppError> {
+/// Looks up one entry in the caller's namespaces, counting the miss when it is absent (under
+/// the interpreter the request names); with the namespace looked in first.
+async fn find(
+    state: &AppState,
+    caller: Caller,
+    raw_key: &str,
+    headers: &HeaderMap,
+) -> Result<(FoundEntry, String), AppError> {
     caller.require(Scope::Read, state.config.public_read)?;
     let namespaces = caller.read_order()?;
+    let first = namespaces
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "none".to_owned());
     let key = parse_key(raw_key)?;
     match state.store.get_many(&namespaces, &[key]).await?.pop() {
-        Some(found) => Ok(found),
+        Some(found) => Ok((found, first)),
         None => {
-            Metrics::add(&state.metrics.misses, 1);
+            let interpreter =
+                InterpreterLabel::from_header(headers).unwrap_or_else(InterpreterLabel::unknown);
+            state.metrics.count_lookups(&first, &interpreter, 0, 1);
             Err(AppError::NotFound(format!("no entry for key {key}")))
         }
     }
@@ -81,12 +93,14 @@ pub async fn get_entry(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw_key): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let found = find(&state, caller, &raw_key).await?;
+    let (found, first) = find(&state, caller, &raw_key, &headers).await?;
     state
         .usage
         .record([(found.namespace.as_str(), found.stored.key.digest())]);
-    Metrics::add(&state.metrics.hits, 1);
+    let interpreter = InterpreterLabel::of_key(&found.stored.key);
+    state.metrics.count_lookups(&first, &interpreter, 1, 0);
     Metrics::add(
         &state.metrics.bytes_out,
         found.stored.entry_bytes.len() as u64,
@@ -100,8 +114,9 @@ pub async fn head_entry(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw_key): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let found = find(&state, caller, &raw_key).await?;
+    let (found, _) = find(&state, caller, &raw_key, &headers).await?;
     Ok((entry_headers(&found), Body::empty()).into_response())
 }
 

@@ -41,5 +41,6 @@ pub async fn info(
         public_read: config.public_read,
         namespace,
         reads,
+        lookups: true,
     }))
 }

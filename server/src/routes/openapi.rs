@@ -4,9 +4,9 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use pycache_proto::api::{
-    BatchGetRequest, BatchPutResponse, InterpreterStats, PurgeRequest, PurgeResponse, RefusedEntry,
-    Scope, ServerInfo, StatsResponse, TokenCreateRequest, TokenCreated, TokenListResponse,
-    TokenSummary,
+    BatchGetRequest, BatchPutResponse, InterpreterLookups, InterpreterStats, NamespaceLookups,
+    PurgeRequest, PurgeResponse, RefusedEntry, Scope, ServerInfo, StatsResponse,
+    TokenCreateRequest, TokenCreated, TokenListResponse, TokenSummary,
 };
 use pycache_proto::ErrorResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -34,7 +34,7 @@ use utoipa::{Modify, OpenApi};
     ),
     components(schemas(
         BatchGetRequest, BatchPutResponse, RefusedEntry, Scope, ServerInfo, StatsResponse,
-        InterpreterStats, ErrorResponse, TokenCreateRequest, TokenCreated, TokenSummary,
+        InterpreterStats, InterpreterLookups, NamespaceLookups, ErrorResponse, TokenCreateRequest, TokenCreated, TokenSummary,
         TokenListResponse, PurgeRequest, PurgeResponse
     )),
     modifiers(&BearerAuth)

@@ -1,7 +1,12 @@
-//! `GET /api/v1/stats`: entries, bytes, hits and misses, per interpreter.
+//! `GET /api/v1/stats`: entries and bytes per interpreter; lookups (hits, misses, hit rate) in
+//! all, per interpreter and per namespace, counted by this process since it started.
+
+use std::collections::BTreeMap;
 
 use axum::extract::State;
-use pycache_proto::api::{InterpreterStats, Scope, StatsResponse};
+use pycache_proto::api::{
+    hit_rate, InterpreterLookups, InterpreterStats, NamespaceLookups, Scope, StatsResponse,
+};
 
 use super::Json;
 use crate::auth::Caller;
@@ -38,11 +43,48 @@ pub async fn stats(
             bytes: u.bytes,
         })
         .collect();
+    let mut by_interpreter: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    let mut by_namespace: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for count in state.metrics.lookup_counts() {
+        for slot in [
+            by_interpreter
+                .entry((count.interpreter.cache_tag, count.interpreter.magic))
+                .or_default(),
+            by_namespace.entry(count.namespace).or_default(),
+        ] {
+            slot.0 += count.hits;
+            slot.1 += count.misses;
+        }
+    }
+    let (hits, misses) = (
+        Metrics::get(&state.metrics.hits),
+        Metrics::get(&state.metrics.misses),
+    );
     Ok(Json(StatsResponse {
         entries,
         bytes,
-        hits: Metrics::get(&state.metrics.hits),
-        misses: Metrics::get(&state.metrics.misses),
+        hits,
+        misses,
+        hit_rate: hit_rate(hits, misses),
         interpreters,
+        lookups_by_interpreter: by_interpreter
+            .into_iter()
+            .map(|((cache_tag, magic), (hits, misses))| InterpreterLookups {
+                cache_tag,
+                magic,
+                hits,
+                misses,
+                hit_rate: hit_rate(hits, misses),
+            })
+            .collect(),
+        lookups_by_namespace: by_namespace
+            .into_iter()
+            .map(|(namespace, (hits, misses))| NamespaceLookups {
+                namespace,
+                hits,
+                misses,
+                hit_rate: hit_rate(hits, misses),
+            })
+            .collect(),
     }))
 }
