@@ -199,7 +199,7 @@ fn run_probe(executable: &Path) -> Result<Interpreter, ProbeError> {
     };
     // `-B`: the probe's own imports (and those a `.pth` file makes at start-up) write no
     // .pyc; which .pyc files exist is the run's decision alone.
-    let mut child = crate::settings::hide_secrets(&mut Command::new(executable))
+    let mut child = crate::child::hide_secrets(&mut Command::new(executable))
         .arg("-B")
         .arg("-c")
         .arg(PROBE_SCRIPT)

@@ -1,5 +1,6 @@
 //! pycache's client: a drop-in, cache-backed `python -m compileall` and the `sync` command.
 
+pub mod child;
 pub mod cli;
 pub mod commands;
 pub mod compileall;

@@ -23,19 +23,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Environment variables that carry a secret or say where one is. Every interpreter process the
-/// client starts has them removed: the interpreter runs code the client does not control (a
-/// dependency's `.pth` file, `sitecustomize`), which must not read the client's credentials.
-pub const SECRET_ENV_VARS: [&str; 2] = ["PYCACHE_TOKEN", "PYCACHE_SIGNING_KEY_FILE"];
-
-/// Removes [`SECRET_ENV_VARS`] from the environment `command` will run with.
-pub fn hide_secrets(command: &mut std::process::Command) -> &mut std::process::Command {
-    for name in SECRET_ENV_VARS {
-        command.env_remove(name);
-    }
-    command
-}
-
 /// Names the user config file in place of `$XDG_CONFIG_HOME/pycache/config.toml`.
 pub const CONFIG_FILE_ENV: &str = "PYCACHE_CONFIG_FILE";
 

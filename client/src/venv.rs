@@ -156,7 +156,7 @@ impl Environment {
 
 /// Runs the environment's interpreter to learn its `purelib` and `platlib` directories.
 fn site_packages(python: &Path) -> Result<Vec<PathBuf>> {
-    let out = crate::settings::hide_secrets(&mut Command::new(python))
+    let out = crate::child::hide_secrets(&mut Command::new(python))
         // `-I` ignores PYTHONDONTWRITEBYTECODE: `-B` keeps the start-up imports (a `.pth`
         // file's, such as setuptools' `_distutils_hack`) from leaving timestamp .pyc files
         // in the environment this run is about to compile.

@@ -311,7 +311,7 @@ fn delegate_fed(
     };
     tracing_log(why);
     let mut command = Command::new(python);
-    crate::settings::hide_secrets(&mut command);
+    crate::child::hide_secrets(&mut command);
     command.arg("-m").arg("compileall").args(raw_args);
     crate::compileall::pypy_cold::run_fed(&mut command, bytes)
         .with_context(|| format!("could not run {} -m compileall", python.display()))
@@ -320,7 +320,7 @@ fn delegate_fed(
 /// Replaces this process with `python -m compileall ARGS`.
 fn delegate(python: &Path, raw_args: &[OsString], why: &str) -> Result<i32> {
     tracing_log(why);
-    let err = crate::settings::hide_secrets(&mut Command::new(python))
+    let err = crate::child::hide_secrets(&mut Command::new(python))
         .arg("-m")
         .arg("compileall")
         .args(raw_args)

@@ -50,7 +50,7 @@ impl Exclusion {
             return Start::Delegate("-x with an empty pattern".into());
         }
         // `-B`: a question, not a compile; it leaves no .pyc behind.
-        let spawned = crate::settings::hide_secrets(&mut Command::new(python))
+        let spawned = crate::child::hide_secrets(&mut Command::new(python))
             .args(["-B", "-c"])
             .arg(EXCLUDE_SCRIPT)
             .arg(pattern)

@@ -69,7 +69,7 @@ pub fn run(
     local: Option<&LocalCache>,
 ) -> Result<i32> {
     let mut command = Command::new(&interp.executable);
-    crate::settings::hide_secrets(&mut command)
+    crate::child::hide_secrets(&mut command)
         .arg("-m")
         .arg("compileall")
         .args(raw_args)

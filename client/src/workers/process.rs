@@ -114,7 +114,7 @@ impl WorkerProcess {
             }
         }
         let mut command = Command::new(&launch.executable);
-        crate::settings::hide_secrets(&mut command)
+        crate::child::hide_secrets(&mut command)
             .arg("-c")
             .arg(WORKER_SCRIPT)
             .env("PYCACHE_WORKER_DIR", std::env::temp_dir())
