@@ -20,6 +20,8 @@ enum Answer {
     Drip,
     /// Valid 400 KiB frames, as fast as the socket takes them, forever.
     Flood,
+    /// Nothing at all: not even the answer's head.
+    Silent,
 }
 
 fn info_json() -> String {
@@ -91,6 +93,11 @@ fn serve(listener: TcpListener, answer: Answer, sent: Arc<AtomicU64>) {
                     );
                     continue;
                 }
+                if let Answer::Silent = answer {
+                    // Holds the connection until the client gives up on it.
+                    let _ = reader.read_to_end(&mut Vec::new());
+                    return;
+                }
                 let _ = out.write_all(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/x-pycache-pack\r\ncontent-length: 1000000000\r\n\r\nPYCPACK\x01",
                 );
@@ -101,6 +108,7 @@ fn serve(listener: TcpListener, answer: Answer, sent: Arc<AtomicU64>) {
                             return;
                         }
                     },
+                    Answer::Silent => unreachable!("answered above"),
                     Answer::Flood => {
                         // Every frame is valid: the client can only stop by its own bound.
                         let frame = big_frame();
@@ -261,5 +269,60 @@ fn a_server_that_never_answers_costs_the_connect_timeout_not_the_deadline() {
     assert!(
         stderr.contains(&url) && stderr.contains("PYCACHE_CONNECT_TIMEOUT"),
         "the warning names the server and the setting: {stderr}"
+    );
+}
+
+/// A server that answers the first request and then never answers a lookup: the misses are
+/// compiled while the lookup is still out (past the connect timeout, 2 s by default), not
+/// after its deadline.
+#[test]
+fn misses_compile_while_a_silent_lookup_is_still_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || serve(listener, Answer::Silent, Arc::default()));
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..50 {
+        std::fs::write(src.join(format!("m{i}.py")), format!("X = {i}\n")).unwrap();
+    }
+    let started = Instant::now();
+    let child = Command::new(CLIENT)
+        .current_dir(tmp.path())
+        .env("PYCACHE_CACHE_DIR", tmp.path().join("cache"))
+        .env("PYCACHE_SERVER", &url)
+        .env("PYCACHE_TIMEOUT", "12")
+        .env_remove("PYCACHE_CONNECT_TIMEOUT")
+        .env_remove("PYCACHE_TOKEN")
+        .env_remove("PYCACHE_PYTHON")
+        .args(["sync", "--json", "src"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pycache = src.join("__pycache__");
+    let mut first = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        let written = std::fs::read_dir(&pycache).map_or(0, |d| d.count());
+        if written > 0 {
+            first = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let first = first.expect("a .pyc was written");
+    assert!(
+        first < Duration::from_secs(6),
+        "the first .pyc came {first:?} after the start: the run waited for the 12 s deadline \
+         of a lookup that never answers: {stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["compiled"], 50, "{summary}");
+    assert!(
+        stderr.contains(&url),
+        "the warning names the server: {stderr}"
     );
 }

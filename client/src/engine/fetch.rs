@@ -8,7 +8,7 @@
 //! found goes on to the local-cache sink.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
@@ -114,7 +114,7 @@ pub fn split(asked: Vec<Asked>, parts: usize) -> Vec<Vec<Asked>> {
 /// Asks `remote` for every miss in `asked` and announces each on `announce`; absent ones are
 /// submitted to `compiler` first. Every miss is announced exactly once, whatever happens.
 pub fn stream(
-    mut asked: Vec<Asked>,
+    asked: Vec<Asked>,
     remote: &RemoteTier,
     cfg: &RunConfig,
     compiler: &dyn Compiler,
@@ -141,12 +141,15 @@ pub fn stream(
             owners.entry(key).or_default().push(i);
         }
     }
-    // Misses before `cursor` are all announced.
-    let mut cursor = 0;
+    // Misses before `cursor` are all announced. Behind a lock: past the patience the waiting
+    // thread compiles every miss not answered yet (see `waiting_shown`).
+    let misses = Mutex::new(Misses { asked, cursor: 0 });
     let mut on_frame = |key: KeyDigest, entry: Result<Entry, Rejected>| {
         let Some(&at) = position.get(&key) else {
             return;
         };
+        let mut misses = misses.lock().unwrap_or_else(PoisonError::into_inner);
+        let Misses { asked, cursor } = &mut *misses;
         let entry = match entry {
             Ok(entry) => Some(entry),
             Err(Rejected::Corrupt) => {
@@ -212,15 +215,19 @@ pub fn stream(
         }
         // Frames come in request order: a miss whose own key lies before this frame's is not
         // at the server.
-        while cursor < asked.len() && (asked[cursor].resolved || position[&asked[cursor].own] < at)
+        while *cursor < asked.len()
+            && (asked[*cursor].resolved || position[&asked[*cursor].own] < at)
         {
-            absent(&mut asked[cursor], compiler, announce);
-            cursor += 1;
+            absent(&mut asked[*cursor], compiler, announce);
+            *cursor += 1;
         }
     };
     let interpreter = pycache_proto::api::interpreter_header(&cfg.cache_tag, &cfg.magic);
     let fetched = std::thread::scope(|scope| {
-        let answered = waiting_shown(scope, remote);
+        let answered = waiting_shown(scope, remote, || {
+            let mut misses = misses.lock().unwrap_or_else(PoisonError::into_inner);
+            misses.give_up(compiler, announce);
+        });
         let mut answered = Some(answered);
         let mut on_frame = |key, entry| {
             answered.take();
@@ -232,36 +239,67 @@ pub fn stream(
         Ok(bytes) => report.bytes = bytes,
         Err(e) => report.error = Some(e),
     }
-    for a in &mut asked[cursor..] {
-        absent(a, compiler, announce);
-    }
+    let mut misses = misses.into_inner().unwrap_or_else(PoisonError::into_inner);
+    misses.give_up(compiler, announce);
     report.seconds = started.elapsed().as_secs_f64();
     report
+}
+
+/// The misses of one lookup, and how far they are announced.
+struct Misses {
+    asked: Vec<Asked>,
+    /// Misses before it are all announced.
+    cursor: usize,
+}
+
+impl Misses {
+    /// Compiles every miss not announced yet: the server did not answer (in time).
+    fn give_up(&mut self, compiler: &dyn Compiler, announce: &Sender<Announcement>) {
+        for a in &mut self.asked[self.cursor..] {
+            absent(a, compiler, announce);
+        }
+        self.cursor = self.asked.len();
+    }
 }
 
 /// How long the lookup may go without a frame before the progress line says it is waiting.
 const SLOW_ANSWER: Duration = Duration::from_secs(1);
 
 /// Says on the progress line, from [`SLOW_ANSWER`] on until the returned sender is dropped
-/// (the first frame arrived, or the lookup ended), that the run waits for the server.
+/// (the first frame arrived, or the lookup ended), that the run waits for the server; past the
+/// server's patience (its connect timeout) runs `give_up` once, which compiles the misses while
+/// the lookup is still out (an answer that comes later is kept in the local cache only).
 fn waiting_shown<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     remote: &'scope RemoteTier,
+    give_up: impl FnOnce() + Send + 'scope,
 ) -> Sender<()> {
     let (answered, waiting) = crossbeam_channel::bounded::<()>(0);
+    let patience = remote.patience();
     scope.spawn(move || {
         let started = Instant::now();
         let mut shown = false;
+        let mut give_up = Some(give_up);
         while let Err(RecvTimeoutError::Timeout) = waiting.recv_timeout(if shown {
             Duration::from_millis(500)
         } else {
-            SLOW_ANSWER
+            SLOW_ANSWER.min(patience)
         }) {
             shown = true;
+            let waited = started.elapsed();
+            let doing = if waited >= patience {
+                if let Some(give_up) = give_up.take() {
+                    tracing::debug!(?waited, "no answer from the server yet; compiling");
+                    give_up();
+                }
+                "compiling meanwhile"
+            } else {
+                "waiting"
+            };
             remote.console().progress_message(&format!(
-                "(waiting {:.0}s for the server {})",
-                started.elapsed().as_secs_f64(),
-                remote.url()
+                "(no answer from the server {} for {:.0}s: {doing})",
+                remote.url(),
+                waited.as_secs_f64(),
             ));
         }
         if shown {

@@ -56,6 +56,8 @@ pub struct RemoteTier {
     console: Console,
     /// Signs every upload.
     signing_key: Option<Arc<SigningKey>>,
+    /// See [`RemoteTier::patience`].
+    patience: Duration,
 }
 
 /// What the background uploader did.
@@ -108,6 +110,7 @@ impl RemoteTier {
                     policy,
                     console: console.clone(),
                     signing_key: config.signing_key.clone(),
+                    patience: config.connect_timeout,
                 }))
             }
             Err(e) => {
@@ -115,6 +118,12 @@ impl RemoteTier {
                 Ok(None)
             }
         }
+    }
+
+    /// How long a lookup may go without an answer before the run compiles instead of waiting
+    /// (the connect timeout).
+    pub fn patience(&self) -> Duration {
+        self.patience
     }
 
     /// Where this run's messages go.
