@@ -545,3 +545,49 @@ fn an_empty_cache_run_counts_the_same_every_time() {
     }
     assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
 }
+
+/// `sync`'s default excludes skip what is not the project's code — version control, tool
+/// caches, build output, any virtual environment whatever its name — but a package that
+/// happens to bear one of those names (the standard library's `venv`, PyPA's `build`) is code.
+#[test]
+fn default_excludes_skip_environments_and_tool_folders_but_not_packages_of_those_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let files = [
+        ("app.py", true),
+        ("venv/__init__.py", true),
+        ("venv/__main__.py", true),
+        ("build/__init__.py", true),
+        ("build/env.py", true),
+        ("dist/leftover.py", false),
+        ("build_tools/make.py", true),
+        (".git/hooks/hook.py", false),
+        ("node_modules/x/y.py", false),
+        ("env-3.12/lib/python3.12/site-packages/dep.py", false),
+    ];
+    for (rel, _) in files {
+        let path = src.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "X = 1\n").unwrap();
+    }
+    std::fs::write(src.join("env-3.12/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+    let out = client(tmp.path(), &tmp.path().join("cache"))
+        .args(["sync", "--json", "src"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = files.iter().filter(|(_, compiled)| *compiled).count();
+    assert_eq!(json["files"], expected, "{json}");
+    for (rel, compiled) in files {
+        let path = src.join(rel);
+        let cached = path
+            .parent()
+            .unwrap()
+            .join("__pycache__")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some());
+        assert_eq!(cached, compiled, "{rel}: {json}");
+    }
+}

@@ -108,8 +108,9 @@ pub fn run(
 
 /// Directories `sync` and `verify` do not walk into unless `--no-default-excludes`: the ones
 /// ruff skips by default (version control, virtual environments, tool caches, build output,
-/// installed packages). A path given on the command line is walked all the same, as ruff
-/// checks a path it is given.
+/// installed packages), unless the directory is a package; and no virtual environment, whatever
+/// its name (see `Walker::skipped`). A path given on the command line is walked all the same,
+/// as ruff checks a path it is given.
 pub const DEFAULT_EXCLUDES: &[&str] = &[
     ".bzr",
     ".direnv",

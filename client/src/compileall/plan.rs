@@ -56,8 +56,9 @@ pub struct FileOptions {
     /// The run writes timestamp pycs (`--invalidation-mode timestamp`, the default): a pyc it
     /// wrote is up to date for a later visit of the same file in the same run.
     pub timestamp_pycs: bool,
-    /// Names of directories the walk does not enter below the paths it was given (`sync`'s
-    /// default excludes; compileall has none).
+    /// Names of directories the walk does not enter below the paths it was given, unless they
+    /// are packages; with any, it does not enter virtual environments either (`sync`'s default
+    /// excludes; compileall has none).
     pub skip_dirs: &'static [&'static str],
 }
 
@@ -216,6 +217,25 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Whether `sync`'s default excludes keep the walk out of directory `fullname`: a virtual
+    /// environment (it holds a `pyvenv.cfg`, whatever its name), or a directory of one of the
+    /// names skipped that is not a package (the standard library's `venv` and PyPA's `build`
+    /// hold an `__init__.py`, and are compiled).
+    fn skipped(&self, fullname: &OsStr, name: &OsStr) -> bool {
+        if self.opts.skip_dirs.is_empty() {
+            return false;
+        }
+        let dir = Path::new(fullname);
+        if dir.join("pyvenv.cfg").exists() {
+            return true;
+        }
+        self.opts
+            .skip_dirs
+            .iter()
+            .any(|d| d.as_bytes() == name.as_bytes())
+            && !dir.join("__init__.py").exists()
+    }
+
     /// `_walk_dir` with each yielded file compiled at once, as compile_dir's loop does.
     fn walk(&mut self, dir: &OsStr, maxlevels: i64, naming: &Naming) {
         if self.opts.quiet == 0 {
@@ -267,11 +287,7 @@ impl<'a> Planner<'a> {
                 && name.as_bytes() != b"."
                 && name.as_bytes() != b".."
                 && !kind.map_or_else(|| is_symlink(&fullname), |k| k.is_symlink())
-                && !self
-                    .opts
-                    .skip_dirs
-                    .iter()
-                    .any(|d| d.as_bytes() == name.as_bytes())
+                && !self.skipped(&fullname, &name)
             {
                 let sub = match naming {
                     Naming::Ddir(Some(d)) => Naming::Ddir(Some(os_path_join(d, &name))),
