@@ -291,7 +291,7 @@ fn misses_compile_while_a_silent_lookup_is_still_out() {
         .current_dir(tmp.path())
         .env("PYCACHE_CACHE_DIR", tmp.path().join("cache"))
         .env("PYCACHE_SERVER", &url)
-        .env("PYCACHE_TIMEOUT", "12")
+        .env("PYCACHE_TIMEOUT", "8")
         .env_remove("PYCACHE_CONNECT_TIMEOUT")
         .env_remove("PYCACHE_TOKEN")
         .env_remove("PYCACHE_PYTHON")
@@ -315,8 +315,8 @@ fn misses_compile_while_a_silent_lookup_is_still_out() {
     assert!(out.status.success(), "{stderr}");
     let first = first.expect("a .pyc was written");
     assert!(
-        first < Duration::from_secs(6),
-        "the first .pyc came {first:?} after the start: the run waited for the 12 s deadline \
+        first < Duration::from_secs(5),
+        "the first .pyc came {first:?} after the start: the run waited for the 8 s deadline \
          of a lookup that never answers: {stderr}"
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
