@@ -28,7 +28,7 @@ from benchlib import report  # noqa: E402
 from benchlib.corpus import prepare_corpus, prepare_stdlib  # noqa: E402
 from benchlib.env import REPO, prepare_env  # noqa: E402
 from benchlib.load import load_level, prepare_load_trees  # noqa: E402
-from benchlib.proc import StepFailed, log, run  # noqa: E402
+from benchlib.proc import StepFailed, flush_disk, log, run  # noqa: E402
 from benchlib.servers import Postgres  # noqa: E402
 from benchlib.netlab import NetLab  # noqa: E402
 from benchlib.steps import Run, run_names, stdlib_names  # noqa: E402
@@ -100,12 +100,30 @@ def make_slots(root, base, runs, names):
     return [{n: s[f"r{i}/{n}"] for n in names} for i, s in enumerate(made)]
 
 
+# Seconds after a mass deletion before timing starts. ext4 without a journal (this machine's
+# disk) does not reuse an inode deleted less than 60 s ago while its table block is clean (300 s
+# while dirty), and scans past every such inode each time it allocates one: files created in
+# that window cost several times more, at random, whichever step creates them first.
+SETTLE_SECONDS = 65
+
+
+def settle_after_deletions(args):
+    """Waits until the trees of an earlier invocation, removed by `reset`, were removed more
+    than [`SETTLE_SECONDS`] ago (after a `sync`, so their inode table blocks are clean)."""
+    flush_disk()
+    wait = SETTLE_SECONDS - (time.time() - args.reset_at)
+    if wait > 0 and not args.quick:
+        log(f"waiting {wait:.0f} s so no step creates files among inodes deleted moments ago")
+        time.sleep(wait)
+
+
 def timing_runs(env, args, corpus_root, files, stdlib_root, stdlib):
     """Prepares every run's trees (and the pull request's change), opens the shaped link,
     then runs every step `runs` times; the link is removed even if a step fails."""
     slots = make_slots(corpus_root, args.work / "trees", args.runs, run_names())
     changed = [apply_pull_request(s["pr"]) for s in slots]
     std_slots = make_slots(stdlib_root, args.work / "trees", args.runs, stdlib_names())
+    settle_after_deletions(args)
     lab, reason = NetLab.open(args.work)
     if reason:
         log(f"note: no shaped link, its rows read n/a: {reason}")
@@ -225,6 +243,7 @@ def main(argv=None):
         stdlib_root, stdlib = prepare_stdlib(env, args.work, args.quick)
         TreeBank(args.work / "trees", corpus_root).reset()
         TreeBank(args.work / "load", corpus_root).reset()
+        args.reset_at = time.time()
         meta = describe(env, args, corpus, stdlib)
         runs = timing_runs(env, args, corpus_root, corpus["files"], stdlib_root, stdlib)
         load, load_text = (None, "") if args.no_load else load_test(env, args, corpus_root)
