@@ -130,10 +130,14 @@ struct StepRun {
 /// caches what it imports (argparse, py_compile, ...), the client's workers what they import.
 /// Those are side effects of running Python, not results of the compile, so they are left out
 /// of the comparison; the stdlib's own bytes are compared by `stdlib_parity.rs`. This also
-/// removes the stdlib half of `no_path_hermetic`'s tree (its output is still compared).
+/// removes the stdlib half of `no_path_hermetic`'s tree (its output is still compared). The
+/// directories leading to the stdlib's place in the prefix (`prefix/root/.pyenv/...`) are left
+/// out with it: only those imports make them (the client asks its interpreter questions with
+/// `-B`, so they write nothing there; compileall's own process does).
 fn import_side_effect(path: &Path, interp: &Interp) -> bool {
     let stdlib = interp.stdlib.strip_prefix("/").unwrap_or(&interp.stdlib);
-    path.starts_with(Path::new("prefix").join(stdlib))
+    let cached = Path::new("prefix").join(stdlib);
+    path.starts_with(&cached) || (path.starts_with("prefix") && cached.starts_with(path))
 }
 
 fn expand(text: &str, root: &Path) -> String {

@@ -306,6 +306,17 @@ async fn read_lookups(
                 ),
             )
         })?;
+        // A body that names neither (`{}`, `[]`, a misspelt `"kyes"`) is not a request for
+        // nothing: it is a mistake to be told about.
+        let named = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+            .is_ok_and(|m| m.contains_key("keys") || m.contains_key("lookups"));
+        if !named {
+            return Err(AppError::bad_request(
+                "bad_json",
+                "the request names no keys: send {\"keys\": [\"<64 hex digits>\", …]} or \
+                 {\"lookups\": [[\"<64 hex digits>\", …], …]}",
+            ));
+        }
         if request.lookups.iter().any(Vec::is_empty) {
             return Err(AppError::bad_request(
                 "bad_json",
