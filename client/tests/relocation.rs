@@ -176,6 +176,47 @@ fn default_interp() -> &'static Interp {
         .expect("the default python3")
 }
 
+/// `sync --json TREE` from `base` with `cache` against the server at `url`; must succeed.
+fn server_sync(
+    interp: &Interp,
+    base: &Path,
+    url: &str,
+    token: &str,
+    tree: &Path,
+    cache: &Path,
+) -> serde_json::Value {
+    let out = Command::new(CLIENT)
+        .current_dir(base)
+        .env("PYCACHE_CACHE_DIR", cache)
+        .env("PYCACHE_SERVER", url)
+        .env("PYCACHE_TOKEN", token)
+        .arg("--python")
+        .arg(&interp.path)
+        .args(["sync", "--json"])
+        .arg(tree)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The .pyc files `python -m compileall` writes for `tree`, which is left without them.
+fn compileall_pycs(interp: &Interp, tree: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let status = Command::new(&interp.path)
+        .args(["-m", "compileall", "-q"])
+        .arg(tree)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reference = pycs(tree);
+    remove_pycache(tree);
+    reference
+}
+
 /// Through the server: a tree elsewhere, with an empty local cache, is all remote hits,
 /// rewritten for its path, byte-identical to compileall's.
 #[test]
@@ -187,25 +228,8 @@ fn a_tree_at_another_path_hits_through_the_server() {
     let server =
         pycache_testkit::server::Server::start(&["--data-dir", data.to_str().unwrap()], base);
     let token = server.token("write", "ci");
-    let run = |tree: &Path, cache: &Path| -> serde_json::Value {
-        let out = Command::new(CLIENT)
-            .current_dir(base)
-            .env("PYCACHE_CACHE_DIR", cache)
-            .env("PYCACHE_SERVER", &server.base)
-            .env("PYCACHE_TOKEN", &token)
-            .arg("--python")
-            .arg(&interp.path)
-            .args(["sync", "--json"])
-            .arg(tree)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let run =
+        |tree: &Path, cache: &Path| server_sync(interp, base, &server.base, &token, tree, cache);
     let first = base.join("ci-runner-1/workspace/lib");
     corpus(interp, &first);
     let cold = run(&first, &base.join("cache-1"));
@@ -214,14 +238,7 @@ fn a_tree_at_another_path_hits_through_the_server() {
 
     let other = base.join("another-runner/builds/project/lib");
     corpus(interp, &other);
-    let status = Command::new(&interp.path)
-        .args(["-m", "compileall", "-q"])
-        .arg(&other)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let reference = pycs(&other);
-    remove_pycache(&other);
+    let reference = compileall_pycs(interp, &other);
     let warm = run(&other, &base.join("cache-2"));
     assert_eq!(warm["remote_hits"], files, "{warm}");
     assert_eq!(warm["relocated_hits"], files, "{warm}");
@@ -401,25 +418,8 @@ fn a_split_lookup_serves_shared_sources_across_its_parts() {
     let server =
         pycache_testkit::server::Server::start(&["--data-dir", data.to_str().unwrap()], base);
     let token = server.token("write", "ci");
-    let run = |tree: &Path, cache: &Path| -> serde_json::Value {
-        let out = Command::new(CLIENT)
-            .current_dir(base)
-            .env("PYCACHE_CACHE_DIR", cache)
-            .env("PYCACHE_SERVER", &server.base)
-            .env("PYCACHE_TOKEN", &token)
-            .arg("--python")
-            .arg(&interp.path)
-            .args(["sync", "--json"])
-            .arg(tree)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let run =
+        |tree: &Path, cache: &Path| server_sync(interp, base, &server.base, &token, tree, cache);
     let first = base.join("runner-1/lib");
     packages_tree(&first);
     let cold = run(&first, &base.join("cache-1"));
@@ -431,14 +431,7 @@ fn a_split_lookup_serves_shared_sources_across_its_parts() {
 
     let other = base.join("runner-2/checkout/lib");
     packages_tree(&other);
-    let status = Command::new(&interp.path)
-        .args(["-m", "compileall", "-q"])
-        .arg(&other)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let reference = pycs(&other);
-    remove_pycache(&other);
+    let reference = compileall_pycs(interp, &other);
     let warm = run(&other, &base.join("cache-2"));
     assert_eq!(warm["remote_hits"], 400, "{warm}");
     assert_eq!(warm["workers_started"], 0, "{warm}");

@@ -453,9 +453,6 @@ pub fn emit(
         answers: HashMap::new(),
         late: HashMap::new(),
     };
-    let mut success = true;
-    // Pycs written by files that succeeded: a revisit finds them up to date.
-    let mut written: HashSet<&OsStr> = HashSet::new();
     // `sync` writes on threads of its own (see `writes`); compileall mode in line.
     let threads = match cfg.style {
         Style::Sync { .. } if !cfg.hardlink_dupes => {
@@ -463,21 +460,18 @@ pub fn emit(
         }
         _ => 0,
     };
-    std::thread::scope(|scope| -> io::Result<()> {
-        let mut writes = writes::start::<(&FileTask, Option<String>)>(scope, threads);
+    let (written, success) = std::thread::scope(|scope| -> io::Result<_> {
+        let mut tally = Tally {
+            written: HashSet::new(),
+            success: true,
+            writes: writes::start(scope, threads),
+        };
         for event in events {
             match event {
                 Event::WalkLine(line) | Event::FileLine(line) => printer.line(line)?,
                 Event::StopIfFailed => {
-                    settle(
-                        &mut writes,
-                        0,
-                        &mut printer,
-                        summary,
-                        &mut written,
-                        &mut success,
-                    )?;
-                    if !success {
+                    tally.settle(0, &mut printer, summary)?;
+                    if !tally.success {
                         break;
                     }
                 }
@@ -486,19 +480,12 @@ pub fn emit(
                         .next_file()
                         .expect("resolve makes one record per file task");
                     if task.revisit {
-                        settle(
-                            &mut writes,
-                            0,
-                            &mut printer,
-                            summary,
-                            &mut written,
-                            &mut success,
-                        )?;
+                        tally.settle(0, &mut printer, summary)?;
                     }
                     let earlier_wrote_it = task
                         .levels
                         .iter()
-                        .all(|l| !l.planned_before || written.contains(l.cfile.as_os_str()));
+                        .all(|l| !l.planned_before || tally.written.contains(l.cfile.as_os_str()));
                     if task.revisit && earlier_wrote_it {
                         summary.up_to_date += 1;
                         console.tick();
@@ -512,45 +499,24 @@ pub fn emit(
                         &mut results,
                         &mut printer,
                         summary,
-                        writes.as_mut(),
+                        tally.writes.as_mut(),
                     )?;
-                    match (emitted, writes.as_mut()) {
-                        (Emitted { ok, handed_over }, Some(w)) if !handed_over.is_empty() => {
-                            let failed =
-                                (!ok).then(|| printer.last_error.take().unwrap_or_default());
-                            w.file_done((task, failed), handed_over);
+                    let error =
+                        (!emitted.ok).then(|| printer.last_error.take().unwrap_or_default());
+                    match tally.writes.as_mut() {
+                        Some(w) if !emitted.handed_over.is_empty() => {
+                            w.file_done((task, error), emitted.handed_over);
                         }
-                        (Emitted { ok: true, .. }, _) => {
-                            written.extend(task.levels.iter().map(|l| l.cfile.as_os_str()));
-                        }
-                        (Emitted { ok: false, .. }, _) => {
-                            success = false;
-                            let error = printer.last_error.take().unwrap_or_default();
-                            failed_file(summary, task, error);
-                        }
+                        _ => tally.file(task, error, summary),
                     }
                     console.tick();
-                    let keep = writes::IN_FLIGHT - 1;
-                    settle(
-                        &mut writes,
-                        keep,
-                        &mut printer,
-                        summary,
-                        &mut written,
-                        &mut success,
-                    )?;
+                    tally.settle(writes::IN_FLIGHT - 1, &mut printer, summary)?;
                 }
             }
         }
-        settle(
-            &mut writes,
-            0,
-            &mut printer,
-            summary,
-            &mut written,
-            &mut success,
-        )?;
-        Ok(())
+        tally.settle(0, &mut printer, summary)?;
+        // (The writer threads end as `tally.writes` is dropped here.)
+        Ok((tally.written, tally.success))
     })?;
     console.finish_progress();
     console.flush()?;
@@ -565,47 +531,56 @@ pub fn emit(
     Ok(success)
 }
 
-/// Counts each file whose writes are done, or reports what failed, in plan order; waits until
-/// at most `keep` writes are out.
-fn settle<'e>(
-    writes: &mut Option<writes::Writes<(&'e FileTask, Option<String>)>>,
-    keep: usize,
-    printer: &mut Printer<'_>,
-    summary: &mut Summary,
-    written: &mut HashSet<&'e OsStr>,
-    success: &mut bool,
-) -> io::Result<()> {
-    let Some(writes) = writes.as_mut() else {
-        return Ok(());
-    };
-    for done in writes.settle(keep) {
-        let (task, failed) = done.file;
-        summary.written += done.written as u64;
-        let error = match (failed, done.error) {
-            (None, None) => {
-                written.extend(task.levels.iter().map(|l| l.cfile.as_os_str()));
-                continue;
-            }
-            (None, Some(e)) => {
-                printer.error_raised(&task.fullname, e.class_name, &e.text)?;
-                printer.last_error.take().unwrap_or_default()
-            }
-            // Its error is said already.
-            (Some(error), _) => error,
-        };
-        *success = false;
-        failed_file(summary, task, error);
-    }
-    Ok(())
+/// What the files emitted so far came to.
+struct Tally<'e> {
+    /// The .pyc files of files that succeeded: a revisit finds them up to date.
+    written: HashSet<&'e OsStr>,
+    /// Whether every file succeeded (compileall's `success`).
+    success: bool,
+    /// The writer threads (`sync`), with the files whose writes are still out.
+    writes: Option<writes::Writes<(&'e FileTask, Option<String>)>>,
 }
 
-/// Counts a file that failed, and lists it with its error (`sync --json`).
-fn failed_file(summary: &mut Summary, task: &FileTask, error: String) {
-    summary.errors += 1;
-    summary.failed.push(super::FailedFile {
-        path: String::from_utf8_lossy(task.fullname.as_encoded_bytes()).into_owned(),
-        error,
-    });
+impl<'e> Tally<'e> {
+    /// Counts a file that is done: a success, or a failure with the error it reported (listed
+    /// for `sync --json`).
+    fn file(&mut self, task: &'e FileTask, error: Option<String>, summary: &mut Summary) {
+        let Some(error) = error else {
+            self.written
+                .extend(task.levels.iter().map(|l| l.cfile.as_os_str()));
+            return;
+        };
+        self.success = false;
+        summary.errors += 1;
+        summary.failed.push(super::FailedFile {
+            path: String::from_utf8_lossy(task.fullname.as_encoded_bytes()).into_owned(),
+            error,
+        });
+    }
+
+    /// Counts each file whose writes are done, in plan order, reporting a write that failed;
+    /// waits until at most `keep` writes are out.
+    fn settle(
+        &mut self,
+        keep: usize,
+        printer: &mut Printer<'_>,
+        summary: &mut Summary,
+    ) -> io::Result<()> {
+        let Some(writes) = self.writes.as_mut() else {
+            return Ok(());
+        };
+        for done in writes.settle(keep) {
+            let (task, mut error) = done.file;
+            summary.written += done.written as u64;
+            // A file that failed before its writes has said its error already.
+            if let (None, Some(e)) = (&error, done.error) {
+                printer.error_raised(&task.fullname, e.class_name, &e.text)?;
+                error = Some(printer.last_error.take().unwrap_or_default());
+            }
+            self.file(task, error, summary);
+        }
+        Ok(())
+    }
 }
 
 /// What emitting one file did.
